@@ -1,0 +1,53 @@
+//! The pure parts of the request path: weighted pick, route lookup, and config parse+validate.
+//! Run with `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use weir::proxy::split::WeightTable;
+
+fn big_config(routes: usize) -> String {
+    let mut y = String::from(
+        "listeners: [{ name: main, address: 127.0.0.1:8080 }]\nupstreams:\n  - { name: stable, endpoints: [127.0.0.1:9001] }\n  - { name: canary, endpoints: [127.0.0.1:9002] }\nroutes:\n",
+    );
+    for i in 0..routes {
+        y.push_str(&format!(
+            "  - name: r{i}\n    match: {{ host: h{i}.example.com, path_prefix: /api/{i} }}\n    backends:\n      - {{ upstream: stable, weight: 90 }}\n      - {{ upstream: canary, weight: 10 }}\n"
+        ));
+    }
+    y
+}
+
+fn benches(c: &mut Criterion) {
+    let table = WeightTable::new([90, 10]).unwrap();
+    let mut draw = 0u64;
+    c.bench_function("weighted_pick_2_backends", |b| {
+        b.iter(|| {
+            draw = (draw + 37) % 100;
+            black_box(table.pick(black_box(draw)))
+        })
+    });
+
+    let text = big_config(1_000);
+    c.bench_function("config_parse_validate_1000_routes", |b| {
+        b.iter(|| weir::config::load_str(black_box(&text), "bench.yaml", Path::new(".")).unwrap())
+    });
+
+    let config = weir::config::load_str(&big_config(100), "bench.yaml", Path::new(".")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let snapshot = rt.block_on(async { weir::snapshot::Snapshot::build(config.into(), None) });
+    c.bench_function("route_find_last_of_100", |b| {
+        b.iter(|| {
+            weir::proxy::router::find(
+                black_box(&snapshot.routes),
+                black_box(Some("h99.example.com")),
+                black_box("/api/99/users"),
+            )
+            .unwrap()
+        })
+    });
+}
+
+criterion_group!(hot_path, benches);
+criterion_main!(hot_path);

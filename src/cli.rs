@@ -1,0 +1,230 @@
+//! The command line: `run`, `check`, `demo`. The only place that turns errors into exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, ConfigErrors};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir",
+    version,
+    about = "A weighted L7 traffic-splitting reverse proxy"
+)]
+pub struct Cli {
+    /// Log format on stderr; RUST_LOG filters (default: info, access log off).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve; reload on SIGHUP; drain and exit 0 on SIGTERM or SIGINT.
+    Run {
+        #[arg(long, default_value = "config/weir.yaml")]
+        config: PathBuf,
+        /// Worker threads (default: the number of CPUs; 1 = a single-threaded runtime).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Parse and validate a config; print each route's weights and shares.
+    Check {
+        #[arg(long, default_value = "config/weir.yaml")]
+        config: PathBuf,
+        /// The running config, for policies that compare old and new.
+        #[arg(long)]
+        previous: Option<PathBuf>,
+    },
+    /// A self-contained tour on loopback: two upstreams, weir in front, traffic, the live split.
+    Demo {
+        /// How long to send traffic, e.g. 5s or 30s.
+        #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+        duration: Duration,
+    },
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    config::parse_duration(text)
+        .ok_or_else(|| format!("expected a duration such as 5s, found `{text}`"))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Run { config, threads } => run(&config, threads),
+        Command::Check { config, previous } => check(&config, previous.as_deref()),
+        Command::Demo { duration } => {
+            match runtime(None).and_then(|rt| rt.block_on(crate::demo::run(duration))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,weir::access=off"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let rt = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    rt.context("cannot start the async runtime")
+}
+
+fn print_errors(errors: &ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+}
+
+fn check(path: &Path, previous: Option<&Path>) -> ExitCode {
+    let mut failed = false;
+    if let Some(previous) = previous
+        && let Err(errors) = config::load_file(previous)
+    {
+        eprintln!("the previous config (--previous) is not valid:");
+        print_errors(&errors);
+        failed = true;
+    }
+    match config::load_file(path) {
+        Ok(config) => {
+            if failed {
+                return ExitCode::FAILURE;
+            }
+            println!("{}: valid", path.display());
+            print!("{}", route_table(&config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The routes with each backend's weight and share, as `weir check` prints them.
+pub fn route_table(config: &Config) -> String {
+    let mut rows = vec![[
+        "route".to_owned(),
+        "backend".to_owned(),
+        "weight".to_owned(),
+        "share".to_owned(),
+    ]];
+    for r in &config.routes {
+        let total: u64 = r.backends.iter().map(|b| u64::from(b.weight)).sum();
+        for (i, b) in r.backends.iter().enumerate() {
+            rows.push([
+                if i == 0 {
+                    r.name.to_string()
+                } else {
+                    String::new()
+                },
+                config.upstreams[b.upstream].name.to_string(),
+                b.weight.to_string(),
+                format!("{:.1}%", 100.0 * f64::from(b.weight) / total as f64),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn run(path: &Path, threads: Option<usize>) -> ExitCode {
+    let config = match config::load_file(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime(threads).and_then(|rt| rt.block_on(serve(config, path.to_path_buf())));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let running = crate::server::start(config, Some(path.clone())).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match config::load_file(&path) {
+                Ok(config) => {
+                    crate::reload::apply(&running.snapshots, config);
+                    tracing::info!(path = %path.display(), "config reloaded on SIGHUP");
+                }
+                Err(errors) => {
+                    tracing::error!(path = %path.display(), errors = %errors, "config refused; the running config stays");
+                }
+            },
+        }
+    }
+    tracing::info!("shutting down: draining connections");
+    running.drain().await;
+    Ok(())
+}

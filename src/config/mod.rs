@@ -1,0 +1,15 @@
+//! Configuration: the YAML schema, loading with source positions, and validation into a typed
+//! [`Config`]. Nothing here opens a socket; `proxy/` never reads the file, only a snapshot built
+//! from a [`Config`].
+
+mod duration;
+mod load;
+mod schema;
+mod validate;
+
+pub use duration::{DurationSpec, parse_duration};
+pub use load::{ConfigError, ConfigErrors, load_file, load_str};
+pub use schema::*;
+pub use validate::{
+    Backend, Config, HostMatch, Limits, Listener, PathPrefix, Route, RouteMatch, Upstream,
+};

@@ -1,0 +1,253 @@
+//! The serde types that mirror the YAML file (SPEC.md, "Configuration"). Defaults are filled in
+//! here, so serializing a parsed file gives the effective configuration that `/config` shows and
+//! that policies see. Semantic checks live in `validate`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::DurationSpec;
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTlsSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsSpec {
+    pub certificates: Vec<CertificateSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        AdminSpec {
+            address: default_admin_address(),
+        }
+    }
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".to_owned()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http1,
+    Http2,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSpec {
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSpec {
+    pub consecutive_failures: u32,
+    pub ejection: DurationSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub match_: MatchSpec,
+    pub backends: Vec<BackendSpec>,
+    #[serde(default = "default_route_timeout")]
+    pub timeout: DurationSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<OverrideSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorSpec>,
+    #[serde(default)]
+    pub pick: Pick,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetriesSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_yaml::Value>,
+}
+
+fn default_route_timeout() -> DurationSpec {
+    DurationSpec::from_secs(30)
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    pub upstream: String,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideSpec {
+    #[serde(rename = "match")]
+    pub match_: OverrideMatchSpec,
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideMatchSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub header: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cookie: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSpec {
+    pub upstream: String,
+    pub percent: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pick {
+    #[default]
+    Random,
+    RoundRobin,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesSpec {
+    pub attempts: u32,
+    #[serde(default)]
+    pub on: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: DurationSpec,
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: DurationSpec,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: DurationSpec,
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: DurationSpec,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        LimitsSpec {
+            header_read_timeout: defaults::header_read_timeout(),
+            max_header_bytes: defaults::max_header_bytes(),
+            idle_timeout: defaults::idle_timeout(),
+            connect_timeout: defaults::connect_timeout(),
+            drain_timeout: defaults::drain_timeout(),
+        }
+    }
+}
+
+mod defaults {
+    use super::DurationSpec;
+
+    pub fn header_read_timeout() -> DurationSpec {
+        DurationSpec::from_secs(10)
+    }
+    pub fn max_header_bytes() -> usize {
+        65_536
+    }
+    pub fn idle_timeout() -> DurationSpec {
+        DurationSpec::from_secs(60)
+    }
+    pub fn connect_timeout() -> DurationSpec {
+        DurationSpec::from_secs(2)
+    }
+    pub fn drain_timeout() -> DurationSpec {
+        DurationSpec::from_secs(30)
+    }
+}
+
+/// The whole file with defaults filled in. Its JSON form is `/config`'s `config` and the
+/// `input.config` that policies see.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConfigSpec {
+    pub listeners: Vec<ListenerSpec>,
+    pub admin: AdminSpec,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub policies: Vec<String>,
+    pub limits: LimitsSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_state: Option<String>,
+}
+
+/// The top-level keys, in the order `load` reports them when one is unknown.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listeners",
+    "admin",
+    "upstreams",
+    "routes",
+    "policies",
+    "limits",
+    "rollout_state",
+];

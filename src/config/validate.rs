@@ -1,0 +1,385 @@
+//! From a decoded [`ConfigSpec`] to a typed [`Config`] that the rest of weir relies on without
+//! checking again: unique names, resolved upstream references, parsed addresses, weights whose
+//! sum is positive. Every problem is collected; nothing here touches the network or the clock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Authority;
+
+use super::load::{BrokenNames, Diagnostics};
+use super::schema::*;
+
+/// A validated configuration. `spec` is the effective file (defaults filled in); the other
+/// fields are its parsed, cross-referenced form.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub spec: ConfigSpec,
+    pub base_dir: PathBuf,
+    pub listeners: Vec<Listener>,
+    pub admin_address: SocketAddr,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub endpoints: Vec<Authority>,
+    pub protocol: Protocol,
+    /// The definition as written; an unchanged definition keeps its connection pool on reload.
+    pub spec: UpstreamSpec,
+}
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub matcher: RouteMatch,
+    pub backends: Vec<Backend>,
+    pub timeout: Duration,
+    pub pick: Pick,
+}
+
+/// An upstream with a weight inside a route. `upstream` indexes `Config::upstreams`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub upstream: usize,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub host: HostMatch,
+    pub path_prefix: PathPrefix,
+}
+
+/// Host names are stored lower-case; `Suffix` holds the dot, as in `.example.com`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    Exact(Box<str>),
+    Suffix(Box<str>),
+}
+
+/// A path prefix without its trailing slash; `None` matches every path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPrefix(pub Option<Box<str>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// hyper's HTTP/1 read buffer, which bounds the request head, cannot be smaller than this.
+const MIN_HEADER_BYTES: usize = 8192;
+
+pub(super) fn validate(
+    spec: ConfigSpec,
+    broken_upstreams: &BrokenNames,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+) -> Option<Config> {
+    let mut listeners = Vec::new();
+    if spec.listeners.is_empty() && diag.errors.is_empty() {
+        diag.error("listeners", "at least one listener is needed");
+    }
+    let mut listener_names = HashMap::new();
+    for (i, l) in spec.listeners.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        unique(diag, &mut listener_names, &l.name, &path, "listener");
+        match l.address.parse::<SocketAddr>() {
+            Ok(address) => listeners.push(Listener {
+                name: l.name.as_str().into(),
+                address,
+            }),
+            Err(_) => diag.error(
+                &format!("{path}.address"),
+                format!(
+                    "expected an IP address and port such as 127.0.0.1:8080, found `{}`",
+                    l.address
+                ),
+            ),
+        }
+        if l.tls.is_some() {
+            unsupported(diag, &format!("{path}.tls"), "TLS listeners");
+        }
+    }
+
+    let admin_address = match spec.admin.address.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            diag.error(
+                "admin.address",
+                format!(
+                    "expected an IP address and port such as 127.0.0.1:9901, found `{}`",
+                    spec.admin.address
+                ),
+            );
+            None
+        }
+    };
+
+    let mut upstreams = Vec::new();
+    let mut upstream_index = HashMap::new();
+    for (i, u) in spec.upstreams.iter().enumerate() {
+        let path = format!("upstreams[{i}]");
+        if !unique(diag, &mut upstream_index, &u.name, &path, "upstream") {
+            continue;
+        }
+        if u.endpoints.is_empty() {
+            diag.error(
+                &format!("{path}.endpoints"),
+                "expected at least one endpoint",
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (j, e) in u.endpoints.iter().enumerate() {
+            match parse_endpoint(e) {
+                Some(a) => endpoints.push(a),
+                None => diag.error(
+                    &format!("{path}.endpoints[{j}]"),
+                    format!("expected HOST:PORT such as 127.0.0.1:9001, found `{e}`"),
+                ),
+            }
+        }
+        if u.tls.is_some() {
+            unsupported(diag, &format!("{path}.tls"), "TLS to upstreams");
+        }
+        if u.outlier.is_some() {
+            unsupported(diag, &format!("{path}.outlier"), "outlier ejection");
+        }
+        upstream_index.insert(u.name.clone(), upstreams.len());
+        upstreams.push(Upstream {
+            name: u.name.as_str().into(),
+            endpoints,
+            protocol: u.protocol,
+            spec: u.clone(),
+        });
+    }
+
+    let mut routes = Vec::new();
+    let mut route_names = HashMap::new();
+    for (i, r) in spec.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        unique(diag, &mut route_names, &r.name, &path, "route");
+        let matcher = RouteMatch {
+            host: host_match(
+                diag,
+                r.match_.host.as_deref(),
+                &format!("{path}.match.host"),
+            ),
+            path_prefix: path_prefix(
+                diag,
+                r.match_.path_prefix.as_deref(),
+                &format!("{path}.match.path_prefix"),
+            ),
+        };
+        if r.backends.is_empty() {
+            diag.error(&format!("{path}.backends"), "expected at least one backend");
+        }
+        let mut backends = Vec::new();
+        let mut seen = HashMap::new();
+        for (j, b) in r.backends.iter().enumerate() {
+            let bpath = format!("{path}.backends[{j}]");
+            unique(diag, &mut seen, &b.upstream, &bpath, "backend upstream");
+            match upstream_index.get(&b.upstream) {
+                Some(&upstream) => backends.push(Backend {
+                    upstream,
+                    weight: b.weight,
+                }),
+                None if broken_upstreams.contains(&b.upstream) => {}
+                None => diag.error(
+                    &format!("{bpath}.upstream"),
+                    format!(
+                        "unknown upstream `{}`{}",
+                        b.upstream,
+                        known(&upstream_index)
+                    ),
+                ),
+            }
+        }
+        let total: u64 = r.backends.iter().map(|b| u64::from(b.weight)).sum();
+        if !r.backends.is_empty() && total == 0 {
+            diag.error(
+                &format!("{path}.backends"),
+                "the weights sum to 0: at least one backend needs a positive weight",
+            );
+        }
+        if r.timeout.get().is_zero() {
+            diag.error(&format!("{path}.timeout"), "expected a positive duration");
+        }
+        for (field, present) in [
+            ("sticky", r.sticky.is_some()),
+            ("overrides", !r.overrides.is_empty()),
+            ("mirror", r.mirror.is_some()),
+            ("retries", r.retries.is_some()),
+            ("rollout", r.rollout.is_some()),
+        ] {
+            if present {
+                unsupported(diag, &format!("{path}.{field}"), field);
+            }
+        }
+        if r.pick == Pick::RoundRobin {
+            unsupported(diag, &format!("{path}.pick"), "pick: round_robin");
+        }
+        routes.push(Route {
+            name: r.name.as_str().into(),
+            matcher,
+            backends,
+            timeout: r.timeout.get(),
+            pick: r.pick,
+        });
+    }
+
+    if !spec.policies.is_empty() {
+        unsupported(diag, "policies", "policies");
+    }
+    if spec.rollout_state.is_some() {
+        unsupported(diag, "rollout_state", "rollout_state");
+    }
+
+    let l = &spec.limits;
+    if l.max_header_bytes < MIN_HEADER_BYTES {
+        diag.error(
+            "limits.max_header_bytes",
+            format!(
+                "expected at least {MIN_HEADER_BYTES}, found {}",
+                l.max_header_bytes
+            ),
+        );
+    }
+    for (field, d) in [
+        ("header_read_timeout", l.header_read_timeout),
+        ("idle_timeout", l.idle_timeout),
+        ("connect_timeout", l.connect_timeout),
+    ] {
+        if d.get().is_zero() {
+            diag.error(&format!("limits.{field}"), "expected a positive duration");
+        }
+    }
+    let limits = Limits {
+        header_read_timeout: l.header_read_timeout.get(),
+        max_header_bytes: l.max_header_bytes,
+        idle_timeout: l.idle_timeout.get(),
+        connect_timeout: l.connect_timeout.get(),
+        drain_timeout: l.drain_timeout.get(),
+    };
+
+    if !diag.errors.is_empty() {
+        return None;
+    }
+    Some(Config {
+        spec,
+        base_dir: base_dir.to_path_buf(),
+        listeners,
+        admin_address: admin_address?,
+        upstreams,
+        routes,
+        limits,
+    })
+}
+
+/// Records `name` and reports a duplicate; returns whether it was new.
+fn unique(
+    diag: &mut Diagnostics,
+    seen: &mut HashMap<String, usize>,
+    name: &str,
+    path: &str,
+    what: &str,
+) -> bool {
+    if name.is_empty() {
+        diag.error(
+            &format!("{path}.name"),
+            format!("a {what} name must not be empty"),
+        );
+        return false;
+    }
+    if seen.contains_key(name) {
+        diag.error(
+            path,
+            format!("duplicate {what} `{name}`: names must be unique"),
+        );
+        return false;
+    }
+    seen.insert(name.to_owned(), seen.len());
+    true
+}
+
+fn unsupported(diag: &mut Diagnostics, path: &str, what: &str) {
+    diag.error(
+        path,
+        format!("{what} is not supported yet by this version of weir"),
+    );
+}
+
+fn known(index: &HashMap<String, usize>) -> String {
+    if index.is_empty() {
+        return String::from(" (no upstreams are defined)");
+    }
+    let mut names: Vec<&str> = index.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    format!(", expected one of: {}", names.join(", "))
+}
+
+fn parse_endpoint(text: &str) -> Option<Authority> {
+    let authority: Authority = text.parse().ok()?;
+    let bare = authority.as_str().contains('@');
+    (authority.port_u16().is_some() && !bare && !authority.host().is_empty()).then_some(authority)
+}
+
+fn host_match(diag: &mut Diagnostics, host: Option<&str>, path: &str) -> HostMatch {
+    let Some(host) = host else {
+        return HostMatch::Any;
+    };
+    let lower = host.to_ascii_lowercase();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if let Some(rest) = lower.strip_prefix("*.") {
+        if valid(rest) {
+            return HostMatch::Suffix(lower[1..].into());
+        }
+    } else if valid(&lower) {
+        return HostMatch::Exact(lower.into());
+    }
+    diag.error(
+        path,
+        format!("expected a host name such as app.example.com or *.example.com, found `{host}`"),
+    );
+    HostMatch::Any
+}
+
+fn path_prefix(diag: &mut Diagnostics, prefix: Option<&str>, path: &str) -> PathPrefix {
+    let Some(prefix) = prefix else {
+        return PathPrefix(None);
+    };
+    if !prefix.starts_with('/') {
+        diag.error(
+            path,
+            format!("expected a path starting with `/`, found `{prefix}`"),
+        );
+        return PathPrefix(None);
+    }
+    let trimmed = prefix.trim_end_matches('/');
+    PathPrefix((!trimmed.is_empty()).then(|| trimmed.into()))
+}

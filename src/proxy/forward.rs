@@ -1,0 +1,327 @@
+//! Forwarding one request to a backend: rewrite the URI to an endpoint, drop hop-by-hop headers,
+//! set the `x-forwarded-*` headers, stream both bodies (and trailers) without buffering, pass
+//! WebSocket upgrades through, and turn every failure into a response in one place.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::ConnInfo;
+use crate::snapshot::Backend;
+
+/// Responses are either streamed from an upstream or made by weir itself.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Why weir answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("the request URI cannot be forwarded")]
+    BadRequest,
+    #[error("cannot connect to upstream `{upstream}`: {source}")]
+    Connect {
+        upstream: Arc<str>,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream `{upstream}` failed before answering: {source}")]
+    Reset {
+        upstream: Arc<str>,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream `{upstream}` did not answer within the route timeout of {timeout:?}")]
+    Timeout {
+        upstream: Arc<str>,
+        timeout: Duration,
+    },
+}
+
+/// Who failed, in the words of `weir_upstream_errors_total{kind}` and the logs.
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::Connect { .. } | ProxyError::Reset { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The upstream error kind, or `None` when the client or the config is the cause.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::NoRoute | ProxyError::BadRequest => None,
+            ProxyError::Connect { .. } => Some("connect"),
+            ProxyError::Reset { .. } => Some("reset"),
+            ProxyError::Timeout { .. } => Some("timeout"),
+        }
+    }
+}
+
+/// The one place where weir makes a response of its own.
+pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
+    let body: &'static str = match err {
+        ProxyError::NoRoute => "weir: no route matches this request\n",
+        ProxyError::BadRequest => "weir: the request URI cannot be forwarded\n",
+        ProxyError::Connect { .. } => "weir: cannot connect to the upstream\n",
+        ProxyError::Reset { .. } => "weir: the upstream closed the connection\n",
+        ProxyError::Timeout { .. } => "weir: the upstream did not answer in time\n",
+    };
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *response.status_mut() = err.status();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Sends `req` to one endpoint of `backend` and returns the upstream's response head; the body
+/// streams on. The route `timeout` bounds the wait for the response head.
+pub async fn forward(
+    backend: &Backend,
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    timeout: Duration,
+) -> Result<Response<Incoming>, ProxyError> {
+    let pool = &backend.pool;
+    let upgrade = pool.version == Version::HTTP_11 && is_upgrade(&req);
+    prepare_request(&mut req, conn, upgrade)?;
+    set_target(&mut req, pool.next_endpoint().clone(), pool.version)?;
+    let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let mut response = match tokio::time::timeout(timeout, pool.send(req)).await {
+        Err(_) => {
+            return Err(ProxyError::Timeout {
+                upstream: pool.name.clone(),
+                timeout,
+            });
+        }
+        Ok(Err(source)) if source.is_connect() => {
+            return Err(ProxyError::Connect {
+                upstream: pool.name.clone(),
+                source,
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(ProxyError::Reset {
+                upstream: pool.name.clone(),
+                source,
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    match downstream {
+        Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            tunnel(
+                downstream,
+                hyper::upgrade::on(&mut response),
+                pool.name.clone(),
+            );
+        }
+        _ => strip_hop_by_hop(response.headers_mut(), false),
+    }
+    Ok(response)
+}
+
+/// Copies bytes both ways between an upgraded client connection and an upgraded upstream one
+/// (WebSocket). Runs on its own task; ends when either side closes.
+fn tunnel(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    name: Arc<str>,
+) {
+    tokio::spawn(async move {
+        match tokio::try_join!(downstream, upstream) {
+            Ok((d, u)) => {
+                let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
+                    tracing::debug!(upstream = &*name, error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => tracing::debug!(upstream = &*name, error = %e, "upgrade failed"),
+        }
+    });
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has_token(req.headers(), "upgrade")
+}
+
+fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Drops hop-by-hop headers, those named in `Connection` included. `TE: trailers` is end to end
+/// in practice (gRPC needs it) and stays; `keep_upgrade` keeps `Upgrade` and `Connection:
+/// upgrade` for a WebSocket handshake.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        for value in &named {
+            for name in value.to_str().unwrap_or("").split(',') {
+                let name = name.trim();
+                let kept = keep_upgrade && name.eq_ignore_ascii_case("upgrade");
+                if !name.is_empty() && !kept {
+                    headers.remove(name);
+                }
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    } else {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Some(te) = headers.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+}
+
+/// Applies the forwarding rules to the request headers.
+fn prepare_request(
+    req: &mut Request<Incoming>,
+    conn: &ConnInfo,
+    upgrade: bool,
+) -> Result<(), ProxyError> {
+    // An HTTP/2 request names its host in the URI; an HTTP/1 upstream needs it in `Host`.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(authority) = req.uri().authority()
+    {
+        let value =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest)?;
+        req.headers_mut().insert(header::HOST, value);
+    }
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    append_forwarded_for(headers, conn.client);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(&X_FORWARDED_HOST, host);
+    }
+    Ok(())
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
+    let ip = client.ip();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+}
+
+/// Points the request at `endpoint`, keeping path and query, in the upstream's HTTP version.
+fn set_target(
+    req: &mut Request<Incoming>,
+    endpoint: http::uri::Authority,
+    version: Version,
+) -> Result<(), ProxyError> {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(endpoint);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest)?;
+    *req.version_mut() = version;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "gzip"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+            ("trailer", "grpc-status"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept", "trailer"]);
+    }
+
+    #[test]
+    fn te_trailers_and_a_websocket_upgrade_survive() {
+        let mut h = headers(&[
+            ("te", "trailers"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
+        append_forwarded_for(&mut h, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "[::1]:5000".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "::1");
+    }
+}

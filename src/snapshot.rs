@@ -1,0 +1,80 @@
+//! The [`Snapshot`]: everything a request needs from one config, resolved in advance (routes
+//! with their matchers and weight tables, upstream pools). The running snapshot lives in an
+//! `ArcSwap`; a request loads it once and keeps that `Arc` to its end, so a reload never changes
+//! a request midway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, RouteMatch};
+use crate::proxy::pool::UpstreamPool;
+use crate::proxy::split::WeightTable;
+
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub routes: Box<[Route]>,
+    pub pools: Box<[Arc<UpstreamPool>]>,
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    pub matcher: RouteMatch,
+    pub backends: Box<[Backend]>,
+    pub weights: WeightTable,
+    pub timeout: Duration,
+}
+
+/// An upstream with a weight inside a route.
+pub struct Backend {
+    pub pool: Arc<UpstreamPool>,
+    pub weight: u32,
+}
+
+impl Backend {
+    pub fn name(&self) -> &Arc<str> {
+        &self.pool.name
+    }
+}
+
+impl Snapshot {
+    /// Builds the snapshot for `config`. Pools of upstreams whose definition did not change since
+    /// `previous` are shared with it, so their idle connections survive a reload; a changed
+    /// upstream gets a new pool while requests in flight finish on the old one.
+    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>) -> Snapshot {
+        let limits = config.limits;
+        let pools: Box<[Arc<UpstreamPool>]> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                previous
+                    .and_then(|p| p.pools.iter().find(|pool| pool.has_definition(u, &limits)))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(UpstreamPool::new(u, &limits)))
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                name: r.name.clone(),
+                matcher: r.matcher.clone(),
+                backends: r
+                    .backends
+                    .iter()
+                    .map(|b| Backend {
+                        pool: pools[b.upstream].clone(),
+                        weight: b.weight,
+                    })
+                    .collect(),
+                weights: WeightTable::new(r.backends.iter().map(|b| b.weight))
+                    .expect("validation refuses routes whose weights sum to 0"),
+                timeout: r.timeout,
+            })
+            .collect();
+        Snapshot {
+            config,
+            routes,
+            pools,
+        }
+    }
+}

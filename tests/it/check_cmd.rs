@@ -1,0 +1,76 @@
+//! `weir check` as CI in a GitOps repository runs it.
+
+use std::process::Command;
+
+fn weir_check(yaml: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr)
+        .unwrap()
+        .replace(path.to_str().unwrap(), "F");
+    let stdout = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace(path.to_str().unwrap(), "F");
+    (out.status.code(), stdout, stderr)
+}
+
+#[test]
+fn a_valid_file_prints_the_routes_with_weights_and_shares() {
+    let yaml = "\
+listeners: [{ name: main, address: 127.0.0.1:8080 }]
+upstreams:
+  - { name: app-stable, endpoints: [127.0.0.1:9001] }
+  - { name: app-canary, endpoints: [127.0.0.1:9101] }
+routes:
+  - name: app
+    backends:
+      - { upstream: app-stable, weight: 90 }
+      - { upstream: app-canary, weight: 10 }
+";
+    let (code, stdout, _) = weir_check(yaml);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        stdout,
+        "F: valid\n\
+         route  backend     weight  share\n\
+         app    app-stable      90  90.0%\n\
+         \x20      app-canary      10  10.0%\n"
+    );
+}
+
+#[test]
+fn an_invalid_file_exits_one_listing_every_error() {
+    let yaml = "\
+listeners: [{ name: main, address: 127.0.0.1:8080 }]
+upstreams:
+  - { name: a, endpoints: [127.0.0.1:9001] }
+routes:
+  - { name: r, backends: [{ upstream: b, weight: 1 }] }
+  - { name: s, backends: [{ upstream: a, weight: 0 }] }
+";
+    let (code, stdout, stderr) = weir_check(yaml);
+    assert_eq!(code, Some(1));
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        "F:5:29: routes[0].backends[0].upstream: unknown upstream `b`, expected one of: a\n\
+         F:6:16: routes[1].backends: the weights sum to 0: at least one backend needs a positive weight\n\
+         F: 2 error(s)\n"
+    );
+}
+
+#[test]
+fn a_missing_file_exits_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["check", "--config", "/nonexistent/weir.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
+}

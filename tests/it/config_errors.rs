@@ -1,0 +1,197 @@
+//! Every config error names file, line, column and field path, and says what was expected.
+//! One table: each bad snippet with the exact messages it must produce.
+
+use std::path::Path;
+
+const GOOD: &str = "\
+listeners:
+  - name: main
+    address: 127.0.0.1:8080
+upstreams:
+  - name: stable
+    endpoints: [127.0.0.1:9001]
+  - name: canary
+    endpoints: [127.0.0.1:9101]
+routes:
+  - name: app
+    backends:
+      - { upstream: stable, weight: 90 }
+      - { upstream: canary, weight: 10 }
+";
+
+/// The messages `yaml` produces (empty when it is valid).
+fn errors_of(yaml: &str) -> Vec<String> {
+    match weir::config::load_str(yaml, "t.yaml", Path::new(".")) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn check(yaml: &str, expected: &[&str]) {
+    assert_eq!(errors_of(yaml), expected, "for:\n{yaml}");
+}
+
+#[test]
+fn the_example_shape_is_valid() {
+    check(GOOD, &[]);
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            if let Err(e) = weir::config::load_file(&path) {
+                panic!("{}:\n{e}", path.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_files_are_refused_with_located_messages() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "listeners: [",
+            &["t.yaml:2:1: invalid YAML: did not find expected node content"],
+        ),
+        (
+            "",
+            &[
+                "t.yaml:1:1: the file is empty: expected a mapping with listeners, upstreams and routes",
+            ],
+        ),
+        (
+            &GOOD.replace("weight: 10", "weight: -1"),
+            &[
+                "t.yaml:13:29: routes[0].backends[1].weight: invalid value: integer `-1`, expected u32",
+            ],
+        ),
+        (
+            &GOOD.replace("weight: 10", "weight: ten"),
+            &[
+                "t.yaml:13:29: routes[0].backends[1].weight: invalid type: string \"ten\", expected u32",
+            ],
+        ),
+        (
+            &GOOD
+                .replace("weight: 90", "weight: 0")
+                .replace("weight: 10", "weight: 0"),
+            &[
+                "t.yaml:11:5: routes[0].backends: the weights sum to 0: at least one backend needs a positive weight",
+            ],
+        ),
+        (
+            &GOOD.replace("upstream: canary", "upstream: canry"),
+            &[
+                "t.yaml:13:11: routes[0].backends[1].upstream: unknown upstream `canry`, expected one of: canary, stable",
+            ],
+        ),
+        (
+            &GOOD.replace("    backends:", "    bakends:"),
+            &[
+                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "extra: 1\n"),
+            &[
+                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`",
+            ],
+        ),
+        (
+            &GOOD.replace("address: 127.0.0.1:8080", "address: localhost"),
+            &[
+                "t.yaml:3:5: listeners[0].address: expected an IP address and port such as 127.0.0.1:8080, found `localhost`",
+            ],
+        ),
+        (
+            &GOOD.replace("[127.0.0.1:9101]", "[\"127.0.0.1\"]"),
+            &[
+                "t.yaml:8:17: upstreams[1].endpoints[0]: expected HOST:PORT such as 127.0.0.1:9001, found `127.0.0.1`",
+            ],
+        ),
+        (
+            &GOOD
+                .replace("name: canary", "name: stable")
+                .replace("upstream: canary", "upstream: stable"),
+            &[
+                "t.yaml:7:5: upstreams[1]: duplicate upstream `stable`: names must be unique",
+                "t.yaml:13:11: routes[0].backends[1]: duplicate backend upstream `stable`: names must be unique",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "    timeout: soon\n"),
+            &[
+                "t.yaml:14:5: routes[0].timeout: invalid value: string \"soon\", expected a duration such as 250ms, 15s or 2m",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "    match: { host: \"exa mple.com\", path_prefix: api }\n"),
+            &[
+                "t.yaml:14:14: routes[0].match.host: expected a host name such as app.example.com or *.example.com, found `exa mple.com`",
+                "t.yaml:14:36: routes[0].match.path_prefix: expected a path starting with `/`, found `api`",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "limits:\n  max_header_bytes: 100\n"),
+            &["t.yaml:15:3: limits.max_header_bytes: expected at least 8192, found 100"],
+        ),
+        (
+            &(GOOD.to_owned() + "    sticky: { header: x-user }\n"),
+            &["t.yaml:14:5: routes[0].sticky: sticky is not supported yet by this version of weir"],
+        ),
+    ];
+    // Every row is checked before failing, so one run shows every mismatch.
+    let mismatches: Vec<String> = cases
+        .iter()
+        .filter(|(yaml, expected)| errors_of(yaml) != *expected)
+        .map(|(yaml, expected)| {
+            format!("{yaml}\n  want {expected:?}\n  got  {:?}", errors_of(yaml))
+        })
+        .collect();
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+}
+
+#[test]
+fn every_error_of_a_file_is_reported_at_once() {
+    let yaml = "\
+listeners:
+  - name: main
+    address: nowhere
+upstreams:
+  - name: a
+    endpoints: []
+  - name: b
+    endpoints: [127.0.0.1:1]
+    protocl: http2
+routes:
+  - name: r1
+    backends: [{ upstream: a, weight: 0 }]
+  - name: r2
+    backends: [{ upstream: missing, weight: 1 }]
+  - name: r3
+    backends: [{ upstream: b, weight: 1 }]
+";
+    check(
+        yaml,
+        &[
+            "t.yaml:3:5: listeners[0].address: expected an IP address and port such as 127.0.0.1:8080, found `nowhere`",
+            "t.yaml:6:5: upstreams[0].endpoints: expected at least one endpoint",
+            "t.yaml:9:5: upstreams[1].protocl: unknown field `protocl`, expected one of `name`, `endpoints`, `protocol`, `tls`, `outlier`",
+            "t.yaml:12:5: routes[0].backends: the weights sum to 0: at least one backend needs a positive weight",
+            "t.yaml:14:18: routes[1].backends[0].upstream: unknown upstream `missing`, expected one of: a",
+        ],
+    );
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let err = weir::config::load_file(Path::new("/nonexistent/weir.yaml")).unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/weir.yaml:1:1: cannot read the config file:"),
+        "{err}"
+    );
+}

@@ -1,0 +1,128 @@
+//! What reaches the upstream and what comes back: bodies, trailers, headers, protocols.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, StatusCode, Version};
+use http_body_util::Full;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_twenty_megabyte_body_is_echoed_intact() {
+    let up = upstream("echo").await;
+    let w = weir(&split_config(up.address, up.address, 1, 0)).await;
+    let body: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let req = Request::post(format!("http://{}/echo", w.address))
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    let a = send(&http1_client(), req).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body.len(), body.len());
+    assert!(a.body == body, "the echoed body differs");
+}
+
+#[tokio::test]
+async fn trailers_pass_through_http1_and_h2c() {
+    let up = upstream("t").await;
+    let w = weir(&split_config(up.address, up.address, 1, 0)).await;
+    for client in [http1_client(), h2c_client()] {
+        let req = Request::get(format!("http://{}/trailers", w.address))
+            .header("te", "trailers")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let a = send(&client, req).await;
+        assert_eq!(a.text(), "with trailers");
+        let trailers = a.trailers.expect("trailers arrive");
+        assert_eq!(trailers["x-checksum"], "abc123", "{:?}", a.version);
+    }
+}
+
+fn header_lines(text: &str) -> Vec<(&str, &str)> {
+    text.lines().filter_map(|l| l.split_once(": ")).collect()
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
+    let up = upstream("h").await;
+    let w = weir(&split_config(up.address, up.address, 1, 0)).await;
+    let req = Request::get(format!("http://{}/headers", w.address))
+        .header("host", "app.example.com")
+        .header("connection", "x-private")
+        .header("x-private", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9v")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-end-to-end", "kept")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let a = send(&http1_client(), req).await;
+    let got = header_lines(a.text());
+    let find = |name: &str| got.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    assert_eq!(find("host"), Some("app.example.com"));
+    assert_eq!(find("x-end-to-end"), Some("kept"));
+    assert_eq!(find("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(find("x-forwarded-proto"), Some("http"));
+    assert_eq!(find("x-forwarded-host"), Some("app.example.com"));
+    for gone in ["x-private", "keep-alive", "proxy-authorization"] {
+        assert_eq!(
+            find(gone),
+            None,
+            "{gone} reached the upstream:\n{}",
+            a.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_h2c_client_reaches_an_http1_upstream_with_its_host() {
+    let up = upstream("h").await;
+    let w = weir(&split_config(up.address, up.address, 1, 0)).await;
+    let a = get(&h2c_client(), w.address, "/headers").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.version, Version::HTTP_2);
+    assert!(a.text().starts_with("version: HTTP/1.1\n"), "{}", a.text());
+    let host = format!("host: {}\n", w.address);
+    assert!(a.text().contains(&host), "{}", a.text());
+}
+
+#[tokio::test]
+async fn an_http2_upstream_is_spoken_to_in_h2c() {
+    let up = upstream("h2").await;
+    let yaml = format!(
+        "listeners:\n  - name: main\n    address: 127.0.0.1:0\nupstreams:\n  - name: h2\n    endpoints: [\"{}\"]\n    protocol: http2\nroutes:\n  - name: app\n    backends: [{{ upstream: h2, weight: 1 }}]\n",
+        up.address
+    );
+    let w = weir(&yaml).await;
+    for client in [http1_client(), h2c_client()] {
+        let a = get(&client, w.address, "/headers").await;
+        assert!(a.text().starts_with("version: HTTP/2.0\n"), "{}", a.text());
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_passes_through_and_echoes() {
+    let up = upstream("ws").await;
+    let w = weir(&split_config(up.address, up.address, 1, 0)).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", w.address))
+        .await
+        .expect("the handshake through weir succeeds");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["hello", "through", "weir"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn upstream_status_codes_and_bodies_pass_unchanged() {
+    let up = upstream("s").await;
+    let w = weir(&split_config(up.address, up.address, 1, 0)).await;
+    for code in [200u16, 201, 404, 500, 503] {
+        let a = get(&http1_client(), w.address, &format!("/status/{code}")).await;
+        assert_eq!(a.status.as_u16(), code);
+        assert_eq!(a.text(), "s");
+    }
+}

@@ -1,0 +1,9 @@
+//! One integration test binary (see matklad, "Delete Cargo Integration Tests").
+
+mod check_cmd;
+mod config_errors;
+mod forwarding;
+mod lifecycle;
+mod limits;
+mod routing;
+mod support;

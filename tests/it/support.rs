@@ -1,0 +1,262 @@
+//! Test harness: real hyper upstreams on ephemeral loopback ports, weir started in-process from
+//! a real file, and real clients.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use weir::server::Running;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A test upstream: answers with its name, and on some paths does more:
+/// `/echo` streams the request body back, `/headers` lists the request headers,
+/// `/slow?ms=N` waits N ms first, `/trailers` answers with trailers, `/status/N` answers N,
+/// `/ws` accepts a WebSocket and echoes its messages.
+pub struct Upstream {
+    pub address: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+}
+
+impl Upstream {
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn upstream(name: &'static str) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    answer(name, req)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Upstream { address, hits }
+}
+
+async fn answer(
+    name: &'static str,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let response = match path.as_str() {
+        "/echo" => Response::new(req.into_body().boxed()),
+        "/headers" => {
+            let mut text = format!("version: {:?}\n", req.version());
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+            }
+            Response::new(full(text))
+        }
+        "/slow" => {
+            let ms: u64 = query.trim_start_matches("ms=").parse().unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(full(name))
+        }
+        "/trailers" => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-checksum", "abc123".parse().unwrap());
+            let frames = vec![
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"with trailers"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))));
+            r.headers_mut()
+                .insert("trailer", "x-checksum".parse().unwrap());
+            r
+        }
+        "/ws" => {
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let upgraded = on_upgrade.await.unwrap();
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = r.headers_mut();
+            h.insert("connection", "upgrade".parse().unwrap());
+            h.insert("upgrade", "websocket".parse().unwrap());
+            let accept = derive_accept_key(key.as_ref().map(|k| k.as_bytes()).unwrap_or(b""));
+            h.insert("sec-websocket-accept", accept.parse().unwrap());
+            r
+        }
+        p if p.starts_with("/status/") => {
+            let code: u16 = p["/status/".len()..].parse().unwrap();
+            let mut r = Response::new(full(name));
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            r
+        }
+        _ => Response::new(full(name)),
+    };
+    Ok(response)
+}
+
+/// An address on which nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// weir serving a config file written from `yaml` into a temporary directory.
+pub struct Weir {
+    pub address: SocketAddr,
+    _running: Running,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts weir on `yaml`, in which the listener must be named `main`.
+pub async fn weir(yaml: &str) -> Weir {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let config = weir::config::load_file(&path).unwrap_or_else(|e| panic!("config:\n{e}"));
+    let running = weir::server::start(config, Some(path.clone()))
+        .await
+        .unwrap();
+    let address = running.address("main").unwrap();
+    Weir {
+        address,
+        _running: running,
+        _dir: dir,
+    }
+}
+
+/// A config with one listener `main` on an ephemeral port, the given upstreams (name and
+/// endpoints) and routes (YAML list items, indented by four spaces under `routes:`).
+pub fn config(upstreams: &[(&str, &[SocketAddr])], routes: &str) -> String {
+    let mut y = String::from(
+        "listeners:\n  - name: main\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n",
+    );
+    for (name, endpoints) in upstreams {
+        let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        y.push_str(&format!(
+            "  - name: {name}\n    endpoints: [{}]\n",
+            list.join(", ")
+        ));
+    }
+    y.push_str("routes:\n");
+    y.push_str(routes);
+    y
+}
+
+/// A two-backend route `app` over upstreams `stable` and `canary`.
+pub fn split_config(stable: SocketAddr, canary: SocketAddr, ws: u32, wc: u32) -> String {
+    config(
+        &[("stable", &[stable]), ("canary", &[canary])],
+        &format!(
+            "  - name: app\n    backends:\n      - {{ upstream: stable, weight: {ws} }}\n      - {{ upstream: canary, weight: {wc} }}\n"
+        ),
+    )
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http1_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub version: http::Version,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Answer {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+}
+
+pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Answer {
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("no answer within 20 s")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    Answer {
+        status: parts.status,
+        version: parts.version,
+        body: collected.to_bytes(),
+        trailers,
+    }
+}
+
+pub async fn get(client: &TestClient, address: SocketAddr, path: &str) -> Answer {
+    let req = Request::get(format!("http://{address}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(client, req).await
+}
+
+/// Sends `n` requests to `/` and counts the answers by body.
+pub async fn tally(address: SocketAddr, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let client = http1_client();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut pending = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let client = client.clone();
+            async move { get(&client, address, "/").await }
+        })
+        .buffer_unordered(16);
+    while let Some(a) = pending.next().await {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        *counts.entry(a.text().to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
