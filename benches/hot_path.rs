@@ -35,8 +35,13 @@ fn benches(c: &mut Criterion) {
     });
 
     let config = weir::config::load_str(&big_config(100), "bench.yaml", Path::new(".")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let snapshot = rt.block_on(async { weir::snapshot::Snapshot::build(config.into(), None) });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let snapshot = rt.block_on(async {
+        weir::snapshot::Snapshot::build(config.into(), None, &Default::default())
+    });
     c.bench_function("route_find_last_of_100", |b| {
         b.iter(|| {
             weir::proxy::router::find(
@@ -49,5 +54,34 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches);
+fn metrics(c: &mut Criterion) {
+    use std::time::Duration;
+    let m = weir::metrics::Metrics::new();
+    let b = m.backend("app", "stable");
+    let mut i = 0u64;
+    c.bench_function("metrics_record_request", |bench| {
+        bench.iter(|| {
+            i += 1;
+            b.record(
+                black_box(http::StatusCode::OK),
+                black_box(Duration::from_micros(700 + i % 500)),
+                black_box(i / 100_000),
+                black_box(true),
+            )
+        })
+    });
+    let now = i / 100_000;
+    c.bench_function("metrics_window_p50_p90_p99", |bench| {
+        bench.iter(|| {
+            let s = b.stats(black_box(now));
+            (
+                s.percentile_ms(0.5),
+                s.percentile_ms(0.9),
+                s.percentile_ms(0.99),
+            )
+        })
+    });
+}
+
+criterion_group!(hot_path, benches, metrics);
 criterion_main!(hot_path);

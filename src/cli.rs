@@ -62,7 +62,8 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // Held to the end of main: dropping it flushes the log lines still queued.
+    let _log_guard = init_tracing(cli.log_format);
     match cli.command {
         Command::Run { config, threads } => run(&config, threads),
         Command::Check { config, previous } => check(&config, previous.as_deref()),
@@ -78,18 +79,24 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs go to stderr through a background writer thread, so a request never waits on a write
+/// (the access log above all). When its queue is full, lines are dropped rather than slowing
+/// traffic.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,weir::access=off"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_writer(writer)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -186,14 +193,14 @@ pub fn route_table(config: &Config) -> String {
 }
 
 fn run(path: &Path, threads: Option<usize>) -> ExitCode {
-    let config = match config::load_file(path) {
+    let candidate = match crate::reload::read_file(path) {
         Ok(c) => c,
-        Err(errors) => {
+        Err((_, errors)) => {
             print_errors(&errors);
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime(threads).and_then(|rt| rt.block_on(serve(config, path.to_path_buf())));
+    let result = runtime(threads).and_then(|rt| rt.block_on(serve(candidate, path.to_path_buf())));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -203,9 +210,9 @@ fn run(path: &Path, threads: Option<usize>) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+async fn serve(candidate: crate::reload::Candidate, path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let running = crate::server::start(config, Some(path.clone())).await?;
+    let running = crate::server::start(candidate, Some(path.clone())).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -213,15 +220,12 @@ async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match config::load_file(&path) {
-                Ok(config) => {
-                    crate::reload::apply(&running.snapshots, config);
-                    tracing::info!(path = %path.display(), "config reloaded on SIGHUP");
+            _ = hup.recv() => {
+                // A refused file is logged and recorded by the reloader; the old config stays.
+                if let Ok(changed) = running.reloader.reload() {
+                    tracing::info!(path = %path.display(), changed, "config reloaded on SIGHUP");
                 }
-                Err(errors) => {
-                    tracing::error!(path = %path.display(), errors = %errors, "config refused; the running config stays");
-                }
-            },
+            }
         }
     }
     tracing::info!("shutting down: draining connections");

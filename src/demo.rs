@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -49,9 +48,9 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
          upstreams:\n  - name: stable\n    endpoints: [\"{stable}\"]\n  - name: canary\n    endpoints: [\"{canary}\"]\n\
          routes:\n  - name: app\n    backends:\n      - {{ upstream: stable, weight: 90 }}\n      - {{ upstream: canary, weight: 10 }}\n"
     );
-    let config = crate::config::load_str(&yaml, "demo.yaml", Path::new("."))
+    let candidate = crate::reload::Candidate::from_str(&yaml, "demo.yaml")
         .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
-    let running = crate::server::start(config, None).await?;
+    let running = crate::server::start(candidate, None).await?;
     let address = running
         .address("demo")
         .context("the demo listener is bound")?;

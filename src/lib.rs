@@ -3,9 +3,11 @@
 //! The crate is a library with a thin binary, so tests drive the real thing in-process.
 //! See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;

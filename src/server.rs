@@ -1,26 +1,29 @@
-//! Starting and stopping weir: bind every listener, serve, and drain on shutdown.
+//! Starting and stopping weir: bind every listener and the admin API, serve, and drain on
+//! shutdown.
 //!
-//! Listener addresses are read once, here; a reload never rebinds.
+//! Listener and admin addresses are read once, here; a reload never rebinds.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::admin::{self, AdminState};
+use crate::metrics::Metrics;
 use crate::proxy::listener::{self, ListenerContext};
-use crate::snapshot::Snapshot;
+use crate::reload::Reloader;
+use crate::reload::apply::Candidate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {address} (listener `{listener}`): {source}")]
+    #[error("cannot listen on {address} ({what}): {source}")]
     Bind {
-        listener: Arc<str>,
+        what: String,
         address: SocketAddr,
         source: std::io::Error,
     },
@@ -31,38 +34,44 @@ pub struct Running {
     /// Each listener's name and the address it is bound to (the real port when the config
     /// asked for port 0).
     pub listeners: Vec<(Arc<str>, SocketAddr)>,
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
-    pub config_path: Option<PathBuf>,
+    pub admin_address: SocketAddr,
+    pub reloader: Arc<Reloader>,
+    draining: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
+    admin_stop: watch::Sender<bool>,
     open_tx: mpsc::Sender<()>,
     open_rx: mpsc::Receiver<()>,
     accept_tasks: Vec<JoinHandle<()>>,
 }
 
-/// Binds every listener of `config` and starts serving it.
-pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, ServerError> {
-    let snapshot = Snapshot::build(Arc::new(config), None);
-    let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let (open_tx, open_rx) = mpsc::channel(1);
+async fn bind(what: String, address: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let err = |source| ServerError::Bind {
+        what: what.clone(),
+        address,
+        source,
+    };
+    let socket = TcpListener::bind(address).await.map_err(err)?;
+    let bound = socket.local_addr().map_err(err)?;
+    Ok((socket, bound))
+}
 
-    let config = snapshots.load().config.clone();
+/// Binds every listener and the admin address of `candidate` and starts serving it. `path` is
+/// the file later reloads read.
+pub async fn start(candidate: Candidate, path: Option<PathBuf>) -> Result<Running, ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let config = &candidate.config;
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let socket = TcpListener::bind(l.address)
-            .await
-            .map_err(|source| ServerError::Bind {
-                listener: l.name.clone(),
-                address: l.address,
-                source,
-            })?;
-        let address = socket.local_addr().map_err(|source| ServerError::Bind {
-            listener: l.name.clone(),
-            address: l.address,
-            source,
-        })?;
+        let (socket, address) = bind(format!("listener `{}`", l.name), l.address).await?;
         bound.push((l.name.clone(), address, socket));
     }
+    let (admin_socket, admin_address) = bind("admin".to_owned(), config.admin_address).await?;
+
+    let reloader = Arc::new(Reloader::start(candidate, path, metrics.clone()));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let (open_tx, open_rx) = mpsc::channel(1);
+    let draining = Arc::new(AtomicBool::new(false));
 
     let mut listeners = Vec::new();
     let mut accept_tasks = Vec::new();
@@ -70,19 +79,28 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         tracing::info!(listener = &*name, %address, "listening");
         let ctx = ListenerContext {
             name: name.clone(),
-            snapshots: snapshots.clone(),
+            snapshots: reloader.snapshots.clone(),
             shutdown: shutdown_rx.clone(),
             open: open_tx.clone(),
+            active: metrics.listener(&name),
         };
         accept_tasks.push(tokio::spawn(listener::serve(socket, ctx)));
         listeners.push((name, address));
     }
+    tracing::info!(address = %admin_address, "admin API listening");
+    let state = Arc::new(AdminState {
+        reloader: reloader.clone(),
+        draining: draining.clone(),
+    });
+    tokio::spawn(admin::serve(admin_socket, state, admin_stop_rx));
 
     Ok(Running {
         listeners,
-        snapshots,
-        config_path,
+        admin_address,
+        reloader,
+        draining,
         shutdown,
+        admin_stop,
         open_tx,
         open_rx,
         accept_tasks,
@@ -99,16 +117,20 @@ impl Running {
     }
 
     /// Stops accepting, lets requests in flight finish and closes connections, waiting at most
-    /// the configured drain timeout. Returns whether every connection finished in time.
+    /// the configured drain timeout; `/readyz` answers 503 meanwhile, and the admin API stops
+    /// last. Returns whether every connection finished in time.
     pub async fn drain(self) -> bool {
-        let timeout: Duration = self.snapshots.load().config.limits.drain_timeout;
+        let timeout: Duration = self.reloader.snapshots.load().config.limits.drain_timeout;
         let Running {
+            draining,
             shutdown,
+            admin_stop,
             open_tx,
             mut open_rx,
             accept_tasks,
             ..
         } = self;
+        draining.store(true, Ordering::Relaxed);
         let _ = shutdown.send(true);
         for task in accept_tasks {
             let _ = task.await;
@@ -124,6 +146,7 @@ impl Running {
                 "drain timeout reached with connections still open"
             );
         }
+        let _ = admin_stop.send(true);
         finished
     }
 }

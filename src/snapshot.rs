@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, RouteMatch};
+use crate::metrics::{BackendMetrics, Metrics};
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::WeightTable;
 
 pub struct Snapshot {
     pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
     pub routes: Box<[Route]>,
     pub pools: Box<[Arc<UpstreamPool>]>,
 }
@@ -28,6 +30,8 @@ pub struct Route {
 pub struct Backend {
     pub pool: Arc<UpstreamPool>,
     pub weight: u32,
+    /// Handles of this (route, backend), shared with the previous snapshot when the pair existed.
+    pub metrics: Arc<BackendMetrics>,
 }
 
 impl Backend {
@@ -40,7 +44,14 @@ impl Snapshot {
     /// Builds the snapshot for `config`. Pools of upstreams whose definition did not change since
     /// `previous` are shared with it, so their idle connections survive a reload; a changed
     /// upstream gets a new pool while requests in flight finish on the old one.
-    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>) -> Snapshot {
+    ///
+    /// Metric handles are resolved here, once per (route, backend); the series of pairs that
+    /// left the config are dropped.
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+        metrics: &Arc<Metrics>,
+    ) -> Snapshot {
         let limits = config.limits;
         let pools: Box<[Arc<UpstreamPool>]> = config
             .upstreams
@@ -49,10 +60,10 @@ impl Snapshot {
                 previous
                     .and_then(|p| p.pools.iter().find(|pool| pool.has_definition(u, &limits)))
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(UpstreamPool::new(u, &limits)))
+                    .unwrap_or_else(|| Arc::new(UpstreamPool::new(u, &limits, metrics)))
             })
             .collect();
-        let routes = config
+        let routes: Box<[Route]> = config
             .routes
             .iter()
             .map(|r| Route {
@@ -61,9 +72,18 @@ impl Snapshot {
                 backends: r
                     .backends
                     .iter()
-                    .map(|b| Backend {
-                        pool: pools[b.upstream].clone(),
-                        weight: b.weight,
+                    .map(|b| {
+                        let pool = pools[b.upstream].clone();
+                        let metrics = previous
+                            .and_then(|p| p.backend(&r.name, &pool.name))
+                            .map(|old| old.metrics.clone())
+                            .unwrap_or_else(|| Arc::new(metrics.backend(&r.name, &pool.name)));
+                        metrics.weight.set(i64::from(b.weight));
+                        Backend {
+                            pool,
+                            weight: b.weight,
+                            metrics,
+                        }
                     })
                     .collect(),
                 weights: WeightTable::new(r.backends.iter().map(|b| b.weight))
@@ -71,10 +91,33 @@ impl Snapshot {
                 timeout: r.timeout,
             })
             .collect();
+        if let Some(previous) = previous {
+            for r in previous.routes.iter() {
+                for b in r.backends.iter() {
+                    let kept = routes.iter().any(|n| {
+                        n.name == r.name && n.backends.iter().any(|nb| nb.name() == b.name())
+                    });
+                    if !kept {
+                        metrics.forget_backend(&b.metrics);
+                    }
+                }
+            }
+        }
         Snapshot {
             config,
+            metrics: metrics.clone(),
             routes,
             pools,
         }
+    }
+
+    /// The backend called `backend` in the route called `route`.
+    pub fn backend(&self, route: &str, backend: &str) -> Option<&Backend> {
+        self.routes
+            .iter()
+            .find(|r| &*r.name == route)?
+            .backends
+            .iter()
+            .find(|b| &**b.name() == backend)
     }
 }

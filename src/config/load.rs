@@ -58,17 +58,20 @@ impl fmt::Display for ConfigErrors {
 /// Reads and validates the file at `path`. A missing or unreadable file is an error too.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            line: 1,
-            column: 1,
-            path: String::new(),
-            message: format!("cannot read the config file: {e}"),
-        }])
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, &e))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     load_str(&text, &file, base_dir)
+}
+
+/// The error for a config file that cannot be read.
+pub fn unreadable(path: &Path, e: &std::io::Error) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: path.display().to_string(),
+        line: 1,
+        column: 1,
+        path: String::new(),
+        message: format!("cannot read the config file: {e}"),
+    }])
 }
 
 /// Parses and validates `text`. `file` names it in errors; relative paths inside it (certificates,

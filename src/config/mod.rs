@@ -8,7 +8,7 @@ mod schema;
 mod validate;
 
 pub use duration::{DurationSpec, parse_duration};
-pub use load::{ConfigError, ConfigErrors, load_file, load_str};
+pub use load::{ConfigError, ConfigErrors, load_file, load_str, unreadable};
 pub use schema::*;
 pub use validate::{
     Backend, Config, HostMatch, Limits, Listener, PathPrefix, Route, RouteMatch, Upstream,

@@ -10,15 +10,15 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::ConnInfo;
+use crate::metrics::UpstreamErrorKind;
 use crate::snapshot::Backend;
 
-/// Responses are either streamed from an upstream or made by weir itself.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+use super::body::Inner as ProxyBody;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -62,12 +62,12 @@ impl ProxyError {
     }
 
     /// The upstream error kind, or `None` when the client or the config is the cause.
-    pub fn upstream_kind(&self) -> Option<&'static str> {
+    pub fn upstream_kind(&self) -> Option<UpstreamErrorKind> {
         match self {
             ProxyError::NoRoute | ProxyError::BadRequest => None,
-            ProxyError::Connect { .. } => Some("connect"),
-            ProxyError::Reset { .. } => Some("reset"),
-            ProxyError::Timeout { .. } => Some("timeout"),
+            ProxyError::Connect { .. } => Some(UpstreamErrorKind::Connect),
+            ProxyError::Reset { .. } => Some(UpstreamErrorKind::Reset),
+            ProxyError::Timeout { .. } => Some(UpstreamErrorKind::Timeout),
         }
     }
 }
@@ -81,7 +81,7 @@ pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
         ProxyError::Reset { .. } => "weir: the upstream closed the connection\n",
         ProxyError::Timeout { .. } => "weir: the upstream did not answer in time\n",
     };
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from_static(
         body.as_bytes(),
     ))));
     *response.status_mut() = err.status();

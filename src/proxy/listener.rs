@@ -14,7 +14,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use prometheus::IntGauge;
+
 use super::ConnInfo;
+use crate::metrics::ConnectionGauge;
 use crate::snapshot::Snapshot;
 
 /// What every connection of a listener shares.
@@ -26,6 +29,8 @@ pub struct ListenerContext {
     pub shutdown: watch::Receiver<bool>,
     /// Each connection task holds a clone; the server's drain waits until all are dropped.
     pub open: mpsc::Sender<()>,
+    /// `weir_active_connections{listener}`, resolved once.
+    pub active: IntGauge,
 }
 
 /// Accepts until shutdown. Accept errors (out of file descriptors, say) are logged and retried
@@ -66,6 +71,7 @@ const IDLE_CHECKS: u32 = 4;
 
 async fn connection(stream: TcpStream, peer: std::net::SocketAddr, mut ctx: ListenerContext) {
     let _open = ctx.open.clone();
+    let _active = ConnectionGauge::open(&ctx.active);
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }

@@ -2,6 +2,7 @@
 //!
 //! `proxy` reads only the current [`Snapshot`], never the config file.
 
+pub mod body;
 pub mod forward;
 pub mod listener;
 pub mod pool;
@@ -20,7 +21,8 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::snapshot::Snapshot;
-use forward::{ProxyBody, ProxyError};
+use body::{Access, ResponseBody};
+use forward::ProxyError;
 
 /// What a request knows about the connection it came on.
 pub struct ConnInfo {
@@ -44,29 +46,48 @@ pub async fn handle(
     snapshots: &ArcSwap<Snapshot>,
     conn: &ConnInfo,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> Response<ResponseBody> {
     let snapshot = snapshots.load_full();
     let started = Instant::now();
     let host = router::request_host(&req);
     let Some(route) = router::find(&snapshot.routes, host, req.uri().path()) else {
-        return forward::error_response(&ProxyError::NoRoute);
+        return forward::error_response(&ProxyError::NoRoute).map(|b| ResponseBody::new(b, None));
     };
+    let logged = tracing::enabled!(target: "weir::access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
     let backend = &route.backends[route.weights.pick(random_below(route.weights.total()))];
-    let response = match forward::forward(backend, req, conn, route.timeout).await {
-        Ok(r) => r.map(ProxyBody::Left),
+    let (response, from_upstream) = match forward::forward(backend, req, conn, route.timeout).await
+    {
+        Ok(r) => (r.map(body::Inner::Upstream), true),
         Err(e) => {
             tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
-            forward::error_response(&e)
+            if let Some(kind) = e.upstream_kind() {
+                backend.pool.metrics.count(kind);
+            }
+            (forward::error_response(&e), false)
         }
     };
-    tracing::info!(
-        target: "weir::access",
-        route = &*route.name,
-        backend = &**backend.name(),
-        status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1e3,
-        client = %conn.client,
-        listener = &*conn.listener,
-    );
-    response
+    let finished = Instant::now();
+    let status = response.status();
+    // A success is a status below 500 that came from the upstream; weir's own 502/503/504
+    // count as failures of the chosen backend.
+    let success = from_upstream && !status.is_server_error();
+    let elapsed = finished - started;
+    backend
+        .metrics
+        .record(status, elapsed, snapshot.metrics.second(finished), success);
+    let access = logged.map(|(method, path)| {
+        Box::new(Access {
+            route: route.name.clone(),
+            backend: backend.name().clone(),
+            listener: conn.listener.clone(),
+            client: conn.client,
+            method,
+            path: path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            status: status.as_u16(),
+            started,
+            bytes: 0,
+        })
+    });
+    response.map(|b| ResponseBody::new(b, access))
 }

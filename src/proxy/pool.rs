@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Limits, Protocol, Upstream, UpstreamSpec};
+use crate::metrics::{Metrics, UpstreamMetrics};
 
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -25,10 +26,11 @@ pub struct UpstreamPool {
     client: Client<HttpConnector, Incoming>,
     /// The HTTP version spoken to the upstream; requests are rewritten to it.
     pub version: Version,
+    pub metrics: UpstreamMetrics,
 }
 
 impl UpstreamPool {
-    pub fn new(upstream: &Upstream, limits: &Limits) -> UpstreamPool {
+    pub fn new(upstream: &Upstream, limits: &Limits, metrics: &Metrics) -> UpstreamPool {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(limits.connect_timeout));
         connector.set_nodelay(true);
@@ -52,6 +54,7 @@ impl UpstreamPool {
             next: AtomicUsize::new(0),
             client: builder.build(connector),
             version,
+            metrics: metrics.upstream(&upstream.name),
         }
     }
 

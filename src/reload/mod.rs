@@ -1,38 +1,11 @@
-//! Applying a new config to a running weir: build the new [`Snapshot`] next to the running one
-//! and swap it in with one store. Requests in flight keep the snapshot they started with.
+//! Reloading: read a candidate config, validate it, and swap it in, keeping a record of every
+//! attempt (the revision serving, the last result, the history of weight changes).
+//! The file watcher of a later issue calls [`Reloader::reload`]; so do SIGHUP and the initial load.
 
-use std::sync::Arc;
+pub mod apply;
+pub mod revision;
 
-use arc_swap::ArcSwap;
-
-use crate::config::Config;
-use crate::snapshot::Snapshot;
-
-/// What a successful apply could not do: changes that need a restart.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Applied {
-    pub warnings: Vec<String>,
-}
-
-/// Swaps `config` in. Listener and admin addresses are bound once at start: a change of them is
-/// reported in the warnings and the old addresses stay; the rest of the file applies.
-pub fn apply(snapshots: &ArcSwap<Snapshot>, config: Config) -> Applied {
-    let previous = snapshots.load_full();
-    let mut warnings = Vec::new();
-    if previous.config.listeners != config.listeners {
-        warnings.push(String::from(
-            "listener names or addresses changed: restart weir to apply them",
-        ));
-    }
-    if previous.config.admin_address != config.admin_address {
-        warnings.push(String::from(
-            "the admin address changed: restart weir to apply it",
-        ));
-    }
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
-    let snapshot = Snapshot::build(Arc::new(config), Some(&previous));
-    snapshots.store(Arc::new(snapshot));
-    Applied { warnings }
-}
+pub use apply::{
+    Candidate, HistoryEntry, LastReload, ReloadRecord, Reloader, WeightChange, read_file,
+};
+pub use revision::Revision;

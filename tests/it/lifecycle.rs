@@ -21,14 +21,23 @@ impl Drop for Process {
     }
 }
 
+type Log = std::sync::mpsc::Receiver<String>;
+
 /// Starts `weir run` and returns it with the address of its listener, read from its log.
-fn spawn_weir(
+fn spawn_weir(config: &std::path::Path) -> (Process, SocketAddr, Log) {
+    spawn_weir_with(config, &[], "info")
+}
+
+fn spawn_weir_with(
     config: &std::path::Path,
-) -> (Process, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    args: &[&str],
+    rust_log: &str,
+) -> (Process, SocketAddr, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -45,15 +54,15 @@ fn spawn_weir(
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("weir logs its listener within 20 s");
-        if line.contains("listening") {
-            let address = line
-                .split("address=")
-                .nth(1)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            return (child, address, rx);
+        if line.contains("listening") && !line.contains("admin") {
+            // Text lines say `address=A`; JSON lines say `"address":"A"`.
+            let rest = line.split("address").nth(1).unwrap();
+            let address: String = rest
+                .trim_start_matches(['=', '"', ':'])
+                .chars()
+                .take_while(|c| !matches!(c, '"' | ' ' | '}'))
+                .collect();
+            return (child, address.parse().unwrap(), rx);
         }
     }
 }
@@ -123,6 +132,44 @@ async fn sighup_reloads_the_weights_from_the_file() {
         }
     }
     assert_eq!(tally(address, 50).await.get("canary"), Some(&50));
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_access_log_writes_one_json_line_per_request() {
+    let up = upstream("access").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, split_config(up.address, up.address, 1, 0)).unwrap();
+    let (mut child, address, log) =
+        spawn_weir_with(&path, &["--log-format", "json"], "info,weir::access=info");
+    let client = http1_client();
+    for _ in 0..3 {
+        assert_eq!(get(&client, address, "/hello?x=1").await.text(), "access");
+    }
+    let mut lines = Vec::new();
+    while lines.len() < 3 {
+        let line = log
+            .recv_timeout(Duration::from_secs(20))
+            .expect("three access lines");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if v["target"] == "weir::access" {
+            lines.push(v);
+        }
+    }
+    for v in &lines {
+        let f = &v["fields"];
+        assert_eq!(f["route"], "app");
+        assert_eq!(f["backend"], "stable");
+        assert_eq!(f["status"], 200);
+        assert_eq!(f["bytes"], 6, "{v}");
+        assert_eq!(f["path"], "/hello?x=1");
+        assert!(f["duration_ms"].as_f64().unwrap() > 0.0);
+    }
     signal(&child, "TERM");
     let status = tokio::task::spawn_blocking(move || wait_exit(&mut child))
         .await

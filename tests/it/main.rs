@@ -1,5 +1,6 @@
 //! One integration test binary (see matklad, "Delete Cargo Integration Tests").
 
+mod admin;
 mod check_cmd;
 mod config_errors;
 mod forwarding;

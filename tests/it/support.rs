@@ -147,23 +147,31 @@ pub async fn closed_port() -> SocketAddr {
 /// weir serving a config file written from `yaml` into a temporary directory.
 pub struct Weir {
     pub address: SocketAddr,
-    _running: Running,
+    pub admin: SocketAddr,
+    pub path: std::path::PathBuf,
+    pub running: Running,
     _dir: tempfile::TempDir,
 }
 
 /// Starts weir on `yaml`, in which the listener must be named `main`.
 pub async fn weir(yaml: &str) -> Weir {
     let dir = tempfile::tempdir().unwrap();
+    weir_in(dir, yaml).await
+}
+
+/// Starts weir on `yaml` written as `weir.yaml` in `dir`.
+pub async fn weir_in(dir: tempfile::TempDir, yaml: &str) -> Weir {
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let config = weir::config::load_file(&path).unwrap_or_else(|e| panic!("config:\n{e}"));
-    let running = weir::server::start(config, Some(path.clone()))
+    let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("config:\n{e}"));
+    let running = weir::server::start(candidate, Some(path.clone()))
         .await
         .unwrap();
-    let address = running.address("main").unwrap();
     Weir {
-        address,
-        _running: running,
+        address: running.address("main").unwrap(),
+        admin: running.admin_address,
+        path,
+        running,
         _dir: dir,
     }
 }

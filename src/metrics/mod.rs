@@ -1,0 +1,345 @@
+//! Metrics: the Prometheus families of SPEC.md (names defined here and nowhere else), handles
+//! resolved per (route, backend) when a snapshot is built, and the sliding window behind `/stats`
+//! and `weir_backend_success_ratio`.
+//!
+//! Recording a request costs a few atomic operations: the status-code counter is found by index
+//! in a table of lazily created handles, the histogram handle is pre-resolved, and no label is
+//! formatted on the request path.
+
+mod window;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub use window::{WINDOW_SECS, Window, WindowStats};
+
+/// Upper bounds, in milliseconds, of the latency buckets: 0.5 ms to 30 s, about 1.3x to 2x apart,
+/// dense around the 100 ms - 1 s range where latency thresholds usually sit.
+pub const LATENCY_BUCKETS_MS: [f64; 32] = [
+    0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 150.0,
+    200.0, 300.0, 400.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0, 7500.0, 10000.0,
+    15000.0, 20000.0, 30000.0,
+];
+
+/// The index of the window bucket for `d` (the last index is the overflow bucket).
+pub fn latency_bucket(d: Duration) -> usize {
+    let ms = d.as_secs_f64() * 1e3;
+    LATENCY_BUCKETS_MS.partition_point(|&upper| upper < ms)
+}
+
+/// The process-wide registry and metric families.
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    weight: IntGaugeVec,
+    success_ratio: GaugeVec,
+    upstream_errors: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub last_reload_success: Gauge,
+    pub rollout_state: IntGaugeVec,
+    active_connections: IntGaugeVec,
+    /// Start of the window clock: windows count whole seconds since this instant.
+    epoch: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique and valid");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid"),
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid"),
+            )
+        };
+        let buckets = LATENCY_BUCKETS_MS.iter().map(|ms| ms / 1e3).collect();
+        Metrics {
+            requests: counter(
+                "weir_requests_total",
+                "Requests answered, by route, backend and status code.",
+                &["route", "backend", "code"],
+            ),
+            duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "weir_request_duration_seconds",
+                        "Time from request to response head, by route and backend.",
+                    )
+                    .buckets(buckets),
+                    &["route", "backend"],
+                )
+                .expect("valid"),
+            ),
+            weight: gauge(
+                "weir_backend_weight",
+                "Configured or rollout-driven weight of a backend in a route.",
+                &["route", "backend"],
+            ),
+            success_ratio: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "weir_backend_success_ratio",
+                        "Share of requests below 500 from the upstream, last 60 s (NaN without requests).",
+                    ),
+                    &["route", "backend"],
+                )
+                .expect("valid"),
+            ),
+            upstream_errors: counter(
+                "weir_upstream_errors_total",
+                "Upstream failures by backend and kind (connect, timeout, reset, tls).",
+                &["backend", "kind"],
+            ),
+            reloads: counter(
+                "weir_config_reloads_total",
+                "Config reload attempts by result.",
+                &["result"],
+            ),
+            last_reload_success: register(
+                &r,
+                Gauge::new(
+                    "weir_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last successful config reload.",
+                )
+                .expect("valid"),
+            ),
+            rollout_state: gauge(
+                "weir_rollout_state",
+                "Rollout state per route: 0 idle, 1 progressing, 2 promoted, 3 rolled_back.",
+                &["route"],
+            ),
+            active_connections: gauge(
+                "weir_active_connections",
+                "Open client connections per listener.",
+                &["listener"],
+            ),
+            registry: r,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Whole seconds since the window clock started, at `at`.
+    pub fn second(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    pub fn now_second(&self) -> u64 {
+        self.second(Instant::now())
+    }
+
+    /// Resolves the handles of one (route, backend).
+    pub fn backend(&self, route: &str, backend: &str) -> BackendMetrics {
+        BackendMetrics {
+            route: route.into(),
+            backend: backend.into(),
+            requests: self.requests.clone(),
+            by_code: (0..CODES).map(|_| OnceLock::new()).collect(),
+            duration: self.duration.with_label_values(&[route, backend]),
+            weight: self.weight.with_label_values(&[route, backend]),
+            window: Window::default(),
+        }
+    }
+
+    /// Resolves the error counters of one upstream.
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        let kind = |k: &str| self.upstream_errors.with_label_values(&[upstream, k]);
+        UpstreamMetrics {
+            connect: kind("connect"),
+            timeout: kind("timeout"),
+            reset: kind("reset"),
+            tls: kind("tls"),
+        }
+    }
+
+    pub fn listener(&self, name: &str) -> IntGauge {
+        self.active_connections.with_label_values(&[name])
+    }
+
+    /// Drops the series of a (route, backend) that left the config.
+    pub fn forget_backend(&self, b: &BackendMetrics) {
+        let labels = [&*b.route, &*b.backend];
+        let _ = self.duration.remove_label_values(&labels);
+        let _ = self.weight.remove_label_values(&labels);
+        let _ = self.success_ratio.remove_label_values(&labels);
+        for code in b.by_code.iter().filter_map(OnceLock::get) {
+            let _ = self
+                .requests
+                .remove_label_values(&[&*b.route, &*b.backend, code.0]);
+        }
+    }
+
+    /// The text exposition. The success-ratio gauges are computed from the windows here, at
+    /// scrape time, rather than on the request path.
+    pub fn render<'a>(&self, backends: impl Iterator<Item = &'a BackendMetrics>) -> Vec<u8> {
+        let now = self.now_second();
+        for b in backends {
+            let ratio = b.window.stats(now).success_rate().unwrap_or(f64::NAN);
+            self.success_ratio
+                .with_label_values(&[&*b.route, &*b.backend])
+                .set(ratio);
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to memory cannot fail");
+        out
+    }
+}
+
+/// Status codes 100..=599 have a counter slot each.
+const CODES: usize = 500;
+
+/// The handles of one (route, backend), kept across reloads while the pair exists.
+pub struct BackendMetrics {
+    route: Arc<str>,
+    backend: Arc<str>,
+    requests: IntCounterVec,
+    /// Counter per status code, created the first time the code is seen, so the exposition lists
+    /// only codes that happened. The code text is the `StatusCode`'s static string.
+    by_code: Box<[OnceLock<(&'static str, IntCounter)>]>,
+    duration: Histogram,
+    pub weight: IntGauge,
+    pub window: Window,
+}
+
+impl BackendMetrics {
+    /// Records one answered request. `success` is false for 5xx and for responses weir made.
+    pub fn record(&self, status: StatusCode, elapsed: Duration, second: u64, success: bool) {
+        let index = usize::from(status.as_u16())
+            .saturating_sub(100)
+            .min(CODES - 1);
+        let (_, counter) = self.by_code[index].get_or_init(|| {
+            let code = status.as_str();
+            // `as_str` of a valid StatusCode is a static table entry.
+            let code: &'static str = static_code(code);
+            (
+                code,
+                self.requests
+                    .with_label_values(&[&*self.route, &*self.backend, code]),
+            )
+        });
+        counter.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+        self.window.record(second, success, latency_bucket(elapsed));
+    }
+
+    pub fn stats(&self, now: u64) -> WindowStats {
+        self.window.stats(now)
+    }
+}
+
+/// Interns a status-code string (`"200"`) as `&'static str`; called once per code per backend.
+fn static_code(code: &str) -> &'static str {
+    static CODES_TEXT: OnceLock<Vec<String>> = OnceLock::new();
+    let table = CODES_TEXT.get_or_init(|| (100..600).map(|c| c.to_string()).collect());
+    let i: usize = code.parse::<usize>().map_or(0, |c| c.clamp(100, 599) - 100);
+    &table[i]
+}
+
+/// Error counters of one upstream (`weir_upstream_errors_total{backend, kind}`).
+pub struct UpstreamMetrics {
+    pub connect: IntCounter,
+    pub timeout: IntCounter,
+    pub reset: IntCounter,
+    pub tls: IntCounter,
+}
+
+/// The `kind` label of `weir_upstream_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Tls,
+}
+
+impl UpstreamMetrics {
+    pub fn count(&self, kind: UpstreamErrorKind) {
+        match kind {
+            UpstreamErrorKind::Connect => self.connect.inc(),
+            UpstreamErrorKind::Timeout => self.timeout.inc(),
+            UpstreamErrorKind::Reset => self.reset.inc(),
+            UpstreamErrorKind::Tls => self.tls.inc(),
+        }
+    }
+}
+
+/// A connection's place in `weir_active_connections`: counted while it lives.
+pub struct ConnectionGauge(IntGauge);
+
+impl ConnectionGauge {
+    pub fn open(gauge: &IntGauge) -> ConnectionGauge {
+        gauge.inc();
+        ConnectionGauge(gauge.clone())
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_inclusive_upper_bounds() {
+        assert_eq!(latency_bucket(Duration::from_micros(100)), 0);
+        assert_eq!(latency_bucket(Duration::from_micros(500)), 0);
+        assert_eq!(latency_bucket(Duration::from_micros(501)), 1);
+        assert_eq!(latency_bucket(Duration::from_secs(30)), 31);
+        assert_eq!(latency_bucket(Duration::from_secs(31)), 32);
+    }
+
+    #[test]
+    fn status_codes_become_counters_only_when_seen() {
+        let m = Metrics::new();
+        let b = m.backend("app", "stable");
+        b.record(StatusCode::OK, Duration::from_millis(3), 0, true);
+        b.record(StatusCode::OK, Duration::from_millis(3), 0, true);
+        b.record(StatusCode::BAD_GATEWAY, Duration::from_millis(3), 0, false);
+        let text = String::from_utf8(m.render(std::iter::once(&b))).unwrap();
+        assert!(
+            text.contains("weir_requests_total{backend=\"stable\",code=\"200\",route=\"app\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_requests_total{backend=\"stable\",code=\"502\",route=\"app\"} 1")
+        );
+        assert!(!text.contains("code=\"404\""));
+        assert!(
+            text.contains(
+                "weir_request_duration_seconds_count{backend=\"stable\",route=\"app\"} 3"
+            )
+        );
+    }
+}

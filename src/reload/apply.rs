@@ -1,0 +1,321 @@
+//! [`Reloader`]: turns a file into a running [`Snapshot`] with one `ArcSwap` store, or refuses it
+//! and leaves the running one serving. Its record of attempts is control-plane state behind a
+//! std `Mutex`, never touched by the request path.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::revision::{self, Revision};
+use crate::config::{self, Config, ConfigErrors};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// How many reload attempts `/history` keeps.
+pub const HISTORY_LIMIT: usize = 100;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct WeightChange {
+    pub route: String,
+    pub backend: String,
+    pub from: Option<u32>,
+    pub to: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LastReload {
+    pub success: bool,
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub at: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct HistoryEntry {
+    pub at: SystemTime,
+    pub sha256: Option<String>,
+    pub git_commit: Option<String>,
+    pub success: bool,
+    pub error: Option<String>,
+    pub weights: Vec<WeightChange>,
+}
+
+/// What the admin API shows about reloads.
+#[derive(Clone, Debug)]
+pub struct ReloadRecord {
+    /// The revision serving now.
+    pub revision: Revision,
+    pub last: LastReload,
+    /// Newest first.
+    pub history: VecDeque<HistoryEntry>,
+    /// The sha256 of the bytes last tried, applied or refused: the same bytes again are not a
+    /// new attempt, so a poll or a repeated event does not refuse a bad file over and over.
+    last_attempt: Option<String>,
+}
+
+pub struct Reloader {
+    path: Option<PathBuf>,
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    record: Mutex<ReloadRecord>,
+}
+
+/// A config read from somewhere, with where it came from.
+pub struct Candidate {
+    pub config: Config,
+    pub revision: Revision,
+}
+
+impl Candidate {
+    /// A config from text that is not a file (the demo); its revision has no Git commit.
+    pub fn from_str(text: &str, name: &str) -> Result<Candidate, ConfigErrors> {
+        Ok(Candidate {
+            config: config::load_str(text, name, Path::new("."))?,
+            revision: Revision {
+                sha256: revision::sha256_hex(text.as_bytes()),
+                git_commit: None,
+                loaded_at: SystemTime::now(),
+            },
+        })
+    }
+}
+
+/// Reads and validates the file at `path`. On failure the revision (when the bytes could be
+/// read) still names what was refused.
+pub fn read_file(path: &Path) -> Result<Candidate, (Option<Revision>, ConfigErrors)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return Err((None, config::unreadable(path, &e))),
+    };
+    let revision = Revision {
+        sha256: revision::sha256_hex(&bytes),
+        git_commit: revision::git_commit(path),
+        loaded_at: SystemTime::now(),
+    };
+    let file = path.display().to_string();
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let result = match std::str::from_utf8(&bytes) {
+        Ok(text) => config::load_str(text, &file, base_dir),
+        Err(e) => Err(ConfigErrors(vec![config::ConfigError {
+            file,
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message: format!("the file is not UTF-8: {e}"),
+        }])),
+    };
+    match result {
+        Ok(config) => Ok(Candidate { config, revision }),
+        Err(errors) => Err((Some(revision), errors)),
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Reloader {
+    /// The initial load, recorded as the first reload.
+    pub fn start(candidate: Candidate, path: Option<PathBuf>, metrics: Arc<Metrics>) -> Reloader {
+        let weights = weight_changes(None, &candidate.config);
+        let snapshot = Snapshot::build(Arc::new(candidate.config), None, &metrics);
+        let at = candidate.revision.loaded_at;
+        metrics.reloads.with_label_values(&["success"]).inc();
+        metrics.last_reload_success.set(unix_seconds(at));
+        let entry = HistoryEntry {
+            at,
+            sha256: Some(candidate.revision.sha256.clone()),
+            git_commit: candidate.revision.git_commit.clone(),
+            success: true,
+            error: None,
+            weights,
+        };
+        Reloader {
+            path,
+            snapshots: Arc::new(ArcSwap::from_pointee(snapshot)),
+            metrics,
+            record: Mutex::new(ReloadRecord {
+                revision: candidate.revision,
+                last: LastReload {
+                    success: true,
+                    error: None,
+                    warnings: Vec::new(),
+                    at,
+                },
+                last_attempt: Some(entry.sha256.clone().unwrap_or_default()),
+                history: VecDeque::from([entry]),
+            }),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn record(&self) -> MutexGuard<'_, ReloadRecord> {
+        self.record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Re-reads the config file. Identical bytes are a no-op (returns `Ok(false)`); a valid new
+    /// file is applied (`Ok(true)`); an invalid one is refused and recorded, and the running
+    /// config stays.
+    pub fn reload(&self) -> Result<bool, ConfigErrors> {
+        let Some(path) = self.path.clone() else {
+            return Ok(false);
+        };
+        let result = read_file(&path);
+        let sha = match &result {
+            Ok(c) => Some(&c.revision.sha256),
+            Err((r, _)) => r.as_ref().map(|r| &r.sha256),
+        };
+        if sha.is_some() && sha == self.record().last_attempt.as_ref() {
+            return Ok(false);
+        }
+        match result {
+            Ok(candidate) => {
+                self.apply(candidate);
+                Ok(true)
+            }
+            Err((revision, errors)) => {
+                self.refuse(revision, &errors);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Swaps `candidate` in. Listener and admin addresses are bound once at start: a change of
+    /// them is reported in the warnings and the old addresses stay; the rest applies.
+    pub fn apply(&self, candidate: Candidate) {
+        let previous = self.snapshots.load_full();
+        let mut warnings = Vec::new();
+        if previous.config.listeners != candidate.config.listeners {
+            warnings.push(String::from(
+                "listener names or addresses changed: restart weir to apply them",
+            ));
+        }
+        if previous.config.admin_address != candidate.config.admin_address {
+            warnings.push(String::from(
+                "the admin address changed: restart weir to apply it",
+            ));
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let weights = weight_changes(Some(&previous.config), &candidate.config);
+        let snapshot = Snapshot::build(Arc::new(candidate.config), Some(&previous), &self.metrics);
+        self.snapshots.store(Arc::new(snapshot));
+
+        let at = candidate.revision.loaded_at;
+        self.metrics.reloads.with_label_values(&["success"]).inc();
+        self.metrics.last_reload_success.set(unix_seconds(at));
+        tracing::info!(sha256 = %candidate.revision.sha256, changes = weights.len(), "config applied");
+        let mut record = self.record();
+        push_history(
+            &mut record.history,
+            HistoryEntry {
+                at,
+                sha256: Some(candidate.revision.sha256.clone()),
+                git_commit: candidate.revision.git_commit.clone(),
+                success: true,
+                error: None,
+                weights,
+            },
+        );
+        record.last_attempt = Some(candidate.revision.sha256.clone());
+        record.revision = candidate.revision;
+        record.last = LastReload {
+            success: true,
+            error: None,
+            warnings,
+            at,
+        };
+    }
+
+    fn refuse(&self, revision: Option<Revision>, errors: &ConfigErrors) {
+        let at = SystemTime::now();
+        self.metrics.reloads.with_label_values(&["failure"]).inc();
+        tracing::error!(errors = %errors, "config refused; the running config stays");
+        let error = errors.to_string();
+        let mut record = self.record();
+        record.last_attempt = revision.as_ref().map(|r| r.sha256.clone());
+        push_history(
+            &mut record.history,
+            HistoryEntry {
+                at,
+                sha256: revision.as_ref().map(|r| r.sha256.clone()),
+                git_commit: revision.and_then(|r| r.git_commit),
+                success: false,
+                error: Some(error.clone()),
+                weights: Vec::new(),
+            },
+        );
+        record.last = LastReload {
+            success: false,
+            error: Some(error),
+            warnings: Vec::new(),
+            at,
+        };
+    }
+}
+
+fn push_history(history: &mut VecDeque<HistoryEntry>, entry: HistoryEntry) {
+    history.push_front(entry);
+    history.truncate(HISTORY_LIMIT);
+}
+
+/// Every (route, backend) whose weight differs between `old` and `new`, in the new file's order
+/// and then the removed ones.
+pub fn weight_changes(old: Option<&Config>, new: &Config) -> Vec<WeightChange> {
+    let pairs = |c: &Config| -> Vec<(String, String, u32)> {
+        c.routes
+            .iter()
+            .flat_map(|r| {
+                r.backends.iter().map(|b| {
+                    (
+                        r.name.to_string(),
+                        c.upstreams[b.upstream].name.to_string(),
+                        b.weight,
+                    )
+                })
+            })
+            .collect()
+    };
+    let before = old.map(pairs).unwrap_or_default();
+    let after = pairs(new);
+    let find = |list: &[(String, String, u32)], r: &str, b: &str| {
+        list.iter()
+            .find(|(lr, lb, _)| lr == r && lb == b)
+            .map(|(_, _, w)| *w)
+    };
+    let mut changes: Vec<WeightChange> = after
+        .iter()
+        .filter_map(|(r, b, w)| {
+            let from = find(&before, r, b);
+            (from != Some(*w)).then(|| WeightChange {
+                route: r.clone(),
+                backend: b.clone(),
+                from,
+                to: Some(*w),
+            })
+        })
+        .collect();
+    changes.extend(
+        before
+            .iter()
+            .filter(|(r, b, _)| find(&after, r, b).is_none())
+            .map(|(r, b, w)| WeightChange {
+                route: r.clone(),
+                backend: b.clone(),
+                from: Some(*w),
+                to: None,
+            }),
+    );
+    changes
+}
