@@ -92,7 +92,8 @@ pub async fn start(candidate: Candidate, path: Option<PathBuf>) -> Result<Runnin
         reloader: reloader.clone(),
         draining: draining.clone(),
     });
-    tokio::spawn(admin::serve(admin_socket, state, admin_stop_rx));
+    tokio::spawn(admin::serve(admin_socket, state, admin_stop_rx.clone()));
+    tokio::spawn(crate::reload::watch::run(reloader.clone(), admin_stop_rx));
 
     Ok(Running {
         listeners,
@@ -146,6 +147,7 @@ impl Running {
                 "drain timeout reached with connections still open"
             );
         }
+        // The admin API and the file watcher stop last.
         let _ = admin_stop.send(true);
         finished
     }

@@ -35,14 +35,22 @@ pub struct CertificateSpec {
 pub struct AdminSpec {
     #[serde(default = "default_admin_address")]
     pub address: String,
+    /// How many reload attempts `/history` keeps (an extension of SPEC.md).
+    #[serde(default = "default_history")]
+    pub history: usize,
 }
 
 impl Default for AdminSpec {
     fn default() -> Self {
         AdminSpec {
             address: default_admin_address(),
+            history: default_history(),
         }
     }
+}
+
+fn default_history() -> usize {
+    100
 }
 
 fn default_admin_address() -> String {

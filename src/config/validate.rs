@@ -133,6 +133,10 @@ pub(super) fn validate(
         }
     };
 
+    if spec.admin.history == 0 {
+        diag.error("admin.history", "expected at least 1");
+    }
+
     let mut upstreams = Vec::new();
     let mut upstream_index = HashMap::new();
     for (i, u) in spec.upstreams.iter().enumerate() {

@@ -15,9 +15,6 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
-/// How many reload attempts `/history` keeps.
-pub const HISTORY_LIMIT: usize = 100;
-
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct WeightChange {
     pub route: String,
@@ -52,9 +49,29 @@ pub struct ReloadRecord {
     pub last: LastReload,
     /// Newest first.
     pub history: VecDeque<HistoryEntry>,
-    /// The sha256 of the bytes last tried, applied or refused: the same bytes again are not a
-    /// new attempt, so a poll or a repeated event does not refuse a bad file over and over.
-    last_attempt: Option<String>,
+    /// What was last tried, applied or refused: the same bytes (or the same unreadable file)
+    /// again are not a new attempt, so a poll or a repeated event does not refuse a bad file
+    /// over and over.
+    last_attempt: Attempt,
+}
+
+/// The identity of one reload attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Bytes(String),
+    Unreadable,
+}
+
+/// The result of reading a config file.
+pub type ReadResult = Result<Candidate, (Option<Revision>, ConfigErrors)>;
+
+/// Which attempt `result` would be.
+pub fn attempt_of(result: &ReadResult) -> Attempt {
+    match result {
+        Ok(c) => Attempt::Bytes(c.revision.sha256.clone()),
+        Err((Some(r), _)) => Attempt::Bytes(r.sha256.clone()),
+        Err((None, _)) => Attempt::Unreadable,
+    }
 }
 
 pub struct Reloader {
@@ -86,7 +103,7 @@ impl Candidate {
 
 /// Reads and validates the file at `path`. On failure the revision (when the bytes could be
 /// read) still names what was refused.
-pub fn read_file(path: &Path) -> Result<Candidate, (Option<Revision>, ConfigErrors)> {
+pub fn read_file(path: &Path) -> ReadResult {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => return Err((None, config::unreadable(path, &e))),
@@ -147,7 +164,7 @@ impl Reloader {
                     warnings: Vec::new(),
                     at,
                 },
-                last_attempt: Some(entry.sha256.clone().unwrap_or_default()),
+                last_attempt: Attempt::Bytes(entry.sha256.clone().unwrap_or_default()),
                 history: VecDeque::from([entry]),
             }),
         }
@@ -163,19 +180,19 @@ impl Reloader {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Re-reads the config file. Identical bytes are a no-op (returns `Ok(false)`); a valid new
-    /// file is applied (`Ok(true)`); an invalid one is refused and recorded, and the running
-    /// config stays.
+    /// Re-reads the config file and [`submit`](Reloader::submit)s it.
     pub fn reload(&self) -> Result<bool, ConfigErrors> {
-        let Some(path) = self.path.clone() else {
-            return Ok(false);
-        };
-        let result = read_file(&path);
-        let sha = match &result {
-            Ok(c) => Some(&c.revision.sha256),
-            Err((r, _)) => r.as_ref().map(|r| &r.sha256),
-        };
-        if sha.is_some() && sha == self.record().last_attempt.as_ref() {
+        match &self.path {
+            Some(path) => self.submit(read_file(path)),
+            None => Ok(false),
+        }
+    }
+
+    /// Takes the result of reading the file. The attempt last made again is a no-op (returns
+    /// `Ok(false)`); a valid new file is applied (`Ok(true)`); an invalid one is refused and
+    /// recorded, and the running config stays.
+    pub fn submit(&self, result: ReadResult) -> Result<bool, ConfigErrors> {
+        if attempt_of(&result) == self.record().last_attempt {
             return Ok(false);
         }
         match result {
@@ -216,6 +233,7 @@ impl Reloader {
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics.last_reload_success.set(unix_seconds(at));
         tracing::info!(sha256 = %candidate.revision.sha256, changes = weights.len(), "config applied");
+        let limit = self.snapshots.load().config.spec.admin.history;
         let mut record = self.record();
         push_history(
             &mut record.history,
@@ -227,8 +245,9 @@ impl Reloader {
                 error: None,
                 weights,
             },
+            limit,
         );
-        record.last_attempt = Some(candidate.revision.sha256.clone());
+        record.last_attempt = Attempt::Bytes(candidate.revision.sha256.clone());
         record.revision = candidate.revision;
         record.last = LastReload {
             success: true,
@@ -243,8 +262,12 @@ impl Reloader {
         self.metrics.reloads.with_label_values(&["failure"]).inc();
         tracing::error!(errors = %errors, "config refused; the running config stays");
         let error = errors.to_string();
+        let limit = self.snapshots.load().config.spec.admin.history;
         let mut record = self.record();
-        record.last_attempt = revision.as_ref().map(|r| r.sha256.clone());
+        record.last_attempt = match &revision {
+            Some(r) => Attempt::Bytes(r.sha256.clone()),
+            None => Attempt::Unreadable,
+        };
         push_history(
             &mut record.history,
             HistoryEntry {
@@ -255,6 +278,7 @@ impl Reloader {
                 error: Some(error.clone()),
                 weights: Vec::new(),
             },
+            limit,
         );
         record.last = LastReload {
             success: false,
@@ -265,9 +289,10 @@ impl Reloader {
     }
 }
 
-fn push_history(history: &mut VecDeque<HistoryEntry>, entry: HistoryEntry) {
+/// Adds `entry` as the newest, keeping the running config's `admin.history` entries.
+fn push_history(history: &mut VecDeque<HistoryEntry>, entry: HistoryEntry, limit: usize) {
     history.push_front(entry);
-    history.truncate(HISTORY_LIMIT);
+    history.truncate(limit);
 }
 
 /// Every (route, backend) whose weight differs between `old` and `new`, in the new file's order

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod revision;
+pub mod watch;
 
 pub use apply::{
     Candidate, HistoryEntry, LastReload, ReloadRecord, Reloader, WeightChange, read_file,

@@ -367,3 +367,27 @@ async fn health_readiness_unknown_paths_and_wrong_methods() {
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
+
+#[tokio::test]
+async fn history_keeps_the_configured_number_of_attempts() {
+    let (stable, canary) = (upstream("stable").await, upstream("canary").await);
+    let with_limit = |ws, wc| {
+        split_config(stable.address, canary.address, ws, wc).replace(
+            "admin:\n  address: 127.0.0.1:0\n",
+            "admin:\n  address: 127.0.0.1:0\n  history: 3\n",
+        )
+    };
+    let w = weir(&with_limit(90, 10)).await;
+    for canary_weight in [20, 30, 40, 50] {
+        std::fs::write(&w.path, with_limit(100 - canary_weight, canary_weight)).unwrap();
+        w.running.reloader.reload().unwrap();
+    }
+    let h = admin_json(&w, "/history").await;
+    let to: Vec<&Value> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["weights"][1]["to"])
+        .collect();
+    assert_eq!(to, [50, 40, 30]);
+}

@@ -6,5 +6,6 @@ mod config_errors;
 mod forwarding;
 mod lifecycle;
 mod limits;
+mod reload;
 mod routing;
 mod support;

@@ -37,11 +37,17 @@ fn full(data: impl Into<Bytes>) -> Body {
 pub struct Upstream {
     pub address: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    pub connections: Arc<AtomicU64>,
 }
 
 impl Upstream {
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -49,9 +55,12 @@ pub async fn upstream(name: &'static str) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
     let counter = hits.clone();
+    let accepted = connections.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let counter = counter.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
@@ -64,7 +73,11 @@ pub async fn upstream(name: &'static str) -> Upstream {
             });
         }
     });
-    Upstream { address, hits }
+    Upstream {
+        address,
+        hits,
+        connections,
+    }
 }
 
 async fn answer(

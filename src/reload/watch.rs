@@ -1,0 +1,236 @@
+//! Noticing that the config file changed, however it reached the disk: written in place,
+//! renamed over, deleted and recreated, or swapped in through a symlink (a Kubernetes ConfigMap's
+//! `..data`, a git-sync worktree link).
+//!
+//! inotify watches on the file itself die when the file is renamed over, and a symlink swap
+//! never names the file, so weir watches directories, non-recursively: the file's parent, the
+//! parent of its canonical path, and the directory holding every symlink met on the way to it.
+//! That set is recomputed after each change (a swap can move the target elsewhere). Events are not
+//! filtered by name; a burst is debounced, the file re-read, and its hash decides whether anything
+//! changed. A poll of the hash every few seconds catches filesystems that send no events.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use super::apply::{ReadResult, Reloader, attempt_of, read_file};
+
+/// Quiet time after the last event before the file is read.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// The longest a stream of events can delay a read.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+/// A file that does not parse is read again after this long; only bytes that stay the same are
+/// refused, so a write seen half done is not recorded as a bad config.
+const SETTLE: Duration = Duration::from_millis(250);
+const SETTLE_TRIES: usize = 4;
+/// The fallback poll of the file's hash.
+pub const POLL: Duration = Duration::from_secs(2);
+/// Symlink hops followed when collecting directories to watch.
+const MAX_HOPS: usize = 16;
+
+/// Watches `reloader`'s file until `stop` turns true. Without a file (the demo) it returns at once.
+pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
+    let Some(path) = reloader.path().map(Path::to_path_buf) else {
+        return;
+    };
+    let (tx, mut events) = mpsc::channel::<()>(1);
+    // notify calls back on its own thread; a full channel already means "look again".
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|e| changes_content(&e.kind)) {
+            let _ = tx.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the file watcher; falling back to polling every {POLL:?}");
+            None
+        }
+    };
+    let mut watched = BTreeSet::new();
+    if let Some(w) = &mut watcher {
+        rewatch(w, &mut watched, &path);
+    }
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+            Some(()) = events.recv() => {
+
+                // Wait for a quiet moment, but not forever: a file rewritten without pause is
+                // still read every MAX_DEBOUNCE.
+                let burst = tokio::time::Instant::now();
+                while burst.elapsed() < MAX_DEBOUNCE
+                    && tokio::time::timeout(DEBOUNCE, events.recv()).await.is_ok_and(|e| e.is_some())
+                {}
+                let result = settled_read(&path).await;
+                submit(&reloader, result).await;
+                if let Some(w) = &mut watcher {
+                    rewatch(w, &mut watched, &path);
+                }
+            }
+            _ = poll.tick() => {
+
+                let p = path.clone();
+                let result = tokio::task::spawn_blocking(move || read_file(&p)).await;
+                if let Ok(result) = result {
+                    submit(&reloader, result).await;
+                }
+                if let Some(w) = &mut watcher {
+                    rewatch(w, &mut watched, &path);
+                }
+            }
+        }
+    }
+}
+
+/// Whether an event can change what the file reads. Opening, reading and closing a file
+/// unwritten are not: without this filter any reader of the file (weir itself included) would
+/// keep the debounce from ever settling.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+async fn submit(reloader: &Arc<Reloader>, result: ReadResult) {
+    let r = reloader.clone();
+    // Parsing a large file takes milliseconds: keep it off the runtime's worker threads.
+    let _ = tokio::task::spawn_blocking(move || r.submit(result)).await;
+}
+
+/// Reads the file; while it does not parse and its bytes keep changing, waits and reads again.
+async fn settled_read(path: &Path) -> ReadResult {
+    let read = |p: PathBuf| async move {
+        tokio::task::spawn_blocking(move || read_file(&p))
+            .await
+            .expect("reading a config file does not panic")
+    };
+    let mut result = read(path.to_path_buf()).await;
+    for _ in 0..SETTLE_TRIES {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(SETTLE).await;
+        let next = read(path.to_path_buf()).await;
+        let stable = attempt_of(&next) == attempt_of(&result);
+        result = next;
+        if stable {
+            break;
+        }
+    }
+    result
+}
+
+/// Makes the watched set equal to [`directories_to_watch`] of `path`.
+fn rewatch(watcher: &mut RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, path: &Path) {
+    let wanted = directories_to_watch(path);
+    for gone in watched.difference(&wanted) {
+        let _ = watcher.unwatch(gone);
+    }
+    let mut now = BTreeSet::new();
+    for dir in wanted {
+        if watched.contains(&dir) || watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+            now.insert(dir);
+        } else {
+            tracing::debug!(dir = %dir.display(), "cannot watch directory");
+        }
+    }
+    *watched = now;
+}
+
+/// The directories whose entries decide what `path` reads: its parent, its canonical parent,
+/// and the directory of each symlink on the way (following link targets, bounded).
+pub fn directories_to_watch(path: &Path) -> BTreeSet<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    if let Some(parent) = absolute.parent() {
+        dirs.insert(parent.to_path_buf());
+    }
+    if let Ok(canonical) = std::fs::canonicalize(&absolute)
+        && let Some(parent) = canonical.parent()
+    {
+        dirs.insert(parent.to_path_buf());
+    }
+    let mut pending = vec![absolute];
+    let mut hops = 0;
+    while let Some(p) = pending.pop() {
+        let mut prefix = PathBuf::new();
+        for component in p.components() {
+            match component {
+                Component::ParentDir => {
+                    prefix.pop();
+                    continue;
+                }
+                Component::CurDir => continue,
+                c => prefix.push(c),
+            }
+            let is_link =
+                std::fs::symlink_metadata(&prefix).is_ok_and(|m| m.file_type().is_symlink());
+            if !is_link {
+                continue;
+            }
+            let Some(dir) = prefix.parent() else { continue };
+            dirs.insert(dir.to_path_buf());
+            if hops < MAX_HOPS
+                && let Ok(target) = std::fs::read_link(&prefix)
+            {
+                hops += 1;
+                // The rest of the path after this link, appended to the link's target.
+                let rest = p.strip_prefix(&prefix).unwrap_or(Path::new(""));
+                pending.push(dir.join(target).join(rest));
+            }
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_configmap_layout_watches_the_mount_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("..2026_01")).unwrap();
+        std::fs::write(root.join("..2026_01/weir.yaml"), "x").unwrap();
+        symlink("..2026_01", root.join("..data")).unwrap();
+        symlink("..data/weir.yaml", root.join("weir.yaml")).unwrap();
+        let dirs = directories_to_watch(&root.join("weir.yaml"));
+        assert!(dirs.contains(&root));
+        assert!(dirs.contains(&root.join("..2026_01")));
+    }
+
+    #[test]
+    fn a_git_sync_link_watches_the_directory_holding_the_link() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join(".worktrees/abc")).unwrap();
+        std::fs::write(root.join(".worktrees/abc/weir.yaml"), "x").unwrap();
+        symlink(".worktrees/abc", root.join("link")).unwrap();
+        let dirs = directories_to_watch(&root.join("link/weir.yaml"));
+        assert!(dirs.contains(&root), "{dirs:?}");
+        assert!(dirs.contains(&root.join(".worktrees/abc")), "{dirs:?}");
+    }
+}
