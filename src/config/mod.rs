@@ -12,4 +12,5 @@ pub use load::{ConfigError, ConfigErrors, load_file, load_str, unreadable};
 pub use schema::*;
 pub use validate::{
     Backend, Config, HostMatch, Limits, Listener, PathPrefix, Route, RouteMatch, Upstream,
+    UpstreamTls,
 };

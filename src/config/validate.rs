@@ -19,6 +19,9 @@ use super::schema::*;
 pub struct Config {
     pub spec: ConfigSpec,
     pub base_dir: PathBuf,
+    /// Other files this config read (certificates, keys, CA files): a change of any of them is a
+    /// change of the config, and the watcher watches them too.
+    pub files: Vec<PathBuf>,
     pub listeners: Vec<Listener>,
     pub admin_address: SocketAddr,
     pub upstreams: Vec<Upstream>,
@@ -26,10 +29,19 @@ pub struct Config {
     pub limits: Limits,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Listener {
     pub name: Arc<str>,
     pub address: SocketAddr,
+    /// The TLS server config, with its certificates loaded; `None` for plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Listeners are the same listener when name and address are: TLS settings apply on reload.
+impl PartialEq for Listener {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.address == other.address
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -37,8 +49,18 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub endpoints: Vec<Authority>,
     pub protocol: Protocol,
-    /// The definition as written; an unchanged definition keeps its connection pool on reload.
+    pub tls: Option<UpstreamTls>,
+    /// The definition as written (with the CA file's hash); an unchanged definition keeps its
+    /// connection pool on reload.
     pub spec: UpstreamSpec,
+    pub identity: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name to send as SNI and verify the certificate against; default: the endpoint host.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 #[derive(Clone, Debug)]
@@ -98,13 +120,19 @@ pub(super) fn validate(
         diag.error("listeners", "at least one listener is needed");
     }
     let mut listener_names = HashMap::new();
+    let mut files = Vec::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
         unique(diag, &mut listener_names, &l.name, &path, "listener");
+        let tls = l
+            .tls
+            .as_ref()
+            .and_then(|t| listener_tls(diag, t, &format!("{path}.tls"), base_dir, &mut files));
         match l.address.parse::<SocketAddr>() {
             Ok(address) => listeners.push(Listener {
                 name: l.name.as_str().into(),
                 address,
+                tls,
             }),
             Err(_) => diag.error(
                 &format!("{path}.address"),
@@ -113,9 +141,6 @@ pub(super) fn validate(
                     l.address
                 ),
             ),
-        }
-        if l.tls.is_some() {
-            unsupported(diag, &format!("{path}.tls"), "TLS listeners");
         }
     }
 
@@ -160,9 +185,39 @@ pub(super) fn validate(
                 ),
             }
         }
-        if u.tls.is_some() {
-            unsupported(diag, &format!("{path}.tls"), "TLS to upstreams");
-        }
+        let mut identity = format!("{:?}", u);
+        let tls = u.tls.as_ref().and_then(|t| {
+            let ca = t.ca.as_ref().map(|ca| base_dir.join(ca));
+            if let Some(ca) = &ca {
+                files.push(ca.clone());
+                if let Ok(bytes) = std::fs::read(ca) {
+                    identity.push_str(&crate::reload::revision::sha256_hex(&bytes));
+                }
+            }
+            let server_name = match &t.server_name {
+                None => None,
+                Some(n) => match rustls_pki_types::ServerName::try_from(n.clone()) {
+                    Ok(name) => Some(name),
+                    Err(_) => {
+                        diag.error(
+                            &format!("{path}.tls.server_name"),
+                            format!("expected a DNS name or IP address, found `{n}`"),
+                        );
+                        return None;
+                    }
+                },
+            };
+            match crate::tls::client_config(ca.as_deref()) {
+                Ok(config) => Some(UpstreamTls {
+                    config,
+                    server_name,
+                }),
+                Err(e) => {
+                    diag.error(&format!("{path}.tls.ca"), e.to_string());
+                    None
+                }
+            }
+        });
         if u.outlier.is_some() {
             unsupported(diag, &format!("{path}.outlier"), "outlier ejection");
         }
@@ -171,7 +226,9 @@ pub(super) fn validate(
             name: u.name.as_str().into(),
             endpoints,
             protocol: u.protocol,
+            tls,
             spec: u.clone(),
+            identity,
         });
     }
 
@@ -289,12 +346,48 @@ pub(super) fn validate(
     Some(Config {
         spec,
         base_dir: base_dir.to_path_buf(),
+        files,
         listeners,
         admin_address: admin_address?,
         upstreams,
         routes,
         limits,
     })
+}
+
+/// Loads a listener's certificates; each problem is reported at the field that names the file.
+fn listener_tls(
+    diag: &mut Diagnostics,
+    tls: &ListenerTlsSpec,
+    path: &str,
+    base_dir: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Option<Arc<rustls::ServerConfig>> {
+    if tls.certificates.is_empty() {
+        diag.error(
+            &format!("{path}.certificates"),
+            "expected at least one certificate",
+        );
+        return None;
+    }
+    let mut keys = Vec::new();
+    for (j, c) in tls.certificates.iter().enumerate() {
+        let (cert, key) = (base_dir.join(&c.cert), base_dir.join(&c.key));
+        files.push(cert.clone());
+        files.push(key.clone());
+        match crate::tls::certified_key(&cert, &key) {
+            Ok(k) => keys.push(k),
+            Err(e) => {
+                let field = match &e {
+                    crate::tls::TlsError::Read { file, .. } if *file == key => "key",
+                    crate::tls::TlsError::NoKey { .. } | crate::tls::TlsError::Key { .. } => "key",
+                    _ => "cert",
+                };
+                diag.error(&format!("{path}.certificates[{j}].{field}"), e.to_string());
+            }
+        }
+    }
+    (keys.len() == tls.certificates.len()).then(|| crate::tls::server_config(keys))
 }
 
 /// Records `name` and reports a duplicate; returns whether it was new.

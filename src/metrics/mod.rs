@@ -45,6 +45,7 @@ pub struct Metrics {
     pub last_reload_success: Gauge,
     pub rollout_state: IntGaugeVec,
     active_connections: IntGaugeVec,
+    tls_errors: IntCounterVec,
     /// Start of the window clock: windows count whole seconds since this instant.
     epoch: Instant,
 }
@@ -140,6 +141,11 @@ impl Metrics {
                 "Open client connections per listener.",
                 &["listener"],
             ),
+            tls_errors: counter(
+                "weir_tls_handshake_errors_total",
+                "TLS handshakes that failed (plaintext, bad hello, aborted) or timed out, per listener.",
+                &["listener", "reason"],
+            ),
             registry: r,
             epoch: Instant::now(),
         }
@@ -178,8 +184,12 @@ impl Metrics {
         }
     }
 
-    pub fn listener(&self, name: &str) -> IntGauge {
-        self.active_connections.with_label_values(&[name])
+    pub fn listener(&self, name: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            active: self.active_connections.with_label_values(&[name]),
+            tls_failed: self.tls_errors.with_label_values(&[name, "failed"]),
+            tls_timeout: self.tls_errors.with_label_values(&[name, "timeout"]),
+        }
     }
 
     /// Drops the series of a (route, backend) that left the config.
@@ -289,6 +299,14 @@ impl UpstreamMetrics {
             UpstreamErrorKind::Tls => self.tls.inc(),
         }
     }
+}
+
+/// The handles of one listener.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub active: IntGauge,
+    pub tls_failed: IntCounter,
+    pub tls_timeout: IntCounter,
 }
 
 /// A connection's place in `weir_active_connections`: counted while it lives.

@@ -72,8 +72,53 @@ impl ProxyError {
     }
 }
 
-/// The one place where weir makes a response of its own.
-pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
+/// Whether a request is gRPC (`content-type: application/grpc` or `application/grpc+...`).
+pub fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The client's deadline from a `grpc-timeout` header (`<1-8 digits><H|M|S|m|u|n>`).
+pub fn grpc_timeout<B>(req: &Request<B>) -> Option<Duration> {
+    let v = req.headers().get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The one place where weir makes a response of its own. gRPC callers get what gRPC clients
+/// understand: HTTP 200 with `grpc-status` and `grpc-message` in a trailers-only response.
+pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
+    if grpc {
+        let (code, message) = match err {
+            ProxyError::NoRoute => ("12", "weir: no route matches this request"),
+            ProxyError::BadRequest => ("13", "weir: the request cannot be forwarded"),
+            ProxyError::Connect { .. } => ("14", "weir: cannot connect to the upstream"),
+            ProxyError::Reset { .. } => ("14", "weir: the upstream closed the connection"),
+            ProxyError::Timeout { .. } => ("4", "weir: the upstream did not answer in time"),
+        };
+        let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::new())));
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from_static(code));
+        h.insert("grpc-message", HeaderValue::from_static(message));
+        return response;
+    }
     let body: &'static str = match err {
         ProxyError::NoRoute => "weir: no route matches this request\n",
         ProxyError::BadRequest => "weir: the request URI cannot be forwarded\n",
@@ -103,7 +148,12 @@ pub async fn forward(
     let pool = &backend.pool;
     let upgrade = pool.version == Version::HTTP_11 && is_upgrade(&req);
     prepare_request(&mut req, conn, upgrade)?;
-    set_target(&mut req, pool.next_endpoint().clone(), pool.version)?;
+    set_target(
+        &mut req,
+        pool.scheme.clone(),
+        pool.next_endpoint().clone(),
+        pool.version,
+    )?;
     let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let mut response = match tokio::time::timeout(timeout, pool.send(req)).await {
@@ -256,11 +306,12 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
 /// Points the request at `endpoint`, keeping path and query, in the upstream's HTTP version.
 fn set_target(
     req: &mut Request<Incoming>,
+    scheme: Scheme,
     endpoint: http::uri::Authority,
     version: Version,
 ) -> Result<(), ProxyError> {
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(scheme);
     parts.authority = Some(endpoint);
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
@@ -323,5 +374,25 @@ mod tests {
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, "[::1]:5000".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let with = |v: &str| {
+            let req = Request::builder()
+                .header("grpc-timeout", v)
+                .body(())
+                .unwrap();
+            grpc_timeout(&req)
+        };
+        assert_eq!(with("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(with("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(with("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(with("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(with("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(with("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S"] {
+            assert_eq!(with(bad), None, "{bad}");
+        }
     }
 }

@@ -14,10 +14,11 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ConnInfo;
-use crate::metrics::ConnectionGauge;
+use crate::config::Limits;
+use crate::metrics::{ConnectionGauge, ListenerMetrics};
 use crate::snapshot::Snapshot;
 
 /// What every connection of a listener shares.
@@ -29,8 +30,8 @@ pub struct ListenerContext {
     pub shutdown: watch::Receiver<bool>,
     /// Each connection task holds a clone; the server's drain waits until all are dropped.
     pub open: mpsc::Sender<()>,
-    /// `weir_active_connections{listener}`, resolved once.
-    pub active: IntGauge,
+    /// Connection and TLS handshake metrics, resolved once.
+    pub metrics: ListenerMetrics,
 }
 
 /// Accepts until shutdown. Accept errors (out of file descriptors, say) are logged and retried
@@ -69,14 +70,51 @@ struct Connection {
 /// checks in a row saw no new request.
 const IDLE_CHECKS: u32 = 4;
 
-async fn connection(stream: TcpStream, peer: std::net::SocketAddr, mut ctx: ListenerContext) {
+async fn connection(stream: TcpStream, peer: std::net::SocketAddr, ctx: ListenerContext) {
     let _open = ctx.open.clone();
-    let _active = ConnectionGauge::open(&ctx.active);
+    let _active = ConnectionGauge::open(&ctx.metrics.active);
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }
-    // Limits are read when the connection opens: a reload applies to new connections.
-    let limits = ctx.snapshots.load().config.limits;
+    // Limits and certificates are read when the connection opens: a reload applies to new
+    // connections, and an open connection keeps what it started with.
+    let (limits, tls) = {
+        let snapshot = ctx.snapshots.load();
+        let tls = snapshot
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.name == ctx.name)
+            .and_then(|l| l.tls.clone());
+        (snapshot.config.limits, tls)
+    };
+    let Some(tls) = tls else {
+        return serve_http(stream, peer, "http", limits, ctx).await;
+    };
+    // The handshake shares the request head's deadline, so a silent client cannot hold a slot.
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    match tokio::time::timeout(limits.header_read_timeout, accept).await {
+        Ok(Ok(stream)) => serve_http(stream, peer, "https", limits, ctx).await,
+        Ok(Err(e)) => {
+            ctx.metrics.tls_failed.inc();
+            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            ctx.metrics.tls_timeout.inc();
+            tracing::debug!(client = %peer, "TLS handshake timed out");
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    scheme: &'static str,
+    limits: Limits,
+    mut ctx: ListenerContext,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -94,7 +132,7 @@ async fn connection(stream: TcpStream, peer: std::net::SocketAddr, mut ctx: List
         info: ConnInfo {
             client: peer,
             listener: ctx.name.clone(),
-            scheme: "http",
+            scheme,
         },
         requests: AtomicU64::new(0),
     });
@@ -104,9 +142,8 @@ async fn connection(stream: TcpStream, peer: std::net::SocketAddr, mut ctx: List
         conn.requests.fetch_add(1, Ordering::Relaxed);
         async move { Ok::<_, Infallible>(super::handle(&conn.snapshots, &conn.info, req).await) }
     });
-    let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(serving);
-
     let mut idle_check = tokio::time::interval(limits.idle_timeout / IDLE_CHECKS);
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_seen, mut quiet_checks) = (0, 0);

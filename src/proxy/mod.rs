@@ -50,25 +50,37 @@ pub async fn handle(
     let snapshot = snapshots.load_full();
     let started = Instant::now();
     let host = router::request_host(&req);
+    let grpc = forward::is_grpc(&req);
     let Some(route) = router::find(&snapshot.routes, host, req.uri().path()) else {
-        return forward::error_response(&ProxyError::NoRoute).map(|b| ResponseBody::new(b, None));
+        return forward::error_response(&ProxyError::NoRoute, grpc)
+            .map(|b| ResponseBody::new(b, None));
+    };
+    // A gRPC client's own deadline, when shorter, bounds the wait too.
+    let timeout = match forward::grpc_timeout(&req) {
+        Some(t) if grpc => t.min(route.timeout),
+        _ => route.timeout,
     };
     let logged = tracing::enabled!(target: "weir::access", tracing::Level::INFO)
         .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
     let backend = &route.backends[route.weights.pick(random_below(route.weights.total()))];
-    let (response, from_upstream) = match forward::forward(backend, req, conn, route.timeout).await
+    let (response, status, from_upstream) = match forward::forward(backend, req, conn, timeout)
+        .await
     {
-        Ok(r) => (r.map(body::Inner::Upstream), true),
+        Ok(r) => {
+            let status = r.status();
+            (r.map(body::Inner::Upstream), status, true)
+        }
         Err(e) => {
             tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
             }
-            (forward::error_response(&e), false)
+            // Metrics and the access log name the HTTP status of the failure, also when a gRPC
+            // caller got it as HTTP 200 with a grpc-status.
+            (forward::error_response(&e, grpc), e.status(), false)
         }
     };
     let finished = Instant::now();
-    let status = response.status();
     // A success is a status below 500 that came from the upstream; weir's own 502/503/504
     // count as failures of the chosen backend.
     let success = from_upstream && !status.is_server_error();

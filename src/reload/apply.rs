@@ -68,8 +68,8 @@ pub type ReadResult = Result<Candidate, (Option<Revision>, ConfigErrors)>;
 /// Which attempt `result` would be.
 pub fn attempt_of(result: &ReadResult) -> Attempt {
     match result {
-        Ok(c) => Attempt::Bytes(c.revision.sha256.clone()),
-        Err((Some(r), _)) => Attempt::Bytes(r.sha256.clone()),
+        Ok(c) => Attempt::Bytes(c.revision.identity.clone()),
+        Err((Some(r), _)) => Attempt::Bytes(r.identity.clone()),
         Err((None, _)) => Attempt::Unreadable,
     }
 }
@@ -96,6 +96,7 @@ impl Candidate {
                 sha256: revision::sha256_hex(text.as_bytes()),
                 git_commit: None,
                 loaded_at: SystemTime::now(),
+                identity: String::new(),
             },
         })
     }
@@ -108,8 +109,10 @@ pub fn read_file(path: &Path) -> ReadResult {
         Ok(b) => b,
         Err(e) => return Err((None, config::unreadable(path, &e))),
     };
-    let revision = Revision {
-        sha256: revision::sha256_hex(&bytes),
+    let sha256 = revision::sha256_hex(&bytes);
+    let mut revision = Revision {
+        identity: sha256.clone(),
+        sha256,
         git_commit: revision::git_commit(path),
         loaded_at: SystemTime::now(),
     };
@@ -126,8 +129,25 @@ pub fn read_file(path: &Path) -> ReadResult {
         }])),
     };
     match result {
-        Ok(config) => Ok(Candidate { config, revision }),
-        Err(errors) => Err((Some(revision), errors)),
+        Ok(config) => {
+            let mut named = Vec::new();
+            for f in &config.files {
+                named.extend_from_slice(f.as_os_str().as_encoded_bytes());
+                named.extend_from_slice(&std::fs::read(f).unwrap_or_default());
+            }
+            if !named.is_empty() {
+                revision.identity.push_str(&revision::sha256_hex(&named));
+            }
+            Ok(Candidate { config, revision })
+        }
+        Err(errors) => {
+            // A refusal caused by another file (a missing certificate) is a new attempt once
+            // that file changes the errors.
+            revision
+                .identity
+                .push_str(&revision::sha256_hex(errors.to_string().as_bytes()));
+            Err((Some(revision), errors))
+        }
     }
 }
 
@@ -140,6 +160,7 @@ impl Reloader {
     /// The initial load, recorded as the first reload.
     pub fn start(candidate: Candidate, path: Option<PathBuf>, metrics: Arc<Metrics>) -> Reloader {
         let weights = weight_changes(None, &candidate.config);
+        let identity = candidate.revision.identity.clone();
         let snapshot = Snapshot::build(Arc::new(candidate.config), None, &metrics);
         let at = candidate.revision.loaded_at;
         metrics.reloads.with_label_values(&["success"]).inc();
@@ -164,7 +185,7 @@ impl Reloader {
                     warnings: Vec::new(),
                     at,
                 },
-                last_attempt: Attempt::Bytes(entry.sha256.clone().unwrap_or_default()),
+                last_attempt: Attempt::Bytes(identity),
                 history: VecDeque::from([entry]),
             }),
         }
@@ -247,7 +268,7 @@ impl Reloader {
             },
             limit,
         );
-        record.last_attempt = Attempt::Bytes(candidate.revision.sha256.clone());
+        record.last_attempt = Attempt::Bytes(candidate.revision.identity.clone());
         record.revision = candidate.revision;
         record.last = LastReload {
             success: true,
@@ -265,7 +286,7 @@ impl Reloader {
         let limit = self.snapshots.load().config.spec.admin.history;
         let mut record = self.record();
         record.last_attempt = match &revision {
-            Some(r) => Attempt::Bytes(r.sha256.clone()),
+            Some(r) => Attempt::Bytes(r.identity.clone()),
             None => Attempt::Unreadable,
         };
         push_history(

@@ -10,9 +10,13 @@ use sha2::{Digest, Sha256};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revision {
+    /// Of the config file's bytes.
     pub sha256: String,
     pub git_commit: Option<String>,
     pub loaded_at: SystemTime,
+    /// What makes this attempt different from another: the file's sha256, and the content of
+    /// the files it names (certificates) or the errors it got. Not shown; compared on reload.
+    pub identity: String,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

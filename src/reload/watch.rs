@@ -53,7 +53,7 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     };
     let mut watched = BTreeSet::new();
     if let Some(w) = &mut watcher {
-        rewatch(w, &mut watched, &path);
+        rewatch(w, &mut watched, &path, &reloader);
     }
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -76,7 +76,7 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
                 let result = settled_read(&path).await;
                 submit(&reloader, result).await;
                 if let Some(w) = &mut watcher {
-                    rewatch(w, &mut watched, &path);
+                    rewatch(w, &mut watched, &path, &reloader);
                 }
             }
             _ = poll.tick() => {
@@ -87,7 +87,7 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
                     submit(&reloader, result).await;
                 }
                 if let Some(w) = &mut watcher {
-                    rewatch(w, &mut watched, &path);
+                    rewatch(w, &mut watched, &path, &reloader);
                 }
             }
         }
@@ -135,9 +135,18 @@ async fn settled_read(path: &Path) -> ReadResult {
     result
 }
 
-/// Makes the watched set equal to [`directories_to_watch`] of `path`.
-fn rewatch(watcher: &mut RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, path: &Path) {
-    let wanted = directories_to_watch(path);
+/// Makes the watched set equal to [`directories_to_watch`] of `path` and of the files the
+/// running config names (certificates, CA files).
+fn rewatch(
+    watcher: &mut RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+    path: &Path,
+    reloader: &Reloader,
+) {
+    let mut wanted = directories_to_watch(path);
+    for file in &reloader.snapshots.load().config.files {
+        wanted.extend(directories_to_watch(file));
+    }
     for gone in watched.difference(&wanted) {
         let _ = watcher.unwatch(gone);
     }
