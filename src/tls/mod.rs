@@ -118,6 +118,11 @@ pub fn server_config(keys: Vec<CertifiedKey>) -> Arc<ServerConfig> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless session resumption (tickets), as nginx does by default: a returning client skips
+    // the full handshake. Without a ticketer rustls resumes only from a 256-entry memory cache.
+    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+        config.ticketer = ticketer;
+    }
     Arc::new(config)
 }
 
