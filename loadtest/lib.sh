@@ -17,29 +17,44 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 WEIR=127.0.0.1:18080
 WEIR_ADMIN=127.0.0.1:18081
 
 wait_for() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
-setup_split() {
-  local threads=${1:-1}
+# The two upstreams: one nginx worker answering "stable" on 18001 and "canary" on 18002, pinned to
+# CPUS (default: any).
+start_upstreams() {
+  local cpus=${1:-}
   cat >"$WORK/nginx.conf" <<NGINX
 worker_processes 1;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
-events { worker_connections 4096; }
+events { worker_connections 8192; }
 http {
   access_log off;
   server { listen 127.0.0.1:18001; keepalive_requests 1000000; location / { return 200 "stable"; } }
   server { listen 127.0.0.1:18002; keepalive_requests 1000000; location / { return 200 "canary"; } }
 }
 NGINX
-  nginx -c "$WORK/nginx.conf" -p "$WORK"
-  cat >"$WORK/weir.yaml" <<YAML
-listeners: [{ name: main, address: $WEIR }]
-admin: { address: $WEIR_ADMIN }
+  pin "$cpus" nginx -c "$WORK/nginx.conf" -p "$WORK"
+}
+
+# Runs a command pinned to CPUS when given.
+pin() {
+  local cpus=$1; shift
+  if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+
+# weir with THREADS workers on $WEIR (admin ADMIN), splitting 90/10, pinned to CPUS.
+start_weir() {
+  local threads=${1:-1} cpus=${2:-} address=${3:-$WEIR} admin=${4:-$WEIR_ADMIN}
+  local config="$WORK/weir-$threads-${address##*:}.yaml"
+  cat >"$config" <<YAML
+listeners: [{ name: main, address: $address }]
+admin: { address: $admin }
 upstreams:
   - { name: stable, endpoints: [127.0.0.1:18001] }
   - { name: canary, endpoints: [127.0.0.1:18002] }
@@ -48,9 +63,16 @@ routes:
     backends: [{ upstream: stable, weight: 90 }, { upstream: canary, weight: 10 }]
 YAML
   cargo build --release -q
-  RUST_LOG=warn ./target/release/weir run --config "$WORK/weir.yaml" --threads "$threads" &
+  # taskset execs weir, so $! is weir itself (a shell function here would put a subshell there).
+  RUST_LOG=warn taskset -c "${cpus:-0-$(( $(nproc) - 1 ))}" ./target/release/weir run \
+    --config "$config" --threads "$threads" &
   PIDS+=($!)
-  wait_for "http://$WEIR/"
+  wait_for "http://$address/"
+}
+
+setup_split() {
+  start_upstreams
+  start_weir "${1:-1}"
 }
 
 # A self-signed certificate for localhost / 127.0.0.1, in $WORK.
@@ -61,9 +83,10 @@ make_cert() {
 }
 
 # nginx as a peer doing weir's job: a 90/10 split over the same two upstreams with keep-alive,
-# one worker, access log off. Plain HTTP on $1 (HTTP/1.1), TLS on $2 (h2 and http/1.1) if given.
+# one worker, access log off. Plain HTTP on $1 (HTTP/1.1), TLS on $2 (h2 and http/1.1) if given,
+# h2c (prior knowledge) on $4 if given; pinned to CPUS ($3).
 start_nginx_proxy() {
-  local plain=$1 tls=${2:-}
+  local plain=$1 tls=${2:-} cpus=${3:-} h2c=${4:-}
   mkdir -p "$WORK/proxy"
   {
     echo "worker_processes 1; pid $WORK/proxy/nginx.pid; error_log $WORK/proxy/error.log;"
@@ -74,6 +97,10 @@ start_nginx_proxy() {
     echo "  split_clients \"\${request_id}\" \$pool { 90% stable; * canary; }"
     echo "  server { listen 127.0.0.1:$plain; keepalive_requests 1000000;"
     echo "    location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+    if [ -n "$h2c" ]; then
+      echo "  server { listen 127.0.0.1:$h2c http2; keepalive_requests 1000000;"
+      echo "    location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+    fi
     if [ -n "$tls" ]; then
       echo "  server { listen 127.0.0.1:$tls ssl http2; keepalive_requests 1000000;"
       echo "    ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;"
@@ -81,8 +108,47 @@ start_nginx_proxy() {
     fi
     echo "}"
   } >"$WORK/proxy/nginx.conf"
-  nginx -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy"
-  PIDS+=("$(sleep 0.2; cat "$WORK/proxy/nginx.pid")")
+  pin "$cpus" nginx -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy"
+  sleep 0.2
+  PIDS+=("$(cat "$WORK/proxy/nginx.pid")")
+}
+
+# HAProxy doing the same job: one thread, weighted random 90/10, keep-alive to the upstreams,
+# no logging; HTTP/1.1 and h2c (preface detection) on port $1, pinned to CPUS ($2).
+start_haproxy() {
+  local port=$1 cpus=${2:-}
+  cat >"$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 4000
+  pidfile $WORK/haproxy.pid
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$port
+  default_backend be
+backend be
+  balance random
+  http-reuse always
+  server stable 127.0.0.1:18001 weight 90
+  server canary 127.0.0.1:18002 weight 10
+HAP
+  pin "$cpus" haproxy -f "$WORK/haproxy.cfg" -D
+  sleep 0.2
+  PIDS+=("$(cat "$WORK/haproxy.pid")")
+}
+
+# Resident memory in KiB of PID and its children (nginx's master and worker).
+rss_kib() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    total=$(( total + $(awk '/^VmRSS/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
 }
 
 # wrk summary on one line: LABEL req/s p50 p99.

@@ -10,8 +10,8 @@ need wrk wrk
 need h2load nghttp2-client
 need openssl openssl
 make_cert
-setup_split 1
-kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
+start_upstreams
+cargo build --release -q
 
 cat >"$WORK/weir-tls.yaml" <<YAML
 listeners:

@@ -21,7 +21,7 @@ use crate::reload::apply::Candidate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {address} ({what}): {source}")]
+    #[error("cannot listen on {address} ({what})")]
     Bind {
         what: String,
         address: SocketAddr,

@@ -293,12 +293,26 @@ fn prepare_request(
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
-    let ip = client.ip();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.to_string(),
+    use std::io::Write;
+    // Formatted on the stack and copied once into the header value: one allocation, not two.
+    let mut buf = [0u8; 256];
+    let mut w = &mut buf[..];
+    let written = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => w
+            .write_all(prior.as_bytes())
+            .and_then(|()| write!(w, ", {}", client.ip())),
+        None => write!(w, "{}", client.ip()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let len = 256 - w.len();
+    let value = match written {
+        Ok(()) => HeaderValue::from_bytes(&buf[..len]).ok(),
+        // A prior chain longer than the buffer: rare enough to format on the heap.
+        Err(_) => headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|prior| HeaderValue::from_str(&format!("{prior}, {}", client.ip())).ok()),
+    };
+    if let Some(v) = value {
         headers.insert(&X_FORWARDED_FOR, v);
     }
 }
@@ -374,6 +388,11 @@ mod tests {
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, "[::1]:5000".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "::1");
+        // A chain longer than the stack buffer still gets the client appended.
+        let long = vec!["10.0.0.1"; 40].join(", ");
+        let mut h = headers(&[("x-forwarded-for", &long)]);
+        append_forwarded_for(&mut h, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], format!("{long}, 127.0.0.1").as_str());
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::metrics::{Metrics, UpstreamMetrics};
 
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per endpoint. A burst may open more; past it they close instead of
+/// idling, which bounds memory after the burst (the role of nginx's `keepalive` directive).
+const POOL_MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 pub struct UpstreamPool {
     pub name: Arc<str>,
@@ -63,6 +66,7 @@ impl UpstreamPool {
         builder
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_ENDPOINT)
             .timer(TokioTimer::new());
         let version = match upstream.protocol {
             Protocol::Http1 => Version::HTTP_11,
