@@ -3,7 +3,6 @@
 //! against the same load without one. In-process weir, real files, real watcher, real sockets.
 //! Run with `cargo bench --bench reload`; REPS and SECONDS can be set in the environment.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,30 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::service::service_fn;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-
-async fn upstream(name: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|_| async move {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        name.as_bytes(),
-                    ))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    a
-}
+use hyper_util::rt::TokioExecutor;
 
 fn yaml(stable: SocketAddr, canary: SocketAddr, ws: u32, wc: u32) -> String {
     format!(
@@ -115,7 +93,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (stable, canary) = (upstream("stable").await, upstream("canary").await);
+        let stable = weir::demo::named_upstream("stable").await.unwrap();
+        let canary = weir::demo::named_upstream("canary").await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.yaml");
         std::fs::write(&path, yaml(stable, canary, 100, 0)).unwrap();

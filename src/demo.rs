@@ -98,6 +98,28 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         .map(|(n, i)| (n, counts[i].load(Ordering::Relaxed)))
         .collect();
     println!("configured: stable 90.0%  canary 10.0%; observed: {split:?}");
+    println!("\nas weir measured it (its /stats, last 60 s):");
+    let snapshot = running.reloader.snapshots.load_full();
+    let now = snapshot.metrics.now_second();
+    for route in snapshot.routes.iter() {
+        for b in route.backends.iter() {
+            let s = b.metrics.stats(now);
+            let ms = |q| {
+                s.percentile_ms(q)
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.2} ms"))
+            };
+            println!(
+                "  {:<7} weight {:>3}  requests {:>7}  success {:>6}  p50 {:>9}  p99 {:>9}",
+                &**b.name(),
+                b.weight,
+                s.requests,
+                s.success_rate()
+                    .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+                ms(0.5),
+                ms(0.99),
+            );
+        }
+    }
     running.drain().await;
     Ok(())
 }

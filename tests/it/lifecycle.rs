@@ -176,3 +176,28 @@ async fn the_access_log_writes_one_json_line_per_request() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn the_demo_splits_ninety_ten_and_reports_what_weir_measured() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["demo", "--duration", "2s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    // "  stable  weight  90  requests    4801  success 100.0%  ..." as weir measured it.
+    let measured = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(name) && l.contains("weight"))
+            .unwrap_or_else(|| panic!("no {name} line in:\n{text}"));
+        assert!(line.contains("success 100.0%"), "{line}");
+        line.split_whitespace().nth(4).unwrap().parse().unwrap()
+    };
+    let (stable, canary) = (measured("stable"), measured("canary"));
+    let n = stable + canary;
+    assert!(n > 100.0, "the demo sent traffic:\n{text}");
+    // Binomial at p = 0.1: 5 sd either way.
+    let tolerance = 5.0 * (n * 0.1 * 0.9).sqrt();
+    assert!((canary - 0.1 * n).abs() <= tolerance, "{canary} of {n}:\n{text}");
+}

@@ -150,12 +150,8 @@ async fn a_configmap_symlink_swap_is_applied() {
     let pair = Pair::new().await;
     let dir = tempfile::tempdir().unwrap();
     let mut map = ConfigMap::new(dir.path(), &pair.yaml(100, 0));
-    let path = dir.path().join("weir.yaml");
-    let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("{e}"));
-    let running = weir::server::start(candidate, Some(path.clone()))
-        .await
-        .unwrap();
-    let address = running.address("main").unwrap();
+    let w = weir_at(dir, "weir.yaml").await;
+    let (path, address, running) = (w.path.clone(), w.address, &w.running);
     wait_for_backend(address, "stable").await;
     for (ws, wc, want) in [(0, 100, "canary"), (100, 0, "stable"), (0, 100, "canary")] {
         map.update(&pair.yaml(ws, wc));
@@ -173,7 +169,7 @@ async fn a_configmap_symlink_swap_is_applied() {
 async fn a_git_sync_worktree_swap_is_applied() {
     let pair = Pair::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let root = dir.path().to_path_buf();
     let worktree = |name: &str, text: &str| {
         let wt = root.join(".worktrees").join(name);
         std::fs::create_dir_all(&wt).unwrap();
@@ -181,12 +177,8 @@ async fn a_git_sync_worktree_swap_is_applied() {
     };
     worktree("aaaa", &pair.yaml(100, 0));
     symlink(".worktrees/aaaa", root.join("link")).unwrap();
-    let path = root.join("link/weir.yaml");
-    let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("{e}"));
-    let running = weir::server::start(candidate, Some(path.clone()))
-        .await
-        .unwrap();
-    let address = running.address("main").unwrap();
+    let w = weir_at(dir, "link/weir.yaml").await;
+    let (path, address, running) = (w.path.clone(), w.address, &w.running);
     wait_for_backend(address, "stable").await;
 
     worktree("bbbb", &pair.yaml(0, 100));
@@ -265,12 +257,8 @@ async fn a_reload_storm_under_load_fails_no_request() {
     let pair = Pair::new().await;
     let dir = tempfile::tempdir().unwrap();
     let mut map = ConfigMap::new(dir.path(), &pair.yaml(100, 0));
-    let path = dir.path().join("weir.yaml");
-    let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("{e}"));
-    let running = weir::server::start(candidate, Some(path.clone()))
-        .await
-        .unwrap();
-    let address = running.address("main").unwrap();
+    let w = weir_at(dir, "weir.yaml").await;
+    let (path, address, running) = (w.path.clone(), w.address, &w.running);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -300,7 +288,7 @@ async fn a_reload_storm_under_load_fails_no_request() {
             _ => {
                 // A rename over the link replaces it with a plain file; the next swap restores it.
                 write_and_rename(&path, &text);
-                let tmp = dir.path().join("weir.yaml.link");
+                let tmp = path.with_file_name("weir.yaml.link");
                 symlink("..data/weir.yaml", &tmp).unwrap();
                 std::fs::rename(&tmp, &path).unwrap();
             }

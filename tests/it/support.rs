@@ -174,8 +174,14 @@ pub async fn weir(yaml: &str) -> Weir {
 
 /// Starts weir on `yaml` written as `weir.yaml` in `dir`.
 pub async fn weir_in(dir: tempfile::TempDir, yaml: &str) -> Weir {
-    let path = dir.path().join("weir.yaml");
-    std::fs::write(&path, yaml).unwrap();
+    std::fs::write(dir.path().join("weir.yaml"), yaml).unwrap();
+    weir_at(dir, "weir.yaml").await
+}
+
+/// Starts weir on the config already at `file` inside `dir` (a ConfigMap layout, a git-sync
+/// link), watching it there.
+pub async fn weir_at(dir: tempfile::TempDir, file: &str) -> Weir {
+    let path = dir.path().join(file);
     let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("config:\n{e}"));
     let running = weir::server::start(candidate, Some(path.clone()))
         .await
