@@ -231,14 +231,34 @@ impl Reloader {
     /// Swaps `candidate` in. Listener and admin addresses are bound once at start: a change of
     /// them is reported in the warnings and the old addresses stay; the rest applies.
     pub fn apply(&self, candidate: Candidate) {
+        let Candidate {
+            mut config,
+            revision,
+        } = candidate;
         let previous = self.snapshots.load_full();
         let mut warnings = Vec::new();
-        if previous.config.listeners != candidate.config.listeners {
+        if previous.config.listeners != config.listeners {
             warnings.push(String::from(
                 "listener names or addresses changed: restart weir to apply them",
             ));
         }
-        if previous.config.admin_address != candidate.config.admin_address {
+        // The sockets bound at start stay. Each keeps its new definition (certificates included)
+        // where the file still names it at the same address, else its old one: a renamed TLS
+        // listener must not fall back to plaintext.
+        config.listeners = previous
+            .config
+            .listeners
+            .iter()
+            .map(|bound| {
+                config
+                    .listeners
+                    .iter()
+                    .find(|l| *l == bound)
+                    .unwrap_or(bound)
+                    .clone()
+            })
+            .collect();
+        if previous.config.admin_address != config.admin_address {
             warnings.push(String::from(
                 "the admin address changed: restart weir to apply it",
             ));
@@ -246,6 +266,7 @@ impl Reloader {
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        let candidate = Candidate { config, revision };
         let weights = weight_changes(Some(&previous.config), &candidate.config);
         let snapshot = Snapshot::build(Arc::new(candidate.config), Some(&previous), &self.metrics);
         self.snapshots.store(Arc::new(snapshot));

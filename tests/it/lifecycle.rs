@@ -199,5 +199,8 @@ fn the_demo_splits_ninety_ten_and_reports_what_weir_measured() {
     assert!(n > 100.0, "the demo sent traffic:\n{text}");
     // Binomial at p = 0.1: 5 sd either way.
     let tolerance = 5.0 * (n * 0.1 * 0.9).sqrt();
-    assert!((canary - 0.1 * n).abs() <= tolerance, "{canary} of {n}:\n{text}");
+    assert!(
+        (canary - 0.1 * n).abs() <= tolerance,
+        "{canary} of {n}:\n{text}"
+    );
 }

@@ -465,3 +465,20 @@ async fn an_https_upstream_is_reached_with_its_ca_and_server_name_over_h2() {
         StatusCode::BAD_GATEWAY
     );
 }
+
+#[tokio::test]
+async fn a_renamed_tls_listener_keeps_tls_until_a_restart() {
+    let up = upstream("u").await;
+    let t = tls_weir(up.address).await;
+    let renamed = tls_config(up.address).replace("- name: main", "- name: public");
+    std::fs::write(&t.weir.path, renamed).unwrap();
+    assert!(t.weir.running.reloader.reload().unwrap());
+    let c: Value =
+        serde_json::from_slice(&get(&http1_client(), t.weir.admin, "/config").await.body).unwrap();
+    let warnings = c["last_reload"]["warnings"].to_string();
+    assert!(warnings.contains("restart weir"), "{c:#}");
+    // The bound socket still terminates TLS with its certificates.
+    let tls = handshake(&t, dns("b.example.com"), &[]).await;
+    assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0], t.b.der);
+    assert_eq!(get_over(tls, "/").await.1, "u");
+}
