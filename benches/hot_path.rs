@@ -83,5 +83,54 @@ fn metrics(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches, metrics);
+fn picks(c: &mut Criterion) {
+    use weir::proxy::split;
+    let yaml = |extra: &str| {
+        format!(
+            "listeners: [{{ name: main, address: 127.0.0.1:8080 }}]\nupstreams:\n  - {{ name: stable, endpoints: [127.0.0.1:9001] }}\n  - {{ name: canary, endpoints: [127.0.0.1:9002] }}\nroutes:\n  - name: app\n{extra}    backends: [{{ upstream: stable, weight: 90 }}, {{ upstream: canary, weight: 10 }}]\n"
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let snapshot = |extra: &str| {
+        let config = weir::config::load_str(&yaml(extra), "bench.yaml", Path::new(".")).unwrap();
+        rt.block_on(async {
+            weir::snapshot::Snapshot::build(config.into(), None, &Default::default())
+        })
+    };
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-user-id", "user-12345".parse().unwrap());
+    headers.insert("cookie", "theme=dark; session=abc".parse().unwrap());
+    let n = std::cell::Cell::new(0u64);
+    let random = |total: u64| {
+        n.set(n.get().wrapping_add(37));
+        n.get() % total
+    };
+    for (name, extra) in [
+        ("pick_random", ""),
+        ("pick_round_robin", "    pick: round_robin\n"),
+        ("pick_sticky_header", "    sticky: { header: x-user-id }\n"),
+        (
+            "pick_three_overrides_none_matching",
+            "    overrides:\n      - { match: { header: { x-canary: always } }, upstream: canary }\n      - { match: { cookie: { beta: \"1\" } }, upstream: canary }\n      - { match: { query: { v: canary } }, upstream: canary }\n",
+        ),
+    ] {
+        let s = snapshot(extra);
+        let route = &s.routes[0];
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                split::choose(
+                    route,
+                    black_box(&headers),
+                    black_box(Some("a=1&b=2")),
+                    random,
+                )
+            })
+        });
+    }
+}
+
+criterion_group!(hot_path, benches, metrics, picks);
 criterion_main!(hot_path);

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, RouteMatch};
+use std::sync::atomic::AtomicU64;
+
+use crate::config::{Condition, Config, Pick, RouteMatch, StickyKey};
 use crate::metrics::{BackendMetrics, Metrics};
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::WeightTable;
@@ -21,9 +23,31 @@ pub struct Snapshot {
 pub struct Route {
     pub name: Arc<str>,
     pub matcher: RouteMatch,
+    /// The configured backends in file order, then (with weight 0, never picked by weight) the
+    /// upstreams only an override sends to.
     pub backends: Box<[Backend]>,
     pub weights: WeightTable,
     pub timeout: Duration,
+    pub picker: Picker,
+    pub sticky: Option<StickyKey>,
+    pub overrides: Box<[RouteOverride]>,
+}
+
+/// How a request without an override or sticky key is given a backend.
+pub enum Picker {
+    Random,
+    /// One precomputed smooth cycle and one shared counter: shares are exact across all worker
+    /// threads, for one relaxed atomic add per request.
+    RoundRobin {
+        sequence: Box<[u32]>,
+        next: AtomicU64,
+    },
+}
+
+pub struct RouteOverride {
+    pub conditions: Box<[Condition]>,
+    /// Index into the route's `backends`.
+    pub backend: usize,
 }
 
 /// An upstream with a weight inside a route.
@@ -63,32 +87,64 @@ impl Snapshot {
                     .unwrap_or_else(|| Arc::new(UpstreamPool::new(u, &limits, metrics)))
             })
             .collect();
+        let backend = |route: &str, upstream: usize, weight: u32| {
+            let pool = pools[upstream].clone();
+            let metrics = previous
+                .and_then(|p| p.backend(route, &pool.name))
+                .map(|old| old.metrics.clone())
+                .unwrap_or_else(|| Arc::new(metrics.backend(route, &pool.name)));
+            metrics.weight.set(i64::from(weight));
+            Backend {
+                pool,
+                weight,
+                metrics,
+            }
+        };
         let routes: Box<[Route]> = config
             .routes
             .iter()
-            .map(|r| Route {
-                name: r.name.clone(),
-                matcher: r.matcher.clone(),
-                backends: r
+            .map(|r| {
+                let mut backends: Vec<Backend> = r
                     .backends
                     .iter()
-                    .map(|b| {
-                        let pool = pools[b.upstream].clone();
-                        let metrics = previous
-                            .and_then(|p| p.backend(&r.name, &pool.name))
-                            .map(|old| old.metrics.clone())
-                            .unwrap_or_else(|| Arc::new(metrics.backend(&r.name, &pool.name)));
-                        metrics.weight.set(i64::from(b.weight));
-                        Backend {
-                            pool,
-                            weight: b.weight,
-                            metrics,
+                    .map(|b| backend(&r.name, b.upstream, b.weight))
+                    .collect();
+                let overrides = r
+                    .overrides
+                    .iter()
+                    .map(|o| {
+                        let name = &config.upstreams[o.upstream].name;
+                        let index = match backends.iter().position(|b| b.name() == name) {
+                            Some(i) => i,
+                            None => {
+                                backends.push(backend(&r.name, o.upstream, 0));
+                                backends.len() - 1
+                            }
+                        };
+                        RouteOverride {
+                            conditions: o.conditions.clone().into(),
+                            backend: index,
                         }
                     })
-                    .collect(),
-                weights: WeightTable::new(r.backends.iter().map(|b| b.weight))
-                    .expect("validation refuses routes whose weights sum to 0"),
-                timeout: r.timeout,
+                    .collect();
+                let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+                Route {
+                    name: r.name.clone(),
+                    matcher: r.matcher.clone(),
+                    weights: WeightTable::new(weights.iter().copied())
+                        .expect("validation refuses routes whose weights sum to 0"),
+                    picker: match r.pick {
+                        Pick::Random => Picker::Random,
+                        Pick::RoundRobin => Picker::RoundRobin {
+                            sequence: crate::proxy::split::round_robin_sequence(&weights),
+                            next: AtomicU64::new(0),
+                        },
+                    },
+                    backends: backends.into(),
+                    timeout: r.timeout,
+                    sticky: r.sticky.clone(),
+                    overrides,
+                }
             })
             .collect();
         if let Some(previous) = previous {

@@ -11,6 +11,6 @@ pub use duration::{DurationSpec, parse_duration};
 pub use load::{ConfigError, ConfigErrors, load_file, load_str, unreadable};
 pub use schema::*;
 pub use validate::{
-    Backend, Config, HostMatch, Limits, Listener, PathPrefix, Route, RouteMatch, Upstream,
-    UpstreamTls,
+    Backend, Condition, Config, Expect, HostMatch, Limits, Listener, Override, PathPrefix, Route,
+    RouteMatch, StickyKey, Upstream, UpstreamTls,
 };

@@ -158,11 +158,19 @@ pub struct OverrideSpec {
 #[serde(deny_unknown_fields)]
 pub struct OverrideMatchSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub header: BTreeMap<String, String>,
+    pub header: BTreeMap<String, MatchValue>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub cookie: BTreeMap<String, String>,
+    pub cookie: BTreeMap<String, MatchValue>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub query: BTreeMap<String, String>,
+    pub query: BTreeMap<String, MatchValue>,
+}
+
+/// An override condition's value: an exact value, or `{present: true|false}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum MatchValue {
+    Exact(String),
+    Present { present: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

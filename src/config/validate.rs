@@ -70,6 +70,35 @@ pub struct Route {
     pub backends: Vec<Backend>,
     pub timeout: Duration,
     pub pick: Pick,
+    pub sticky: Option<StickyKey>,
+    pub overrides: Vec<Override>,
+}
+
+/// Where a route's sticky key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StickyKey {
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+/// Requests meeting every condition go to `upstream` (an index into `Config::upstreams`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub conditions: Vec<Condition>,
+    pub upstream: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    Header(http::HeaderName, Expect),
+    Cookie(String, Expect),
+    Query(String, Expect),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Equals(String),
+    Present(bool),
 }
 
 /// An upstream with a weight inside a route. `upstream` indexes `Config::upstreams`.
@@ -284,8 +313,6 @@ pub(super) fn validate(
             diag.error(&format!("{path}.timeout"), "expected a positive duration");
         }
         for (field, present) in [
-            ("sticky", r.sticky.is_some()),
-            ("overrides", !r.overrides.is_empty()),
             ("mirror", r.mirror.is_some()),
             ("retries", r.retries.is_some()),
             ("rollout", r.rollout.is_some()),
@@ -295,7 +322,85 @@ pub(super) fn validate(
             }
         }
         if r.pick == Pick::RoundRobin {
-            unsupported(diag, &format!("{path}.pick"), "pick: round_robin");
+            let weights: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
+            let cycle = crate::proxy::split::round_robin_cycle(&weights);
+            if cycle > crate::proxy::split::MAX_ROUND_ROBIN_CYCLE {
+                diag.error(
+                    &format!("{path}.pick"),
+                    format!(
+                        "round_robin needs weights whose sum divided by their greatest common divisor is at most {}; these give {cycle} (scale them down, e.g. 90/10 rather than 900001/99999)",
+                        crate::proxy::split::MAX_ROUND_ROBIN_CYCLE
+                    ),
+                );
+            }
+        }
+        let sticky = r.sticky.as_ref().and_then(|st| {
+            let spath = format!("{path}.sticky");
+            match (&st.header, &st.cookie) {
+                (Some(h), None) => {
+                    header_name(diag, h, &format!("{spath}.header")).map(StickyKey::Header)
+                }
+                (None, Some(c)) if !c.is_empty() => Some(StickyKey::Cookie(c.clone())),
+                _ => {
+                    diag.error(
+                        &spath,
+                        "expected exactly one of `header` or `cookie`, with a name",
+                    );
+                    None
+                }
+            }
+        });
+        let mut overrides = Vec::new();
+        for (j, o) in r.overrides.iter().enumerate() {
+            let opath = format!("{path}.overrides[{j}]");
+            let upstream = match upstream_index.get(&o.upstream) {
+                Some(&u) => Some(u),
+                None if broken_upstreams.contains(&o.upstream) => None,
+                None => {
+                    diag.error(
+                        &format!("{opath}.upstream"),
+                        format!(
+                            "unknown upstream `{}`{}",
+                            o.upstream,
+                            known(&upstream_index)
+                        ),
+                    );
+                    None
+                }
+            };
+            let expect = |v: &MatchValue| match v {
+                MatchValue::Exact(s) => Expect::Equals(s.clone()),
+                MatchValue::Present { present } => Expect::Present(*present),
+            };
+            let m = &o.match_;
+            let mut conditions = Vec::new();
+            for (name, v) in &m.header {
+                if let Some(h) = header_name(diag, name, &format!("{opath}.match.header.{name}")) {
+                    conditions.push(Condition::Header(h, expect(v)));
+                }
+            }
+            conditions.extend(
+                m.cookie
+                    .iter()
+                    .map(|(n, v)| Condition::Cookie(n.clone(), expect(v))),
+            );
+            conditions.extend(
+                m.query
+                    .iter()
+                    .map(|(n, v)| Condition::Query(n.clone(), expect(v))),
+            );
+            if m.header.is_empty() && m.cookie.is_empty() && m.query.is_empty() {
+                diag.error(
+                    &format!("{opath}.match"),
+                    "expected at least one of `header`, `cookie` or `query`",
+                );
+            }
+            if let Some(upstream) = upstream {
+                overrides.push(Override {
+                    conditions,
+                    upstream,
+                });
+            }
         }
         routes.push(Route {
             name: r.name.as_str().into(),
@@ -303,6 +408,8 @@ pub(super) fn validate(
             backends,
             timeout: r.timeout.get(),
             pick: r.pick,
+            sticky,
+            overrides,
         });
     }
 
@@ -388,6 +495,16 @@ fn listener_tls(
         }
     }
     (keys.len() == tls.certificates.len()).then(|| crate::tls::server_config(keys))
+}
+
+fn header_name(diag: &mut Diagnostics, name: &str, path: &str) -> Option<http::HeaderName> {
+    match http::HeaderName::from_bytes(name.as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            diag.error(path, format!("`{name}` is not a valid header name"));
+            None
+        }
+    }
 }
 
 /// Records `name` and reports a duplicate; returns whether it was new.

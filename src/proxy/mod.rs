@@ -62,7 +62,8 @@ pub async fn handle(
     };
     let logged = tracing::enabled!(target: "weir::access", tracing::Level::INFO)
         .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
-    let backend = &route.backends[route.weights.pick(random_below(route.weights.total()))];
+    let backend =
+        &route.backends[split::choose(route, req.headers(), req.uri().query(), random_below)];
     let (response, status, from_upstream) = match forward::forward(backend, req, conn, timeout)
         .await
     {

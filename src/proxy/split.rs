@@ -1,5 +1,81 @@
-//! Choosing a backend by weight. Pure: the random draw comes in as an argument (a thread-local
-//! generator in production, a seeded one in tests), and the table is built once per snapshot.
+//! Choosing a backend: overrides first, then the sticky key, then the weights (at random or in
+//! smooth round robin). Pure: the random draw comes in as an argument (a thread-local generator
+//! in production, a seeded one in tests), and every table is built once per snapshot.
+
+use std::sync::atomic::Ordering;
+
+use http::HeaderMap;
+
+use crate::config::{Condition, Expect, StickyKey};
+use crate::snapshot::{Picker, Route};
+
+/// The index in `route.backends` for a request with these headers and query. `random(n)` must
+/// return a number below `n`.
+pub fn choose(
+    route: &Route,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    random: impl FnOnce(u64) -> u64,
+) -> usize {
+    if let Some(o) = route
+        .overrides
+        .iter()
+        .find(|o| o.conditions.iter().all(|c| holds(c, headers, query)))
+    {
+        return o.backend;
+    }
+    let total = route.weights.total();
+    if let Some(key) = route.sticky.as_ref().and_then(|k| sticky_key(k, headers)) {
+        return route.weights.pick(sticky_draw(sticky_hash(key), total));
+    }
+    match &route.picker {
+        Picker::Random => route.weights.pick(random(total)),
+        Picker::RoundRobin { sequence, next } => {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            sequence[(n % sequence.len() as u64) as usize] as usize
+        }
+    }
+}
+
+fn sticky_key<'a>(key: &StickyKey, headers: &'a HeaderMap) -> Option<&'a [u8]> {
+    match key {
+        StickyKey::Header(name) => headers.get(name).map(|v| v.as_bytes()),
+        StickyKey::Cookie(name) => cookie(headers, name).map(str::as_bytes),
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (n, v) = pair.trim().split_once('=')?;
+            (n == name).then_some(v)
+        })
+}
+
+/// The raw (not percent-decoded) value of query parameter `name`; `""` for a bare `name`.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (n == name).then_some(v)
+    })
+}
+
+fn holds(c: &Condition, headers: &HeaderMap, query: Option<&str>) -> bool {
+    let (found, expect): (Option<&[u8]>, &Expect) = match c {
+        Condition::Header(name, e) => (headers.get(name).map(|v| v.as_bytes()), e),
+        Condition::Cookie(name, e) => (cookie(headers, name).map(str::as_bytes), e),
+        Condition::Query(name, e) => (query_param(query, name).map(str::as_bytes), e),
+    };
+    match expect {
+        Expect::Equals(want) => found == Some(want.as_bytes()),
+        Expect::Present(present) => found.is_some() == *present,
+    }
+}
 
 /// Cumulative weights of one route's backends, in file order.
 ///
@@ -93,6 +169,149 @@ mod tests {
         let c = counts(&[50, 30, 20], 30_000, 3);
         for (got, want) in c.iter().zip([15_000i64, 9_000, 6_000]) {
             assert!((*got as i64 - want).abs() <= 435, "{c:?}");
+        }
+    }
+}
+
+// === sticky keys ===
+
+/// 64-bit FNV-1a with the standard offset basis and prime.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The sticky hash: FNV-1a 64 of the key's bytes, then the SplitMix64 finalizer. No seed, so
+/// every weir process on every machine puts a key in the same place. The finalizer matters:
+/// FNV-1a alone leaves its top bits nearly unchanged between keys that differ in their last
+/// bytes (`user-1`, `user-2`), and the draw reads the top bits.
+pub fn sticky_hash(key: &[u8]) -> u64 {
+    let mut h = fnv1a64(key);
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The draw for a sticky key: the hash's fraction of the 64-bit space, scaled to `0..total`.
+/// A key keeps its fraction whatever the weights are, so when a later backend's share grows the
+/// boundary moves past keys in one direction only: with `[stable, canary]`, keys move from stable
+/// to canary as the canary grows, never back.
+pub fn sticky_draw(hash: u64, total: u64) -> u64 {
+    ((u128::from(hash) * u128::from(total)) >> 64) as u64
+}
+
+// === smooth weighted round robin ===
+
+/// The longest cycle `pick: round_robin` precomputes (entries of 4 bytes).
+pub const MAX_ROUND_ROBIN_CYCLE: u64 = 65_536;
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The length of one smooth round-robin cycle: the weight sum divided by the weights' gcd.
+pub fn round_robin_cycle(weights: &[u32]) -> u64 {
+    let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w)));
+    weights.iter().map(|&w| u64::from(w)).sum::<u64>() / g.max(1)
+}
+
+/// One cycle of nginx's smooth weighted round robin: each step adds every weight to its
+/// backend's running score, picks the highest (the first on ties) and takes the total from it.
+/// Over any `n` consecutive picks every backend is within one pick of its exact share.
+/// Requires `round_robin_cycle(weights) <= MAX_ROUND_ROBIN_CYCLE` and a positive sum.
+pub fn round_robin_sequence(weights: &[u32]) -> Box<[u32]> {
+    let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w))).max(1);
+    let w: Vec<i64> = weights.iter().map(|&x| (u64::from(x) / g) as i64).collect();
+    let total: i64 = w.iter().sum();
+    let mut score = vec![0i64; w.len()];
+    (0..total)
+        .map(|_| {
+            let mut best = 0;
+            for i in 0..w.len() {
+                score[i] += w[i];
+                if score[i] > score[best] {
+                    best = i;
+                }
+            }
+            score[best] -= total;
+            best as u32
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::*;
+
+    const STICKY_USER_1: u64 = 14_166_554_182_431_137_624;
+
+    #[test]
+    fn the_sticky_hash_is_fnv1a_64_then_splitmix64_and_never_changes() {
+        // Published FNV-1a 64 test vectors.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+        // Pinned: a change here moves every user of every deployment.
+        assert_eq!(sticky_hash(b"user-1"), STICKY_USER_1);
+    }
+
+    #[test]
+    fn similar_keys_spread_over_the_whole_range() {
+        let t = WeightTable::new([90, 10]).unwrap();
+        let canary = (0..10_000)
+            .filter(|k| {
+                t.pick(sticky_draw(
+                    sticky_hash(format!("user-{k}").as_bytes()),
+                    100,
+                )) == 1
+            })
+            .count();
+        // p = 0.1 over 10,000 keys: sd = 30; allow 5 sd.
+        assert!((canary as i64 - 1_000).abs() <= 150, "{canary}");
+    }
+
+    #[test]
+    fn raising_the_canary_moves_keys_only_from_stable_to_canary() {
+        let pick = |ws: u32, wc: u32, key: &str| {
+            let t = WeightTable::new([ws, wc]).unwrap();
+            t.pick(sticky_draw(sticky_hash(key.as_bytes()), t.total()))
+        };
+        let mut moved = 0;
+        for k in 0..10_000 {
+            let key = format!("user-{k}");
+            let mut was = pick(90, 10, &key);
+            for (ws, wc) in [(80, 20), (90, 30), (50, 50), (1, 9), (0, 1)] {
+                let now = pick(ws, wc, &key);
+                assert!(now >= was, "{key} moved back to stable at {ws}/{wc}");
+                moved += usize::from(now > was);
+                was = now;
+            }
+            assert_eq!(was, 1);
+        }
+        assert!(moved > 8_000, "{moved}");
+    }
+
+    #[test]
+    fn smooth_round_robin_is_exact_and_interleaved() {
+        let seq = round_robin_sequence(&[90, 10]);
+        assert_eq!(seq.len(), 10);
+        assert_eq!(seq.iter().filter(|&&b| b == 1).count(), 1);
+        assert_eq!(&*round_robin_sequence(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(round_robin_cycle(&[900, 100]), 10);
+        assert_eq!(round_robin_cycle(&[7, 0, 3]), 10);
+        // Within one pick of the exact share after any prefix.
+        let seq = round_robin_sequence(&[50, 30, 20]);
+        for n in 1..=seq.len() {
+            for (b, w) in [(0u32, 0.5), (1, 0.3), (2, 0.2)] {
+                let got = seq[..n].iter().filter(|&&x| x == b).count() as f64;
+                assert!((got - w * n as f64).abs() <= 1.0, "{n} {b}");
+            }
         }
     }
 }

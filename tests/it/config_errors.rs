@@ -138,8 +138,30 @@ fn bad_files_are_refused_with_located_messages() {
             &["t.yaml:15:3: limits.max_header_bytes: expected at least 8192, found 100"],
         ),
         (
-            &(GOOD.to_owned() + "    sticky: { header: x-user }\n"),
-            &["t.yaml:14:5: routes[0].sticky: sticky is not supported yet by this version of weir"],
+            &(GOOD.to_owned() + "    mirror: { upstream: canary, percent: 5 }\n"),
+            &["t.yaml:14:5: routes[0].mirror: mirror is not supported yet by this version of weir"],
+        ),
+        (
+            &(GOOD.to_owned() + "    sticky: { header: x-user, cookie: session }\n"),
+            &[
+                "t.yaml:14:5: routes[0].sticky: expected exactly one of `header` or `cookie`, with a name",
+            ],
+        ),
+        (
+            &(GOOD.to_owned()
+                + "    overrides: [{ match: { header: { x-canary: always } }, upstream: nowhere }]\n"),
+            &[
+                "t.yaml:14:60: routes[0].overrides[0].upstream: unknown upstream `nowhere`, expected one of: canary, stable",
+            ],
+        ),
+        (
+            &GOOD
+                .replace("weight: 90", "weight: 900001")
+                .replace("weight: 10 }", "weight: 99999 }")
+                .replace("    backends:", "    pick: round_robin\n    backends:"),
+            &[
+                "t.yaml:11:5: routes[0].pick: round_robin needs weights whose sum divided by their greatest common divisor is at most 65536; these give 1000000 (scale them down, e.g. 90/10 rather than 900001/99999)",
+            ],
         ),
     ];
     // Every row is checked before failing, so one run shows every mismatch.

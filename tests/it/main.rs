@@ -7,6 +7,7 @@ mod forwarding;
 mod grpc;
 mod lifecycle;
 mod limits;
+mod picking;
 mod reload;
 mod routing;
 mod support;
