@@ -203,20 +203,7 @@ async fn weirs_own_502_and_504_count_as_failures_with_an_error_kind() {
 
 #[tokio::test]
 async fn stats_shares_sum_to_one_and_latencies_are_reported() {
-    let (a, b, c) = (
-        upstream("a").await,
-        upstream("b").await,
-        upstream("c").await,
-    );
-    let yaml = config(
-        &[
-            ("a", &[a.address]),
-            ("b", &[b.address]),
-            ("c", &[c.address]),
-        ],
-        "  - name: app\n    backends:\n      - { upstream: a, weight: 5 }\n      - { upstream: b, weight: 3 }\n      - { upstream: c, weight: 2 }\n",
-    );
-    let w = weir(&yaml).await;
+    let (w, _upstreams) = three_way([5, 3, 2]).await;
     tally(w.address, 300).await;
     let stats = admin_json(&w, "/stats").await;
     let backends = stats["routes"][0]["backends"].as_array().unwrap();

@@ -36,20 +36,7 @@ async fn stable_weight_zero_sends_everything_to_the_canary() {
 
 #[tokio::test]
 async fn three_way_split_follows_the_weights() {
-    let (a, b, c) = (
-        upstream("a").await,
-        upstream("b").await,
-        upstream("c").await,
-    );
-    let yaml = config(
-        &[
-            ("a", &[a.address]),
-            ("b", &[b.address]),
-            ("c", &[c.address]),
-        ],
-        "  - name: app\n    backends:\n      - { upstream: a, weight: 50 }\n      - { upstream: b, weight: 30 }\n      - { upstream: c, weight: 20 }\n",
-    );
-    let w = weir(&yaml).await;
+    let (w, _upstreams) = three_way([50, 30, 20]).await;
     let counts = tally(w.address, 3_000).await;
     // n = 3000; sd <= sqrt(3000 * 0.25) = 27.4 for every share; allow 5 sd = 137.
     for (name, want) in [("a", 1_500i64), ("b", 900), ("c", 600)] {

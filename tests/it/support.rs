@@ -223,6 +223,27 @@ pub fn split_config(stable: SocketAddr, canary: SocketAddr, ws: u32, wc: u32) ->
     )
 }
 
+/// weir over upstreams `a`, `b` and `c` with these weights in one route `app`.
+pub async fn three_way(weights: [u32; 3]) -> (Weir, [Upstream; 3]) {
+    let ups = [
+        upstream("a").await,
+        upstream("b").await,
+        upstream("c").await,
+    ];
+    let [wa, wb, wc] = weights;
+    let yaml = config(
+        &[
+            ("a", &[ups[0].address]),
+            ("b", &[ups[1].address]),
+            ("c", &[ups[2].address]),
+        ],
+        &format!(
+            "  - name: app\n    backends:\n      - {{ upstream: a, weight: {wa} }}\n      - {{ upstream: b, weight: {wb} }}\n      - {{ upstream: c, weight: {wc} }}\n"
+        ),
+    );
+    (weir(&yaml).await, ups)
+}
+
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn http1_client() -> TestClient {
