@@ -48,12 +48,15 @@ pin() {
   if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
 }
 
-# weir with THREADS workers on $WEIR (admin ADMIN), splitting 90/10, pinned to CPUS.
+# weir with THREADS workers on ADDRESS (admin ADMIN), splitting 90/10, pinned to CPUS. EXTRA is
+# more YAML list items under `listeners:` (the TLS listener of tls.sh).
 start_weir() {
-  local threads=${1:-1} cpus=${2:-} address=${3:-$WEIR} admin=${4:-$WEIR_ADMIN}
+  local threads=${1:-1} cpus=${2:-} address=${3:-$WEIR} admin=${4:-$WEIR_ADMIN} extra=${5:-}
   local config="$WORK/weir-$threads-${address##*:}.yaml"
   cat >"$config" <<YAML
-listeners: [{ name: main, address: $address }]
+listeners:
+  - { name: main, address: $address }
+$extra
 admin: { address: $admin }
 upstreams:
   - { name: stable, endpoints: [127.0.0.1:18001] }

@@ -11,25 +11,9 @@ need h2load nghttp2-client
 need openssl openssl
 make_cert
 start_upstreams
-cargo build --release -q
-
-cat >"$WORK/weir-tls.yaml" <<YAML
-listeners:
-  - { name: main, address: $WEIR }
-  - name: tls
+start_weir 1 "" "$WEIR" "$WEIR_ADMIN" "  - name: tls
     address: 127.0.0.1:18443
-    tls: { certificates: [{ cert: cert.pem, key: key.pem }] }
-admin: { address: $WEIR_ADMIN }
-upstreams:
-  - { name: stable, endpoints: [127.0.0.1:18001] }
-  - { name: canary, endpoints: [127.0.0.1:18002] }
-routes:
-  - name: app
-    backends: [{ upstream: stable, weight: 90 }, { upstream: canary, weight: 10 }]
-YAML
-RUST_LOG=warn ./target/release/weir run --config "$WORK/weir-tls.yaml" --threads 1 &
-PIDS+=($!)
-wait_for "http://$WEIR/"
+    tls: { certificates: [{ cert: cert.pem, key: key.pem }] }"
 start_nginx_proxy 18090 18444
 sleep 0.3
 

@@ -117,6 +117,7 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
 fn config_json(reloader: &Reloader) -> Value {
     let snapshot = reloader.snapshots.load_full();
     let record = reloader.record();
+    let last = record.last();
     json!({
         "revision": {
             "sha256": record.revision.sha256,
@@ -124,10 +125,10 @@ fn config_json(reloader: &Reloader) -> Value {
             "loaded_at": rfc3339(record.revision.loaded_at),
         },
         "last_reload": {
-            "result": if record.last.success { "success" } else { "failure" },
-            "error": record.last.error,
-            "at": rfc3339(record.last.at),
-            "warnings": record.last.warnings,
+            "result": if last.success { "success" } else { "failure" },
+            "error": last.error,
+            "at": rfc3339(last.at),
+            "warnings": last.warnings,
         },
         "config": snapshot.config.spec,
     })

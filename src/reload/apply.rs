@@ -23,14 +23,7 @@ pub struct WeightChange {
     pub to: Option<u32>,
 }
 
-#[derive(Clone, Debug)]
-pub struct LastReload {
-    pub success: bool,
-    pub error: Option<String>,
-    pub warnings: Vec<String>,
-    pub at: SystemTime,
-}
-
+/// One reload attempt, applied or refused.
 #[derive(Clone, Debug)]
 pub struct HistoryEntry {
     pub at: SystemTime,
@@ -38,6 +31,8 @@ pub struct HistoryEntry {
     pub git_commit: Option<String>,
     pub success: bool,
     pub error: Option<String>,
+    /// What an applied change could not do (address changes that need a restart).
+    pub warnings: Vec<String>,
     pub weights: Vec<WeightChange>,
 }
 
@@ -46,13 +41,22 @@ pub struct HistoryEntry {
 pub struct ReloadRecord {
     /// The revision serving now.
     pub revision: Revision,
-    pub last: LastReload,
-    /// Newest first.
+    /// Newest first; never empty (the initial load is the first entry, and `admin.history` is at
+    /// least 1).
     pub history: VecDeque<HistoryEntry>,
     /// What was last tried, applied or refused: the same bytes (or the same unreadable file)
     /// again are not a new attempt, so a poll or a repeated event does not refuse a bad file
     /// over and over.
     last_attempt: Attempt,
+}
+
+impl ReloadRecord {
+    /// The last reload attempt: `/config`'s `last_reload`.
+    pub fn last(&self) -> &HistoryEntry {
+        self.history
+            .front()
+            .expect("the history always holds the initial load or a later attempt")
+    }
 }
 
 /// The identity of one reload attempt.
@@ -171,6 +175,7 @@ impl Reloader {
             git_commit: candidate.revision.git_commit.clone(),
             success: true,
             error: None,
+            warnings: Vec::new(),
             weights,
         };
         Reloader {
@@ -179,12 +184,6 @@ impl Reloader {
             metrics,
             record: Mutex::new(ReloadRecord {
                 revision: candidate.revision,
-                last: LastReload {
-                    success: true,
-                    error: None,
-                    warnings: Vec::new(),
-                    at,
-                },
                 last_attempt: Attempt::Bytes(identity),
                 history: VecDeque::from([entry]),
             }),
@@ -285,18 +284,13 @@ impl Reloader {
                 git_commit: candidate.revision.git_commit.clone(),
                 success: true,
                 error: None,
+                warnings,
                 weights,
             },
             limit,
         );
         record.last_attempt = Attempt::Bytes(candidate.revision.identity.clone());
         record.revision = candidate.revision;
-        record.last = LastReload {
-            success: true,
-            error: None,
-            warnings,
-            at,
-        };
     }
 
     fn refuse(&self, revision: Option<Revision>, errors: &ConfigErrors) {
@@ -317,17 +311,12 @@ impl Reloader {
                 sha256: revision.as_ref().map(|r| r.sha256.clone()),
                 git_commit: revision.and_then(|r| r.git_commit),
                 success: false,
-                error: Some(error.clone()),
+                error: Some(error),
+                warnings: Vec::new(),
                 weights: Vec::new(),
             },
             limit,
         );
-        record.last = LastReload {
-            success: false,
-            error: Some(error),
-            warnings: Vec::new(),
-            at,
-        };
     }
 }
 

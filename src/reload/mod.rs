@@ -6,7 +6,5 @@ pub mod apply;
 pub mod revision;
 pub mod watch;
 
-pub use apply::{
-    Candidate, HistoryEntry, LastReload, ReloadRecord, Reloader, WeightChange, read_file,
-};
+pub use apply::{Candidate, HistoryEntry, ReloadRecord, Reloader, WeightChange, read_file};
 pub use revision::Revision;
