@@ -132,5 +132,39 @@ fn picks(c: &mut Criterion) {
     }
 }
 
-criterion_group!(hot_path, benches, metrics, picks);
+/// The endpoint pick inside an upstream: plain round robin, and with outlier ejection (a clock
+/// read and one atomic load per endpoint looked at), plus reporting a try's outcome.
+fn endpoints(c: &mut Criterion) {
+    let yaml = |outlier: &str| {
+        format!(
+            "listeners: [{{ name: main, address: 127.0.0.1:8080 }}]\nupstreams:\n  - {{ name: app, endpoints: [127.0.0.1:9001, 127.0.0.1:9002, 127.0.0.1:9003]{outlier} }}\nroutes:\n  - {{ name: app, backends: [{{ upstream: app, weight: 1 }}] }}\n"
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, outlier) in [
+        ("endpoint_pick", ""),
+        (
+            "endpoint_pick_with_outlier_and_report",
+            ", outlier: { consecutive_failures: 5, ejection: 30s }",
+        ),
+    ] {
+        let config = weir::config::load_str(&yaml(outlier), "bench.yaml", Path::new(".")).unwrap();
+        let s = rt.block_on(async {
+            weir::snapshot::Snapshot::build(config.into(), None, &Default::default())
+        });
+        let pool = &s.pools[0];
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let i = pool.pick(None).unwrap();
+                pool.report(i, weir::proxy::pool::Outcome::Success);
+                black_box(i)
+            })
+        });
+    }
+}
+
+criterion_group!(hot_path, benches, metrics, picks, endpoints);
 criterion_main!(hot_path);

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicU64;
 
-use crate::config::{Condition, Config, Pick, RouteMatch, StickyKey};
+use crate::config::{Condition, Config, Pick, Retries, RouteMatch, StickyKey};
 use crate::metrics::{BackendMetrics, Metrics};
+use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::WeightTable;
 
@@ -31,6 +32,8 @@ pub struct Route {
     pub picker: Picker,
     pub sticky: Option<StickyKey>,
     pub overrides: Box<[RouteOverride]>,
+    pub mirror: Option<RouteMirror>,
+    pub retries: Option<Retries>,
 }
 
 /// How a request without an override or sticky key is given a backend.
@@ -127,6 +130,14 @@ impl Snapshot {
                         }
                     })
                     .collect();
+                let mirror = r.mirror.map(|m| {
+                    let pool = pools[m.upstream].clone();
+                    let handles = previous
+                        .and_then(|p| p.mirror(&r.name, &pool.name))
+                        .map(|old| old.metrics.clone())
+                        .unwrap_or_else(|| Arc::new(metrics.mirror(&r.name, &pool.name)));
+                    RouteMirror::new(pool, m.percent, handles)
+                });
                 let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
                 Route {
                     name: r.name.clone(),
@@ -144,10 +155,22 @@ impl Snapshot {
                     timeout: r.timeout,
                     sticky: r.sticky.clone(),
                     overrides,
+                    mirror,
+                    retries: r.retries.clone(),
                 }
             })
             .collect();
         if let Some(previous) = previous {
+            for old in previous.pools.iter() {
+                for endpoint in old.endpoints() {
+                    let kept = pools
+                        .iter()
+                        .any(|p| p.name == old.name && p.endpoints().any(|e| e == endpoint));
+                    if !kept {
+                        metrics.forget_endpoint(&old.name, endpoint.as_str());
+                    }
+                }
+            }
             for r in previous.routes.iter() {
                 for b in r.backends.iter() {
                     let kept = routes.iter().any(|n| {
@@ -155,6 +178,17 @@ impl Snapshot {
                     });
                     if !kept {
                         metrics.forget_backend(&b.metrics);
+                    }
+                }
+                if let Some(m) = &r.mirror {
+                    let kept = routes.iter().any(|n| {
+                        n.name == r.name
+                            && n.mirror
+                                .as_ref()
+                                .is_some_and(|nm| nm.pool.name == m.pool.name)
+                    });
+                    if !kept {
+                        metrics.forget_mirror(&m.metrics);
                     }
                 }
             }
@@ -165,6 +199,16 @@ impl Snapshot {
             routes,
             pools,
         }
+    }
+
+    /// The mirror of the route called `route`, when it copies to `upstream`.
+    fn mirror(&self, route: &str, upstream: &str) -> Option<&RouteMirror> {
+        self.routes
+            .iter()
+            .find(|r| &*r.name == route)?
+            .mirror
+            .as_ref()
+            .filter(|m| &*m.pool.name == upstream)
     }
 
     /// The backend called `backend` in the route called `route`.

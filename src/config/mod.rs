@@ -11,6 +11,6 @@ pub use duration::{DurationSpec, parse_duration};
 pub use load::{ConfigError, ConfigErrors, load_file, load_str, unreadable};
 pub use schema::*;
 pub use validate::{
-    Backend, Condition, Config, Expect, HostMatch, Limits, Listener, Override, PathPrefix, Route,
-    RouteMatch, StickyKey, Upstream, UpstreamTls,
+    Backend, Condition, Config, Expect, HostMatch, Limits, Listener, MAX_RETRY_ATTEMPTS, Mirror,
+    Outlier, Override, PathPrefix, Retries, Route, RouteMatch, StickyKey, Upstream, UpstreamTls,
 };

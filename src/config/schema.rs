@@ -191,9 +191,18 @@ pub enum Pick {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetriesSpec {
+    /// Retries after the first try (as Istio's `retries.attempts`).
     pub attempts: u32,
-    #[serde(default)]
-    pub on: Vec<String>,
+    #[serde(default = "defaults::retry_on")]
+    pub on: Vec<RetryOnSpec>,
+}
+
+/// A retry condition: `connect`, `reset`, or a 5xx status code, written as a number or a string.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RetryOnSpec {
+    Status(u16),
+    Name(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -224,7 +233,14 @@ impl Default for LimitsSpec {
 }
 
 mod defaults {
-    use super::DurationSpec;
+    use super::{DurationSpec, RetryOnSpec};
+
+    pub fn retry_on() -> Vec<RetryOnSpec> {
+        vec![
+            RetryOnSpec::Name("connect".into()),
+            RetryOnSpec::Name("reset".into()),
+        ]
+    }
 
     pub fn header_read_timeout() -> DurationSpec {
         DurationSpec::from_secs(10)

@@ -54,6 +54,15 @@ pub struct Upstream {
     /// connection pool on reload.
     pub spec: UpstreamSpec,
     pub identity: String,
+    pub outlier: Option<Outlier>,
+}
+
+/// Passive outlier ejection: an endpoint failing `consecutive_failures` times in a row (connect
+/// error, reset, timeout or 5xx) is left out for `ejection` (longer on repeated ejections).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub ejection: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -72,7 +81,30 @@ pub struct Route {
     pub pick: Pick,
     pub sticky: Option<StickyKey>,
     pub overrides: Vec<Override>,
+    pub mirror: Option<Mirror>,
+    pub retries: Option<Retries>,
 }
+
+/// A shadow copy of `percent` % of a route's requests goes to `upstream` (an index into
+/// `Config::upstreams`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mirror {
+    pub upstream: usize,
+    pub percent: f64,
+}
+
+/// When a failed try of an idempotent request is tried again, on another endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retries {
+    pub attempts: u32,
+    pub on_connect: bool,
+    pub on_reset: bool,
+    /// 5xx status codes that are retried.
+    pub on_status: Vec<u16>,
+}
+
+/// At most this many retries per request: more only multiplies the load on a failing upstream.
+pub const MAX_RETRY_ATTEMPTS: u32 = 5;
 
 /// Where a route's sticky key comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,9 +279,24 @@ pub(super) fn validate(
                 }
             }
         });
-        if u.outlier.is_some() {
-            unsupported(diag, &format!("{path}.outlier"), "outlier ejection");
-        }
+        let outlier = u.outlier.as_ref().map(|o| {
+            if o.consecutive_failures == 0 {
+                diag.error(
+                    &format!("{path}.outlier.consecutive_failures"),
+                    "expected at least 1",
+                );
+            }
+            if o.ejection.get().is_zero() {
+                diag.error(
+                    &format!("{path}.outlier.ejection"),
+                    "expected a positive duration",
+                );
+            }
+            Outlier {
+                consecutive_failures: o.consecutive_failures,
+                ejection: o.ejection.get(),
+            }
+        });
         upstream_index.insert(u.name.clone(), upstreams.len());
         upstreams.push(Upstream {
             name: u.name.as_str().into(),
@@ -258,6 +305,7 @@ pub(super) fn validate(
             tls,
             spec: u.clone(),
             identity,
+            outlier,
         });
     }
 
@@ -312,15 +360,31 @@ pub(super) fn validate(
         if r.timeout.get().is_zero() {
             diag.error(&format!("{path}.timeout"), "expected a positive duration");
         }
-        for (field, present) in [
-            ("mirror", r.mirror.is_some()),
-            ("retries", r.retries.is_some()),
-            ("rollout", r.rollout.is_some()),
-        ] {
-            if present {
-                unsupported(diag, &format!("{path}.{field}"), field);
-            }
+        if r.rollout.is_some() {
+            unsupported(diag, &format!("{path}.rollout"), "rollout");
         }
+        let mirror = r.mirror.as_ref().and_then(|m| {
+            let mpath = format!("{path}.mirror");
+            if !(m.percent > 0.0 && m.percent <= 100.0) {
+                diag.error(
+                    &format!("{mpath}.percent"),
+                    format!(
+                        "expected a percentage above 0 and at most 100, found {}",
+                        m.percent
+                    ),
+                );
+            }
+            let upstream =
+                upstream_ref(diag, &upstream_index, broken_upstreams, &m.upstream, &mpath)?;
+            Some(Mirror {
+                upstream,
+                percent: m.percent,
+            })
+        });
+        let retries = r
+            .retries
+            .as_ref()
+            .map(|rt| retries(diag, rt, &format!("{path}.retries")));
         if r.pick == Pick::RoundRobin {
             let weights: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
             let cycle = crate::proxy::split::round_robin_cycle(&weights);
@@ -353,21 +417,8 @@ pub(super) fn validate(
         let mut overrides = Vec::new();
         for (j, o) in r.overrides.iter().enumerate() {
             let opath = format!("{path}.overrides[{j}]");
-            let upstream = match upstream_index.get(&o.upstream) {
-                Some(&u) => Some(u),
-                None if broken_upstreams.contains(&o.upstream) => None,
-                None => {
-                    diag.error(
-                        &format!("{opath}.upstream"),
-                        format!(
-                            "unknown upstream `{}`{}",
-                            o.upstream,
-                            known(&upstream_index)
-                        ),
-                    );
-                    None
-                }
-            };
+            let upstream =
+                upstream_ref(diag, &upstream_index, broken_upstreams, &o.upstream, &opath);
             let expect = |v: &MatchValue| match v {
                 MatchValue::Exact(s) => Expect::Equals(s.clone()),
                 MatchValue::Present { present } => Expect::Present(*present),
@@ -410,6 +461,8 @@ pub(super) fn validate(
             pick: r.pick,
             sticky,
             overrides,
+            mirror,
+            retries,
         });
     }
 
@@ -531,6 +584,74 @@ fn unique(
     }
     seen.insert(name.to_owned(), seen.len());
     true
+}
+
+/// Resolves the `upstream:` field under `path`; an unknown name is reported there (unless the
+/// upstream is defined but broken, which was reported already).
+fn upstream_ref(
+    diag: &mut Diagnostics,
+    index: &HashMap<String, usize>,
+    broken: &BrokenNames,
+    name: &str,
+    path: &str,
+) -> Option<usize> {
+    match index.get(name) {
+        Some(&u) => Some(u),
+        None if broken.contains(name) => None,
+        None => {
+            diag.error(
+                &format!("{path}.upstream"),
+                format!("unknown upstream `{name}`{}", known(index)),
+            );
+            None
+        }
+    }
+}
+
+fn retries(diag: &mut Diagnostics, spec: &RetriesSpec, path: &str) -> Retries {
+    if spec.attempts == 0 || spec.attempts > MAX_RETRY_ATTEMPTS {
+        diag.error(
+            &format!("{path}.attempts"),
+            format!(
+                "expected 1 to {MAX_RETRY_ATTEMPTS} retries, found {}",
+                spec.attempts
+            ),
+        );
+    }
+    let mut r = Retries {
+        attempts: spec.attempts,
+        on_connect: false,
+        on_reset: false,
+        on_status: Vec::new(),
+    };
+    for (i, on) in spec.on.iter().enumerate() {
+        let status = match on {
+            RetryOnSpec::Name(n) if n == "connect" => {
+                r.on_connect = true;
+                continue;
+            }
+            RetryOnSpec::Name(n) if n == "reset" => {
+                r.on_reset = true;
+                continue;
+            }
+            RetryOnSpec::Name(n) => n.parse::<u16>().ok(),
+            RetryOnSpec::Status(s) => Some(*s),
+        };
+        match status {
+            Some(s) if (500..600).contains(&s) => r.on_status.push(s),
+            _ => diag.error(
+                &format!("{path}.on[{i}]"),
+                format!(
+                    "expected `connect`, `reset` or a 5xx status code such as \"503\", found `{}`",
+                    match on {
+                        RetryOnSpec::Name(n) => n.clone(),
+                        RetryOnSpec::Status(s) => s.to_string(),
+                    }
+                ),
+            ),
+        }
+    }
+    r
 }
 
 fn unsupported(diag: &mut Diagnostics, path: &str, what: &str) {

@@ -46,6 +46,12 @@ pub struct Metrics {
     pub rollout_state: IntGaugeVec,
     active_connections: IntGaugeVec,
     tls_errors: IntCounterVec,
+    mirror_requests: IntCounterVec,
+    mirror_duration: HistogramVec,
+    mirror_dropped: IntCounterVec,
+    retries: IntCounterVec,
+    ejections: IntCounterVec,
+    ejected: IntGaugeVec,
     /// Start of the window clock: windows count whole seconds since this instant.
     epoch: Instant,
 }
@@ -78,24 +84,26 @@ impl Metrics {
                 IntGaugeVec::new(Opts::new(name, help), labels).expect("valid"),
             )
         };
-        let buckets = LATENCY_BUCKETS_MS.iter().map(|ms| ms / 1e3).collect();
+        let buckets: Vec<f64> = LATENCY_BUCKETS_MS.iter().map(|ms| ms / 1e3).collect();
+        let histogram = |name: &str, help: &str| {
+            register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.clone()),
+                    &["route", "backend"],
+                )
+                .expect("valid"),
+            )
+        };
         Metrics {
             requests: counter(
                 "weir_requests_total",
                 "Requests answered, by route, backend and status code.",
                 &["route", "backend", "code"],
             ),
-            duration: register(
-                &r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "weir_request_duration_seconds",
-                        "Time from request to response head, by route and backend.",
-                    )
-                    .buckets(buckets),
-                    &["route", "backend"],
-                )
-                .expect("valid"),
+            duration: histogram(
+                "weir_request_duration_seconds",
+                "Time from request to response head, by route and backend.",
             ),
             weight: gauge(
                 "weir_backend_weight",
@@ -146,6 +154,35 @@ impl Metrics {
                 "TLS handshakes that failed (plaintext, bad hello, aborted) or timed out, per listener.",
                 &["listener", "reason"],
             ),
+            mirror_requests: counter(
+                "weir_mirror_requests_total",
+                "Shadow copies answered by the mirror upstream (answers discarded), by route, mirror backend and status code.",
+                &["route", "backend", "code"],
+            ),
+            mirror_duration: histogram(
+                "weir_mirror_request_duration_seconds",
+                "Time from shadow copy to the mirror's response head, by route and mirror backend.",
+            ),
+            mirror_dropped: counter(
+                "weir_mirror_dropped_total",
+                "Shadow copies not sent: too many in flight (full) or a body over the limit (body_too_large).",
+                &["route", "backend", "reason"],
+            ),
+            retries: counter(
+                "weir_upstream_retries_total",
+                "Tries after the first, by backend; result budget_exhausted counts retries the budget refused.",
+                &["backend", "result"],
+            ),
+            ejections: counter(
+                "weir_outlier_ejections_total",
+                "Times an endpoint was ejected after consecutive failures.",
+                &["backend", "endpoint"],
+            ),
+            ejected: gauge(
+                "weir_outlier_ejected",
+                "1 while an endpoint is ejected, else 0 (cleared when the next pick finds its ejection over).",
+                &["backend", "endpoint"],
+            ),
             registry: r,
             epoch: Instant::now(),
         }
@@ -163,24 +200,47 @@ impl Metrics {
     /// Resolves the handles of one (route, backend).
     pub fn backend(&self, route: &str, backend: &str) -> BackendMetrics {
         BackendMetrics {
-            route: route.into(),
-            backend: backend.into(),
-            requests: self.requests.clone(),
-            by_code: (0..CODES).map(|_| OnceLock::new()).collect(),
-            duration: self.duration.with_label_values(&[route, backend]),
+            answers: Answers::new(&self.requests, &self.duration, route, backend),
             weight: self.weight.with_label_values(&[route, backend]),
             window: Window::default(),
         }
     }
 
-    /// Resolves the error counters of one upstream.
-    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+    /// Resolves the handles of a route's mirror backend.
+    pub fn mirror(&self, route: &str, backend: &str) -> MirrorMetrics {
+        let dropped = |reason: &str| {
+            self.mirror_dropped
+                .with_label_values(&[route, backend, reason])
+        };
+        MirrorMetrics {
+            answers: Answers::new(&self.mirror_requests, &self.mirror_duration, route, backend),
+            full: dropped("full"),
+            too_large: dropped("body_too_large"),
+        }
+    }
+
+    /// Resolves the counters of one upstream and of each of its endpoints.
+    pub fn upstream<'a>(
+        &self,
+        upstream: &str,
+        endpoints: impl Iterator<Item = &'a str>,
+    ) -> UpstreamMetrics {
         let kind = |k: &str| self.upstream_errors.with_label_values(&[upstream, k]);
         UpstreamMetrics {
             connect: kind("connect"),
             timeout: kind("timeout"),
             reset: kind("reset"),
             tls: kind("tls"),
+            retried: self.retries.with_label_values(&[upstream, "retried"]),
+            budget_exhausted: self
+                .retries
+                .with_label_values(&[upstream, "budget_exhausted"]),
+            endpoints: endpoints
+                .map(|e| EndpointMetrics {
+                    ejections: self.ejections.with_label_values(&[upstream, e]),
+                    ejected: self.ejected.with_label_values(&[upstream, e]),
+                })
+                .collect(),
         }
     }
 
@@ -194,14 +254,26 @@ impl Metrics {
 
     /// Drops the series of a (route, backend) that left the config.
     pub fn forget_backend(&self, b: &BackendMetrics) {
-        let labels = [&*b.route, &*b.backend];
-        let _ = self.duration.remove_label_values(&labels);
+        let labels = [&*b.answers.route, &*b.answers.backend];
+        b.answers.forget(&self.duration);
         let _ = self.weight.remove_label_values(&labels);
         let _ = self.success_ratio.remove_label_values(&labels);
-        for code in b.by_code.iter().filter_map(OnceLock::get) {
+    }
+
+    /// Drops the per-endpoint series of an endpoint that left `upstream`.
+    pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
+        let _ = self.ejections.remove_label_values(&[upstream, endpoint]);
+        let _ = self.ejected.remove_label_values(&[upstream, endpoint]);
+    }
+
+    /// Drops the series of a route's mirror that left the config.
+    pub fn forget_mirror(&self, m: &MirrorMetrics) {
+        let (route, backend) = (&*m.answers.route, &*m.answers.backend);
+        m.answers.forget(&self.mirror_duration);
+        for reason in ["full", "body_too_large"] {
             let _ = self
-                .requests
-                .remove_label_values(&[&*b.route, &*b.backend, code.0]);
+                .mirror_dropped
+                .remove_label_values(&[route, backend, reason]);
         }
     }
 
@@ -212,7 +284,7 @@ impl Metrics {
         for b in backends {
             let ratio = b.window.stats(now).success_rate().unwrap_or(f64::NAN);
             self.success_ratio
-                .with_label_values(&[&*b.route, &*b.backend])
+                .with_label_values(&[&*b.answers.route, &*b.answers.backend])
                 .set(ratio);
         }
         let mut out = Vec::new();
@@ -226,8 +298,9 @@ impl Metrics {
 /// Status codes 100..=599 have a counter slot each.
 const CODES: usize = 500;
 
-/// The handles of one (route, backend), kept across reloads while the pair exists.
-pub struct BackendMetrics {
+/// A counter per status code and a latency histogram for one (route, backend) of one pair of
+/// families (the real traffic's, or the mirror's).
+struct Answers {
     route: Arc<str>,
     backend: Arc<str>,
     requests: IntCounterVec,
@@ -235,20 +308,26 @@ pub struct BackendMetrics {
     /// only codes that happened. The code text is the `StatusCode`'s static string.
     by_code: Box<[OnceLock<(&'static str, IntCounter)>]>,
     duration: Histogram,
-    pub weight: IntGauge,
-    pub window: Window,
 }
 
-impl BackendMetrics {
-    /// Records one answered request. `success` is false for 5xx and for responses weir made.
-    pub fn record(&self, status: StatusCode, elapsed: Duration, second: u64, success: bool) {
+impl Answers {
+    fn new(requests: &IntCounterVec, duration: &HistogramVec, route: &str, backend: &str) -> Self {
+        Answers {
+            route: route.into(),
+            backend: backend.into(),
+            requests: requests.clone(),
+            by_code: (0..CODES).map(|_| OnceLock::new()).collect(),
+            duration: duration.with_label_values(&[route, backend]),
+        }
+    }
+
+    fn record(&self, status: StatusCode, elapsed: Duration) {
         let index = usize::from(status.as_u16())
             .saturating_sub(100)
             .min(CODES - 1);
         let (_, counter) = self.by_code[index].get_or_init(|| {
-            let code = status.as_str();
             // `as_str` of a valid StatusCode is a static table entry.
-            let code: &'static str = static_code(code);
+            let code: &'static str = static_code(status.as_str());
             (
                 code,
                 self.requests
@@ -257,6 +336,29 @@ impl BackendMetrics {
         });
         counter.inc();
         self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn forget(&self, duration: &HistogramVec) {
+        let _ = duration.remove_label_values(&[&*self.route, &*self.backend]);
+        for code in self.by_code.iter().filter_map(OnceLock::get) {
+            let _ = self
+                .requests
+                .remove_label_values(&[&*self.route, &*self.backend, code.0]);
+        }
+    }
+}
+
+/// The handles of one (route, backend), kept across reloads while the pair exists.
+pub struct BackendMetrics {
+    answers: Answers,
+    pub weight: IntGauge,
+    pub window: Window,
+}
+
+impl BackendMetrics {
+    /// Records one answered request. `success` is false for 5xx and for responses weir made.
+    pub fn record(&self, status: StatusCode, elapsed: Duration, second: u64, success: bool) {
+        self.answers.record(status, elapsed);
         self.window.record(second, success, latency_bucket(elapsed));
     }
 
@@ -273,12 +375,36 @@ fn static_code(code: &str) -> &'static str {
     &table[i]
 }
 
-/// Error counters of one upstream (`weir_upstream_errors_total{backend, kind}`).
+/// The handles of a route's mirror backend. Shadow traffic has families of its own
+/// (`weir_mirror_*`), so it never mixes with the real traffic's success rates and latencies that
+/// `/stats` and a rollout's analysis read.
+pub struct MirrorMetrics {
+    answers: Answers,
+    pub full: IntCounter,
+    pub too_large: IntCounter,
+}
+
+impl MirrorMetrics {
+    pub fn record(&self, status: StatusCode, elapsed: Duration) {
+        self.answers.record(status, elapsed);
+    }
+}
+
+/// Counters of one upstream: errors (`weir_upstream_errors_total{backend, kind}`), retries, and
+/// per endpoint (in the upstream's endpoint order) ejections.
 pub struct UpstreamMetrics {
     pub connect: IntCounter,
     pub timeout: IntCounter,
     pub reset: IntCounter,
     pub tls: IntCounter,
+    pub retried: IntCounter,
+    pub budget_exhausted: IntCounter,
+    pub endpoints: Box<[EndpointMetrics]>,
+}
+
+pub struct EndpointMetrics {
+    pub ejections: IntCounter,
+    pub ejected: IntGauge,
 }
 
 /// The `kind` label of `weir_upstream_errors_total`.

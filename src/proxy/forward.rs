@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
@@ -15,8 +16,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::ConnInfo;
+use super::body::RequestBody;
+use super::pool::UpstreamPool;
 use crate::metrics::UpstreamErrorKind;
-use crate::snapshot::Backend;
 
 use super::body::Inner as ProxyBody;
 
@@ -48,6 +50,12 @@ pub enum ProxyError {
         upstream: Arc<str>,
         timeout: Duration,
     },
+    #[error("every endpoint of upstream `{upstream}` is ejected")]
+    NoHealthyEndpoint { upstream: Arc<str> },
+    #[error("the client's request body failed: {0}")]
+    ClientBody(hyper::Error),
+    #[error("the client did not send its request body within the route timeout")]
+    ClientTimeout,
 }
 
 /// Who failed, in the words of `weir_upstream_errors_total{kind}` and the logs.
@@ -55,7 +63,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::NoHealthyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Reset { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -64,7 +74,11 @@ impl ProxyError {
     /// The upstream error kind, or `None` when the client or the config is the cause.
     pub fn upstream_kind(&self) -> Option<UpstreamErrorKind> {
         match self {
-            ProxyError::NoRoute | ProxyError::BadRequest => None,
+            ProxyError::NoRoute
+            | ProxyError::BadRequest
+            | ProxyError::ClientBody(_)
+            | ProxyError::ClientTimeout
+            | ProxyError::NoHealthyEndpoint { .. } => None,
             ProxyError::Connect { .. } => Some(UpstreamErrorKind::Connect),
             ProxyError::Reset { .. } => Some(UpstreamErrorKind::Reset),
             ProxyError::Timeout { .. } => Some(UpstreamErrorKind::Timeout),
@@ -105,6 +119,12 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
         let (code, message) = match err {
             ProxyError::NoRoute => ("12", "weir: no route matches this request"),
             ProxyError::BadRequest => ("13", "weir: the request cannot be forwarded"),
+            ProxyError::ClientBody(_) | ProxyError::ClientTimeout => {
+                ("13", "weir: the request body could not be read")
+            }
+            ProxyError::NoHealthyEndpoint { .. } => {
+                ("14", "weir: no healthy endpoint in the upstream")
+            }
             ProxyError::Connect { .. } => ("14", "weir: cannot connect to the upstream"),
             ProxyError::Reset { .. } => ("14", "weir: the upstream closed the connection"),
             ProxyError::Timeout { .. } => ("4", "weir: the upstream did not answer in time"),
@@ -122,6 +142,10 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     let body: &'static str = match err {
         ProxyError::NoRoute => "weir: no route matches this request\n",
         ProxyError::BadRequest => "weir: the request URI cannot be forwarded\n",
+        ProxyError::ClientBody(_) | ProxyError::ClientTimeout => {
+            "weir: the request body could not be read\n"
+        }
+        ProxyError::NoHealthyEndpoint { .. } => "weir: no healthy endpoint in the upstream\n",
         ProxyError::Connect { .. } => "weir: cannot connect to the upstream\n",
         ProxyError::Reset { .. } => "weir: the upstream closed the connection\n",
         ProxyError::Timeout { .. } => "weir: the upstream did not answer in time\n",
@@ -137,47 +161,36 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     response
 }
 
-/// Sends `req` to one endpoint of `backend` and returns the upstream's response head; the body
-/// streams on. The route `timeout` bounds the wait for the response head.
-pub async fn forward(
-    backend: &Backend,
-    mut req: Request<Incoming>,
-    conn: &ConnInfo,
-    timeout: Duration,
+/// Sends `req` to endpoint `endpoint` of `pool` and returns the upstream's response head; the
+/// body streams on. `downstream` is the client's side of a WebSocket upgrade, tunnelled to the
+/// upstream's when it switches protocols. The caller bounds the wait with the route deadline.
+pub async fn send(
+    pool: &UpstreamPool,
+    endpoint: usize,
+    mut req: Request<RequestBody>,
+    downstream: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let pool = &backend.pool;
-    let upgrade = pool.version == Version::HTTP_11 && is_upgrade(&req);
-    prepare_request(&mut req, conn, upgrade)?;
     set_target(
         &mut req,
         pool.scheme.clone(),
-        pool.next_endpoint().clone(),
+        pool.endpoint(endpoint).clone(),
         pool.version,
     )?;
-    let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
-
-    let mut response = match tokio::time::timeout(timeout, pool.send(req)).await {
-        Err(_) => {
-            return Err(ProxyError::Timeout {
-                upstream: pool.name.clone(),
-                timeout,
-            });
-        }
-        Ok(Err(source)) if source.is_connect() => {
+    let mut response = match pool.send(req).await {
+        Err(source) if source.is_connect() => {
             return Err(ProxyError::Connect {
                 upstream: pool.name.clone(),
                 source,
             });
         }
-        Ok(Err(source)) => {
+        Err(source) => {
             return Err(ProxyError::Reset {
                 upstream: pool.name.clone(),
                 source,
             });
         }
-        Ok(Ok(r)) => r,
+        Ok(r) => r,
     };
-
     match downstream {
         Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             tunnel(
@@ -189,6 +202,17 @@ pub async fn forward(
         _ => strip_hop_by_hop(response.headers_mut(), false),
     }
     Ok(response)
+}
+
+/// A copy of a prepared request head, for a second try or a shadow copy. Extensions (hyper's
+/// upgrade handle among them) stay with the original.
+pub fn copy_head(parts: &Parts) -> Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
 }
 
 /// Copies bytes both ways between an upgraded client connection and an upgraded upstream one
@@ -211,10 +235,11 @@ fn tunnel(
     });
 }
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && connection_has_token(req.headers(), "upgrade")
+/// Whether the request asks for a protocol upgrade (WebSocket), which HTTP/1.1 upstreams get.
+pub fn is_upgrade(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && connection_has_token(&parts.headers, "upgrade")
 }
 
 fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
@@ -268,21 +293,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Applies the forwarding rules to the request headers.
-fn prepare_request(
-    req: &mut Request<Incoming>,
-    conn: &ConnInfo,
-    upgrade: bool,
-) -> Result<(), ProxyError> {
+/// Applies the forwarding rules to the request head; `upgrade` keeps a WebSocket handshake's
+/// `Upgrade` and `Connection` headers.
+pub fn prepare(parts: &mut Parts, conn: &ConnInfo, upgrade: bool) -> Result<(), ProxyError> {
     // An HTTP/2 request names its host in the URI; an HTTP/1 upstream needs it in `Host`.
-    if !req.headers().contains_key(header::HOST)
-        && let Some(authority) = req.uri().authority()
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
     {
         let value =
             HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest)?;
-        req.headers_mut().insert(header::HOST, value);
+        parts.headers.insert(header::HOST, value);
     }
-    let headers = req.headers_mut();
+    let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
     append_forwarded_for(headers, conn.client);
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
@@ -319,7 +341,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
 
 /// Points the request at `endpoint`, keeping path and query, in the upstream's HTTP version.
 fn set_target(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     scheme: Scheme,
     endpoint: http::uri::Authority,
     version: Version,

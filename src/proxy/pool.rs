@@ -1,9 +1,10 @@
 //! One pooled keep-alive client per upstream (plain HTTP, or HTTPS through rustls with ALPN),
-//! and round-robin over its endpoints.
+//! round-robin over its endpoints, passive outlier ejection of failing endpoints, the retry
+//! budget and the bound on shadow copies in flight.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use http::uri::Scheme;
@@ -14,7 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{Limits, Protocol, Upstream};
+use super::body::RequestBody;
+use crate::config::{Limits, Outlier, Protocol, Upstream};
 use crate::metrics::{Metrics, UpstreamMetrics};
 
 /// How long an idle upstream connection stays in the pool.
@@ -22,19 +24,54 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per endpoint. A burst may open more; past it they close instead of
 /// idling, which bounds memory after the burst (the role of nginx's `keepalive` directive).
 const POOL_MAX_IDLE_PER_ENDPOINT: usize = 128;
+/// Shadow copies in flight to one upstream; past it new copies are dropped and counted.
+pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
+/// A repeated ejection lasts `ejection` times the number of ejections in a row, up to this many.
+const MAX_EJECTION_FACTOR: u32 = 10;
+
+/// Retry budget, in tokens: each request through a route with retries deposits one, a retry
+/// costs [`RETRY_COST`], so retries stay under 1/5 (20 %) of requests, plus a reserve that lets a
+/// quiet upstream retry a little. Banked tokens are capped so a long calm does not pay for a
+/// storm.
+const RETRY_COST: u32 = 5;
+const RETRY_RESERVE: u32 = 10 * RETRY_COST;
+const RETRY_CAP: u32 = 100 * RETRY_COST;
 
 pub struct UpstreamPool {
     pub name: Arc<str>,
     identity: String,
     connect_timeout: Duration,
-    endpoints: Box<[Authority]>,
+    endpoints: Box<[Endpoint]>,
     next: AtomicUsize,
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    outlier: Option<Outlier>,
+    /// The clock of ejection deadlines (milliseconds since this instant).
+    epoch: Instant,
+    retry_tokens: AtomicU32,
+    mirrors_in_flight: AtomicUsize,
+    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
     /// `https` for upstreams with `tls`, else `http`.
     pub scheme: Scheme,
     /// The HTTP version spoken to the upstream; requests are rewritten to it.
     pub version: Version,
     pub metrics: UpstreamMetrics,
+}
+
+pub struct Endpoint {
+    pub authority: Authority,
+    /// Failures in a row since the last success (outlier ejection only).
+    failures: AtomicU32,
+    /// Ejections in a row, reset by a success after the endpoint came back.
+    ejections: AtomicU32,
+    /// Ejected until this many milliseconds after the pool's epoch; 0 when not ejected.
+    ejected_until: AtomicU64,
+}
+
+/// What one try did, as outlier detection sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Connect error, reset, timeout, or a 5xx answer.
+    Failure,
 }
 
 impl UpstreamPool {
@@ -79,12 +116,28 @@ impl UpstreamPool {
             name: upstream.name.clone(),
             identity: upstream.identity.clone(),
             connect_timeout: limits.connect_timeout,
-            endpoints: upstream.endpoints.clone().into(),
+            endpoints: upstream
+                .endpoints
+                .iter()
+                .map(|a| Endpoint {
+                    authority: a.clone(),
+                    failures: AtomicU32::new(0),
+                    ejections: AtomicU32::new(0),
+                    ejected_until: AtomicU64::new(0),
+                })
+                .collect(),
             next: AtomicUsize::new(0),
+            outlier: upstream.outlier,
+            epoch: Instant::now(),
+            retry_tokens: AtomicU32::new(RETRY_RESERVE),
+            mirrors_in_flight: AtomicUsize::new(0),
             client: builder.build(connector),
             version,
             scheme,
-            metrics: metrics.upstream(&upstream.name),
+            metrics: metrics.upstream(
+                &upstream.name,
+                upstream.endpoints.iter().map(Authority::as_str),
+            ),
         }
     }
 
@@ -93,17 +146,173 @@ impl UpstreamPool {
         self.identity == upstream.identity && self.connect_timeout == limits.connect_timeout
     }
 
-    /// The next endpoint in round-robin order. One relaxed atomic add; no lock.
-    pub fn next_endpoint(&self) -> &Authority {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.endpoints[i % self.endpoints.len()]
+    pub fn endpoint(&self, i: usize) -> &Authority {
+        &self.endpoints[i].authority
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Authority> {
+        self.endpoints.iter().map(|e| &e.authority)
+    }
+
+    /// The next endpoint in round-robin order that is not ejected, skipping `avoid` (the endpoint
+    /// a retry moves away from) unless it is the only one left; `None` when every endpoint is
+    /// ejected. Without outlier ejection: one relaxed atomic add, no lock, no clock read.
+    pub fn pick(&self, avoid: Option<usize>) -> Option<usize> {
+        let n = self.endpoints.len();
+        // A retry takes the endpoint after the one that failed and leaves the shared rotation
+        // alone, so the requests that follow still spread evenly.
+        let start = match avoid {
+            Some(a) => a + 1,
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        if self.outlier.is_none() {
+            return Some(start % n);
+        }
+        let now = self.millis(Instant::now());
+        let mut fallback = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if !self.available(i, now) {
+                continue;
+            }
+            if avoid == Some(i) {
+                fallback = Some(i);
+                continue;
+            }
+            return Some(i);
+        }
+        fallback
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        // Never 0, which means "not ejected".
+        at.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    /// Whether endpoint `i` may take requests; an ejection that is over is cleared here.
+    fn available(&self, i: usize, now: u64) -> bool {
+        let e = &self.endpoints[i];
+        let until = e.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if now < until {
+            return false;
+        }
+        if e.ejected_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.metrics.endpoints[i].ejected.set(0);
+            tracing::info!(upstream = &*self.name, endpoint = %e.authority, "endpoint back from ejection");
+        }
+        true
+    }
+
+    /// Passive outlier detection: counts failures in a row per endpoint and ejects one that
+    /// reaches `consecutive_failures`, for `ejection` times its ejections in a row (at most
+    /// [`MAX_EJECTION_FACTOR`] times). A success clears both counts. Nothing without `outlier`.
+    pub fn report(&self, i: usize, outcome: Outcome) {
+        let Some(outlier) = self.outlier else {
+            return;
+        };
+        let e = &self.endpoints[i];
+        match outcome {
+            Outcome::Success => {
+                // Stores only on a change, so a healthy endpoint's counters stay read-only.
+                if e.failures.load(Ordering::Relaxed) != 0 {
+                    e.failures.store(0, Ordering::Relaxed);
+                }
+                if e.ejections.load(Ordering::Relaxed) != 0
+                    && e.ejected_until.load(Ordering::Relaxed) == 0
+                {
+                    e.ejections.store(0, Ordering::Relaxed);
+                }
+            }
+            Outcome::Failure => {
+                let failures = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures < outlier.consecutive_failures
+                    || e.ejected_until.load(Ordering::Relaxed) != 0
+                {
+                    return;
+                }
+                let times =
+                    (e.ejections.fetch_add(1, Ordering::Relaxed) + 1).min(MAX_EJECTION_FACTOR);
+                let period = outlier.ejection * times;
+                let until = self.millis(Instant::now()) + period.as_millis() as u64;
+                if e.ejected_until
+                    .compare_exchange(0, until, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    e.failures.store(0, Ordering::Relaxed);
+                    let m = &self.metrics.endpoints[i];
+                    m.ejections.inc();
+                    m.ejected.set(1);
+                    tracing::warn!(
+                        upstream = &*self.name,
+                        endpoint = %e.authority,
+                        failures,
+                        ejection = ?period,
+                        "endpoint ejected after consecutive failures"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A request through a route with retries: adds to the retry budget.
+    pub fn deposit_retry_token(&self) {
+        if self.retry_tokens.load(Ordering::Relaxed) < RETRY_CAP {
+            self.retry_tokens.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the cost of one retry from the budget; `false` (and counted) when it is spent.
+    pub fn withdraw_retry(&self) -> bool {
+        let taken = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                t.checked_sub(RETRY_COST)
+            })
+            .is_ok();
+        if taken {
+            self.metrics.retried.inc();
+        } else {
+            self.metrics.budget_exhausted.inc();
+        }
+        taken
+    }
+
+    /// A place for one more shadow copy in flight, released when the guard drops; `None` when
+    /// [`MAX_MIRRORS_IN_FLIGHT`] are out already.
+    pub fn mirror_slot(self: &Arc<Self>) -> Option<MirrorSlot> {
+        self.mirrors_in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_MIRRORS_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| MirrorSlot(self.clone()))
     }
 
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         self.client.request(req).await
+    }
+}
+
+pub struct MirrorSlot(Arc<UpstreamPool>);
+
+impl MirrorSlot {
+    pub fn pool(&self) -> &Arc<UpstreamPool> {
+        &self.0
+    }
+}
+
+impl Drop for MirrorSlot {
+    fn drop(&mut self) {
+        self.0.mirrors_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

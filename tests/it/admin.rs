@@ -17,20 +17,6 @@ async fn admin_json(w: &Weir, path: &str) -> Value {
     serde_json::from_slice(&a.body).unwrap()
 }
 
-/// The value of the sample `name{labels}` in a text exposition; labels in any order.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            (metric == name && all).then(|| value.parse().unwrap())
-        })
-}
-
 /// Runs `promtool check metrics` (Debian's prometheus package; CI installs it) on `text`.
 fn promtool_accepts(text: &str) {
     let mut child = Command::new("promtool")

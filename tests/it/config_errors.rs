@@ -138,8 +138,29 @@ fn bad_files_are_refused_with_located_messages() {
             &["t.yaml:15:3: limits.max_header_bytes: expected at least 8192, found 100"],
         ),
         (
-            &(GOOD.to_owned() + "    mirror: { upstream: canary, percent: 5 }\n"),
-            &["t.yaml:14:5: routes[0].mirror: mirror is not supported yet by this version of weir"],
+            &(GOOD.to_owned() + "    mirror: { upstream: shadow, percent: 150 }\n"),
+            &[
+                "t.yaml:14:15: routes[0].mirror.upstream: unknown upstream `shadow`, expected one of: canary, stable",
+                "t.yaml:14:33: routes[0].mirror.percent: expected a percentage above 0 and at most 100, found 150",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "    retries: { attempts: 0, on: [connect, \"418\", 503, timeout] }\n"),
+            &[
+                "t.yaml:14:16: routes[0].retries.attempts: expected 1 to 5 retries, found 0",
+                "t.yaml:14:43: routes[0].retries.on[1]: expected `connect`, `reset` or a 5xx status code such as \"503\", found `418`",
+                "t.yaml:14:55: routes[0].retries.on[3]: expected `connect`, `reset` or a 5xx status code such as \"503\", found `timeout`",
+            ],
+        ),
+        (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    outlier: { consecutive_failures: 0, ejection: 0s }",
+            ),
+            &[
+                "t.yaml:9:16: upstreams[1].outlier.consecutive_failures: expected at least 1",
+                "t.yaml:9:41: upstreams[1].outlier.ejection: expected a positive duration",
+            ],
         ),
         (
             &(GOOD.to_owned() + "    sticky: { header: x-user, cookie: session }\n"),

@@ -34,11 +34,15 @@ fn full(data: impl Into<Bytes>) -> Body {
 /// `/echo` streams the request body back, `/headers` lists the request headers,
 /// `/slow?ms=N` waits N ms first, `/trailers` answers with trailers, `/status/N` answers N,
 /// `/ws` accepts a WebSocket and echoes its messages.
+/// Requests to paths under `/record` are kept (method, path, body) in `recorded`.
 pub struct Upstream {
     pub address: SocketAddr,
     pub hits: Arc<AtomicU64>,
     pub connections: Arc<AtomicU64>,
+    pub recorded: Recorded,
 }
+
+pub type Recorded = Arc<std::sync::Mutex<Vec<(http::Method, String, Bytes)>>>;
 
 impl Upstream {
     pub fn hits(&self) -> u64 {
@@ -52,20 +56,28 @@ impl Upstream {
 }
 
 pub async fn upstream(name: &'static str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_at(name, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// A test upstream on `address` (port 0: an ephemeral one).
+pub async fn upstream_at(name: &'static str, address: SocketAddr) -> Upstream {
+    let listener = TcpListener::bind(address).await.unwrap();
     let address = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
     let connections = Arc::new(AtomicU64::new(0));
+    let recorded = Recorded::default();
     let counter = hits.clone();
     let accepted = connections.clone();
+    let record = recorded.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
             let counter = counter.clone();
+            let record = record.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    answer(name, req)
+                    answer(name, req, record.clone())
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -77,16 +89,27 @@ pub async fn upstream(name: &'static str) -> Upstream {
         address,
         hits,
         connections,
+        recorded,
     }
 }
 
 async fn answer(
     name: &'static str,
     mut req: Request<Incoming>,
+    recorded: Recorded,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let response = match path.as_str() {
+        p if p.starts_with("/record") => {
+            let method = req.method().clone();
+            let body = req.into_body().collect().await.map(|c| c.to_bytes());
+            recorded
+                .lock()
+                .unwrap()
+                .push((method, path.clone(), body.unwrap_or_default()));
+            Response::new(full(name))
+        }
         "/echo" => Response::new(req.into_body().boxed()),
         "/headers" => {
             let mut text = format!("version: {:?}\n", req.version());
@@ -149,6 +172,39 @@ async fn answer(
         _ => Response::new(full(name)),
     };
     Ok(response)
+}
+
+/// An address that accepts connections and never answers on them.
+pub async fn blackhole() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    address
+}
+
+/// The value of the sample `name{labels}` in a text exposition; labels in any order.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            (metric == name && all).then(|| value.parse().unwrap())
+        })
+}
+
+/// The sample `name{labels}` on weir's `/metrics`, 0 when the series does not exist (yet).
+pub async fn metric(w: &Weir, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = get(&http1_client(), w.admin, "/metrics").await;
+    sample(text.text(), name, labels).unwrap_or(0.0)
 }
 
 /// An address on which nothing listens.

@@ -1,0 +1,28 @@
+//! Which failed tries are tried again: idempotent methods only, with a body weir holds in full
+//! (nothing of the answer has reached the client yet, since weir sends the response head only
+//! after the last try), on the conditions the route names.
+
+use http::{Method, Response};
+use hyper::body::Incoming;
+
+use super::forward::ProxyError;
+use crate::config::Retries;
+
+/// A request that may be sent twice without changing the outcome (RFC 9110, 9.2.2), less
+/// `TRACE`, which no upstream should see twice.
+pub fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// Whether the outcome of a try is one the route retries.
+pub fn wanted(retries: &Retries, result: &Result<Response<Incoming>, ProxyError>) -> bool {
+    match result {
+        Ok(r) => r.status().is_server_error() && retries.on_status.contains(&r.status().as_u16()),
+        Err(ProxyError::Connect { .. }) => retries.on_connect,
+        Err(ProxyError::Reset { .. }) => retries.on_reset,
+        Err(_) => false,
+    }
+}
