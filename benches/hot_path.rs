@@ -40,7 +40,12 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let snapshot = rt.block_on(async {
-        weir::snapshot::Snapshot::build(config.into(), None, &Default::default())
+        weir::snapshot::Snapshot::build(
+            config.into(),
+            None,
+            &Default::default(),
+            &Default::default(),
+        )
     });
     c.bench_function("route_find_last_of_100", |b| {
         b.iter(|| {
@@ -97,7 +102,12 @@ fn picks(c: &mut Criterion) {
     let snapshot = |extra: &str| {
         let config = weir::config::load_str(&yaml(extra), "bench.yaml", Path::new(".")).unwrap();
         rt.block_on(async {
-            weir::snapshot::Snapshot::build(config.into(), None, &Default::default())
+            weir::snapshot::Snapshot::build(
+                config.into(),
+                None,
+                &Default::default(),
+                &Default::default(),
+            )
         })
     };
     let mut headers = http::HeaderMap::new();
@@ -153,7 +163,12 @@ fn endpoints(c: &mut Criterion) {
     ] {
         let config = weir::config::load_str(&yaml(outlier), "bench.yaml", Path::new(".")).unwrap();
         let s = rt.block_on(async {
-            weir::snapshot::Snapshot::build(config.into(), None, &Default::default())
+            weir::snapshot::Snapshot::build(
+                config.into(),
+                None,
+                &Default::default(),
+                &Default::default(),
+            )
         });
         let pool = &s.pools[0];
         c.bench_function(name, |b| {

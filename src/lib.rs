@@ -10,6 +10,7 @@ pub mod demo;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod rollout;
 pub mod server;
 pub mod snapshot;
 pub mod tls;

@@ -93,6 +93,10 @@ pub async fn start(candidate: Candidate, path: Option<PathBuf>) -> Result<Runnin
         draining: draining.clone(),
     });
     tokio::spawn(admin::serve(admin_socket, state, admin_stop_rx.clone()));
+    tokio::spawn(crate::rollout::controller(
+        reloader.clone(),
+        admin_stop_rx.clone(),
+    ));
     tokio::spawn(crate::reload::watch::run(reloader.clone(), admin_stop_rx));
 
     Ok(Running {

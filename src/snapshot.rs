@@ -3,6 +3,7 @@
 //! `ArcSwap`; a request loads it once and keeps that `Arc` to its end, so a reload never changes
 //! a request midway.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use crate::metrics::{BackendMetrics, Metrics};
 use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::WeightTable;
+use crate::rollout::Steering;
+use crate::rollout::probe::Probe;
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -59,6 +62,8 @@ pub struct Backend {
     pub weight: u32,
     /// Handles of this (route, backend), shared with the previous snapshot when the pair existed.
     pub metrics: Arc<BackendMetrics>,
+    /// The canary of a running rollout: its requests are measured for the analysis.
+    pub probe: Option<Arc<Probe>>,
 }
 
 impl Backend {
@@ -74,10 +79,14 @@ impl Snapshot {
     ///
     /// Metric handles are resolved here, once per (route, backend); the series of pairs that
     /// left the config are dropped.
+    ///
+    /// A route in `steering` (a running rollout) takes its weights from there, and its canary
+    /// backend gets the rollout's probe.
     pub fn build(
         config: Arc<Config>,
         previous: Option<&Snapshot>,
         metrics: &Arc<Metrics>,
+        steering: &HashMap<Arc<str>, Steering>,
     ) -> Snapshot {
         let limits = config.limits;
         let pools: Box<[Arc<UpstreamPool>]> = config
@@ -101,16 +110,26 @@ impl Snapshot {
                 pool,
                 weight,
                 metrics,
+                probe: None,
             }
         };
         let routes: Box<[Route]> = config
             .routes
             .iter()
             .map(|r| {
+                let steer = steering.get(&r.name);
                 let mut backends: Vec<Backend> = r
                     .backends
                     .iter()
-                    .map(|b| backend(&r.name, b.upstream, b.weight))
+                    .enumerate()
+                    .map(|(i, b)| {
+                        let weight = steer.map_or(b.weight, |s| s.weights[i]);
+                        let mut backend = backend(&r.name, b.upstream, weight);
+                        backend.probe = steer
+                            .filter(|s| s.canary == i)
+                            .and_then(|s| s.probe.clone());
+                        backend
+                    })
                     .collect();
                 let overrides = r
                     .overrides
@@ -146,6 +165,13 @@ impl Snapshot {
                         .expect("validation refuses routes whose weights sum to 0"),
                     picker: match r.pick {
                         Pick::Random => Picker::Random,
+                        // Rollout weights can make a cycle longer than validation allows.
+                        Pick::RoundRobin
+                            if crate::proxy::split::round_robin_cycle(&weights)
+                                > crate::proxy::split::MAX_ROUND_ROBIN_CYCLE =>
+                        {
+                            Picker::Random
+                        }
                         Pick::RoundRobin => Picker::RoundRobin {
                             sequence: crate::proxy::split::round_robin_sequence(&weights),
                             next: AtomicU64::new(0),

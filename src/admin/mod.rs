@@ -141,6 +141,7 @@ fn round3(x: f64) -> f64 {
 
 fn stats_json(reloader: &Reloader) -> Value {
     let snapshot = reloader.snapshots.load_full();
+    let rollouts = reloader.rollouts();
     let now = snapshot.metrics.now_second();
     let routes: Vec<Value> = snapshot
         .routes
@@ -163,7 +164,7 @@ fn stats_json(reloader: &Reloader) -> Value {
                     })
                 })
                 .collect();
-            json!({ "name": &*r.name, "backends": backends, "rollout": null })
+            json!({ "name": &*r.name, "backends": backends, "rollout": rollouts.status(&r.name) })
         })
         .collect();
     json!({ "window_seconds": WINDOW_SECS, "routes": routes })
@@ -183,6 +184,8 @@ fn history_json(reloader: &Reloader) -> Value {
                     "result": if h.success { "success" } else { "failure" },
                     "error": h.error,
                     "weights": h.weights,
+                    "source": if h.rollout.is_some() { "rollout" } else { "reload" },
+                    "rollout": h.rollout.as_ref().map(|a| a.json()),
                 })
             })
             .collect(),

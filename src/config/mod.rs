@@ -12,5 +12,6 @@ pub use load::{ConfigError, ConfigErrors, load_file, load_str, unreadable};
 pub use schema::*;
 pub use validate::{
     Backend, Condition, Config, Expect, HostMatch, Limits, Listener, MAX_RETRY_ATTEMPTS, Mirror,
-    Outlier, Override, PathPrefix, Retries, Route, RouteMatch, StickyKey, Upstream, UpstreamTls,
+    Outlier, Override, PathPrefix, Retries, Rollout, Route, RouteMatch, StickyKey, Upstream,
+    UpstreamTls, Webhook,
 };

@@ -114,7 +114,84 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetriesSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<serde_yaml::Value>,
+    pub rollout: Option<RolloutSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    pub canary: String,
+    pub steps: Vec<u32>,
+    #[serde(default = "defaults::rollout_interval")]
+    pub interval: DurationSpec,
+    #[serde(default = "defaults::min_requests")]
+    pub min_requests: u64,
+    #[serde(default)]
+    pub thresholds: ThresholdsSpec,
+    #[serde(default = "defaults::max_failed_checks")]
+    pub max_failed_checks: u32,
+    #[serde(default)]
+    pub fast_fail: FastFailSpec,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<ConfirmSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsSpec {
+    #[serde(default = "defaults::success_rate")]
+    pub success_rate: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_latency: Option<DurationSpec>,
+}
+
+impl Default for ThresholdsSpec {
+    fn default() -> Self {
+        ThresholdsSpec {
+            success_rate: defaults::success_rate(),
+            p99_latency: None,
+        }
+    }
+}
+
+/// Fast-fail: roll back mid-interval when at least `min_requests` canary requests of the interval
+/// succeed less often than `success_rate` (default: half of `thresholds.success_rate`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastFailSpec {
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
+    #[serde(default = "defaults::fast_fail_min_requests")]
+    pub min_requests: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+}
+
+impl Default for FastFailSpec {
+    fn default() -> Self {
+        FastFailSpec {
+            enabled: true,
+            min_requests: defaults::fast_fail_min_requests(),
+            success_rate: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    pub url: String,
+    /// Events to send (`started`, `step`, `promoted`, `rolled_back`); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmSpec {
+    pub url: String,
 }
 
 fn default_route_timeout() -> DurationSpec {
@@ -234,6 +311,25 @@ impl Default for LimitsSpec {
 
 mod defaults {
     use super::{DurationSpec, RetryOnSpec};
+
+    pub fn rollout_interval() -> DurationSpec {
+        DurationSpec::from_secs(30)
+    }
+    pub fn min_requests() -> u64 {
+        50
+    }
+    pub fn success_rate() -> f64 {
+        0.99
+    }
+    pub fn max_failed_checks() -> u32 {
+        3
+    }
+    pub fn enabled() -> bool {
+        true
+    }
+    pub fn fast_fail_min_requests() -> u64 {
+        20
+    }
 
     pub fn retry_on() -> Vec<RetryOnSpec> {
         vec![

@@ -27,6 +27,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub limits: Limits,
+    /// Where rollouts save their progress, to resume after a restart.
+    pub rollout_state: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +85,26 @@ pub struct Route {
     pub overrides: Vec<Override>,
     pub mirror: Option<Mirror>,
     pub retries: Option<Retries>,
+    pub rollout: Option<Rollout>,
+}
+
+/// A route's automated rollout: weir drives the weight of `backends[canary]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollout {
+    /// Index into the route's `backends`.
+    pub canary: usize,
+    pub plan: crate::rollout::Plan,
+    pub webhooks: Vec<Webhook>,
+    pub confirm: Option<http::Uri>,
+    /// The canary upstream's name and endpoints: a rollout restarts when they change.
+    pub definition: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Webhook {
+    pub url: http::Uri,
+    /// The events sent; empty: all.
+    pub on: Vec<crate::rollout::EventKind>,
 }
 
 /// A shadow copy of `percent` % of a route's requests goes to `upstream` (an index into
@@ -360,9 +382,10 @@ pub(super) fn validate(
         if r.timeout.get().is_zero() {
             diag.error(&format!("{path}.timeout"), "expected a positive duration");
         }
-        if r.rollout.is_some() {
-            unsupported(diag, &format!("{path}.rollout"), "rollout");
-        }
+        let rollout = r
+            .rollout
+            .as_ref()
+            .and_then(|ro| rollout(diag, ro, &format!("{path}.rollout"), &backends, &upstreams));
         let mirror = r.mirror.as_ref().and_then(|m| {
             let mpath = format!("{path}.mirror");
             if !(m.percent > 0.0 && m.percent <= 100.0) {
@@ -463,15 +486,14 @@ pub(super) fn validate(
             overrides,
             mirror,
             retries,
+            rollout,
         });
     }
 
     if !spec.policies.is_empty() {
         unsupported(diag, "policies", "policies");
     }
-    if spec.rollout_state.is_some() {
-        unsupported(diag, "rollout_state", "rollout_state");
-    }
+    let rollout_state = spec.rollout_state.as_ref().map(|p| base_dir.join(p));
 
     let l = &spec.limits;
     if l.max_header_bytes < MIN_HEADER_BYTES {
@@ -512,6 +534,7 @@ pub(super) fn validate(
         upstreams,
         routes,
         limits,
+        rollout_state,
     })
 }
 
@@ -606,6 +629,155 @@ fn upstream_ref(
             None
         }
     }
+}
+
+fn rollout(
+    diag: &mut Diagnostics,
+    spec: &RolloutSpec,
+    path: &str,
+    backends: &[Backend],
+    upstreams: &[Upstream],
+) -> Option<Rollout> {
+    let errors_before = diag.errors.len();
+    let name = |b: &Backend| upstreams[b.upstream].name.clone();
+    let canary = backends.iter().position(|b| *name(b) == *spec.canary);
+    if canary.is_none() {
+        let names: Vec<String> = backends.iter().map(|b| name(b).to_string()).collect();
+        diag.error(
+            &format!("{path}.canary"),
+            format!(
+                "`{}` is not a backend of this route, expected one of: {}",
+                spec.canary,
+                names.join(", ")
+            ),
+        );
+    }
+    if spec.steps.is_empty() {
+        diag.error(&format!("{path}.steps"), "expected at least one step");
+    }
+    for (i, w) in spec.steps.iter().enumerate() {
+        if *w > 100 || (i > 0 && *w <= spec.steps[i - 1]) {
+            diag.error(
+                &format!("{path}.steps[{i}]"),
+                format!("expected increasing percentages from 0 to 100, found {w}"),
+            );
+        }
+    }
+    if spec.interval.get().is_zero() {
+        diag.error(&format!("{path}.interval"), "expected a positive duration");
+    }
+    let fraction = |diag: &mut Diagnostics, v: f64, field: &str| {
+        if !(0.0..=1.0).contains(&v) {
+            diag.error(
+                &format!("{path}.{field}"),
+                format!("expected a fraction from 0 to 1 such as 0.99, found {v}"),
+            );
+        }
+    };
+    fraction(
+        diag,
+        spec.thresholds.success_rate,
+        "thresholds.success_rate",
+    );
+    if let Some(rate) = spec.fast_fail.success_rate {
+        fraction(diag, rate, "fast_fail.success_rate");
+    }
+    if spec
+        .thresholds
+        .p99_latency
+        .is_some_and(|d| d.get().is_zero())
+    {
+        diag.error(
+            &format!("{path}.thresholds.p99_latency"),
+            "expected a positive duration",
+        );
+    }
+    if spec.max_failed_checks == 0 {
+        diag.error(&format!("{path}.max_failed_checks"), "expected at least 1");
+    }
+    if spec.fast_fail.min_requests == 0 {
+        diag.error(
+            &format!("{path}.fast_fail.min_requests"),
+            "expected at least 1",
+        );
+    }
+    if let Some(c) = canary
+        && !backends
+            .iter()
+            .enumerate()
+            .any(|(i, b)| i != c && b.weight > 0)
+    {
+        diag.error(
+            path,
+            "a rollout needs another backend with a positive weight to roll back to",
+        );
+    }
+    let url = |diag: &mut Diagnostics, text: &str, field: String| match text.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            Some(u)
+        }
+        _ => {
+            diag.error(
+                &field,
+                format!("expected an http:// or https:// URL, found `{text}`"),
+            );
+            None
+        }
+    };
+    let mut webhooks = Vec::new();
+    for (i, w) in spec.webhooks.iter().enumerate() {
+        let wpath = format!("{path}.webhooks[{i}]");
+        let target = url(diag, &w.url, format!("{wpath}.url"));
+        let mut on = Vec::new();
+        for (j, e) in w.on.iter().enumerate() {
+            match crate::rollout::EventKind::ALL
+                .iter()
+                .find(|k| k.name() == e)
+            {
+                Some(k) => on.push(*k),
+                None => diag.error(
+                    &format!("{wpath}.on[{j}]"),
+                    format!(
+                        "unknown event `{e}`, expected one of: started, step, promoted, rolled_back"
+                    ),
+                ),
+            }
+        }
+        if let Some(url) = target {
+            webhooks.push(Webhook { url, on });
+        }
+    }
+    let confirm = spec
+        .confirm
+        .as_ref()
+        .and_then(|c| url(diag, &c.url, format!("{path}.confirm.url")));
+    if diag.errors.len() > errors_before {
+        return None;
+    }
+    let canary = canary?;
+    let upstream = &upstreams[backends[canary].upstream];
+    let endpoints: Vec<&str> = upstream.endpoints.iter().map(|e| e.as_str()).collect();
+    Some(Rollout {
+        canary,
+        plan: crate::rollout::Plan {
+            steps: spec.steps.clone(),
+            interval: spec.interval.get(),
+            min_requests: spec.min_requests,
+            success_rate: spec.thresholds.success_rate,
+            p99: spec.thresholds.p99_latency.map(|d| d.get()),
+            max_failed_checks: spec.max_failed_checks,
+            fast_fail: spec.fast_fail.enabled.then(|| crate::rollout::FastFail {
+                min_requests: spec.fast_fail.min_requests,
+                success_rate: spec
+                    .fast_fail
+                    .success_rate
+                    .unwrap_or(spec.thresholds.success_rate / 2.0),
+            }),
+        },
+        webhooks,
+        confirm,
+        definition: format!("{} {}", upstream.name, endpoints.join(",")),
+    })
 }
 
 fn retries(diag: &mut Diagnostics, spec: &RetriesSpec, path: &str) -> Retries {

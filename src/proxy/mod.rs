@@ -96,6 +96,9 @@ pub async fn handle(
     backend
         .metrics
         .record(status, elapsed, snapshot.metrics.second(finished), success);
+    if let Some(probe) = &backend.probe {
+        probe.record(success, crate::metrics::latency_bucket(elapsed));
+    }
     let access = logged.map(|(method, path)| {
         Box::new(Access {
             route: route.name.clone(),

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::revision::{self, Revision};
 use crate::config::{self, Config, ConfigErrors};
 use crate::metrics::Metrics;
+use crate::rollout::{Announcement, Gate, Rollouts};
 use crate::snapshot::Snapshot;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct HistoryEntry {
     /// What an applied change could not do (address changes that need a restart).
     pub warnings: Vec<String>,
     pub weights: Vec<WeightChange>,
+    /// Set for a rollout's state change (not a reload): its route and event.
+    pub rollout: Option<Announcement>,
 }
 
 /// What the admin API shows about reloads.
@@ -83,6 +86,9 @@ pub struct Reloader {
     pub snapshots: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     record: Mutex<ReloadRecord>,
+    /// The rollouts, and the lock under which every new snapshot is built and stored (by a
+    /// reload or by a rollout), so the two never overwrite each other's.
+    rollouts: Mutex<Rollouts>,
 }
 
 /// A config read from somewhere, with where it came from.
@@ -165,7 +171,10 @@ impl Reloader {
     pub fn start(candidate: Candidate, path: Option<PathBuf>, metrics: Arc<Metrics>) -> Reloader {
         let weights = weight_changes(None, &candidate.config);
         let identity = candidate.revision.identity.clone();
-        let snapshot = Snapshot::build(Arc::new(candidate.config), None, &metrics);
+        let mut rollouts = Rollouts::new(candidate.config.rollout_state.clone());
+        let announcements = rollouts.sync(&candidate.config, Instant::now());
+        let config = Arc::new(candidate.config);
+        let snapshot = build(&rollouts, config.clone(), None, &metrics);
         let at = candidate.revision.loaded_at;
         metrics.reloads.with_label_values(&["success"]).inc();
         metrics.last_reload_success.set(unix_seconds(at));
@@ -177,8 +186,9 @@ impl Reloader {
             error: None,
             warnings: Vec::new(),
             weights,
+            rollout: None,
         };
-        Reloader {
+        let reloader = Reloader {
             path,
             snapshots: Arc::new(ArcSwap::from_pointee(snapshot)),
             metrics,
@@ -187,6 +197,85 @@ impl Reloader {
                 last_attempt: Attempt::Bytes(identity),
                 history: VecDeque::from([entry]),
             }),
+            rollouts: Mutex::new(rollouts),
+        };
+        reloader.record_rollouts(&config_weights(&config), &announcements);
+        reloader.rollouts().announce(&announcements);
+        reloader
+    }
+
+    pub fn rollouts(&self) -> MutexGuard<'_, Rollouts> {
+        self.rollouts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs the rollout checks due at `now` and applies their weights; returns the confirm
+    /// gates to ask.
+    pub fn rollout_tick(&self, now: Instant) -> Vec<Gate> {
+        let mut rollouts = self.rollouts();
+        let (announcements, gates) = rollouts.tick(now);
+        self.steer(&rollouts, &announcements);
+        gates
+    }
+
+    /// A confirm gate answered for `route`.
+    pub fn rollout_confirmed(&self, route: &str, answer: Result<(), String>, now: Instant) {
+        let mut rollouts = self.rollouts();
+        let announcements: Vec<Announcement> =
+            rollouts.confirmed(route, answer, now).into_iter().collect();
+        self.steer(&rollouts, &announcements);
+        rollouts.wake.notify_one();
+    }
+
+    /// After rollout events: a snapshot with the new weights, the history, the webhooks.
+    fn steer(&self, rollouts: &Rollouts, announcements: &[Announcement]) {
+        if announcements.is_empty() {
+            return;
+        }
+        let previous = self.snapshots.load_full();
+        let snapshot = build(
+            rollouts,
+            previous.config.clone(),
+            Some(&previous),
+            &self.metrics,
+        );
+        self.snapshots.store(Arc::new(snapshot));
+        self.record_rollouts(&snapshot_weights(&previous), announcements);
+        rollouts.announce(announcements);
+    }
+
+    /// Adds each rollout event to the history, with its route's weight changes since `before`.
+    fn record_rollouts(&self, before: &[RouteWeight], announcements: &[Announcement]) {
+        if announcements.is_empty() {
+            return;
+        }
+        let after = self.snapshots.load_full();
+        let limit = after.config.spec.admin.history;
+        let mut record = self.record();
+        let (sha256, git_commit) = (
+            record.revision.sha256.clone(),
+            record.revision.git_commit.clone(),
+        );
+        for a in announcements {
+            let weights = changes(before, &snapshot_weights(&after))
+                .into_iter()
+                .filter(|c| c.route == *a.route)
+                .collect();
+            push_history(
+                &mut record.history,
+                HistoryEntry {
+                    at: a.at,
+                    sha256: Some(sha256.clone()),
+                    git_commit: git_commit.clone(),
+                    success: true,
+                    error: None,
+                    warnings: Vec::new(),
+                    weights,
+                    rollout: Some(a.clone()),
+                },
+                limit,
+            );
         }
     }
 
@@ -267,7 +356,10 @@ impl Reloader {
         }
         let candidate = Candidate { config, revision };
         let weights = weight_changes(Some(&previous.config), &candidate.config);
-        let snapshot = Snapshot::build(Arc::new(candidate.config), Some(&previous), &self.metrics);
+        let mut rollouts = self.rollouts();
+        let announcements = rollouts.sync(&candidate.config, Instant::now());
+        let config = Arc::new(candidate.config);
+        let snapshot = build(&rollouts, config, Some(&previous), &self.metrics);
         self.snapshots.store(Arc::new(snapshot));
 
         let at = candidate.revision.loaded_at;
@@ -286,11 +378,15 @@ impl Reloader {
                 error: None,
                 warnings,
                 weights,
+                rollout: None,
             },
             limit,
         );
         record.last_attempt = Attempt::Bytes(candidate.revision.identity.clone());
         record.revision = candidate.revision;
+        drop(record);
+        self.record_rollouts(&snapshot_weights(&previous), &announcements);
+        rollouts.announce(&announcements);
     }
 
     fn refuse(&self, revision: Option<Revision>, errors: &ConfigErrors) {
@@ -314,10 +410,72 @@ impl Reloader {
                 error: Some(error),
                 warnings: Vec::new(),
                 weights: Vec::new(),
+                rollout: None,
             },
             limit,
         );
     }
+}
+
+/// Builds the snapshot of `config` with the rollouts' weights, publishes each route's
+/// `weir_rollout_state` and saves the rollouts' progress.
+fn build(
+    rollouts: &Rollouts,
+    config: Arc<Config>,
+    previous: Option<&Snapshot>,
+    metrics: &Arc<Metrics>,
+) -> Snapshot {
+    let snapshot = Snapshot::build(config, previous, metrics, &rollouts.steering());
+    for r in snapshot.routes.iter() {
+        let state = rollouts.phase(&r.name).map_or(0, |p| p.gauge());
+        metrics
+            .rollout_state
+            .with_label_values(&[&*r.name])
+            .set(state);
+    }
+    if let Some(previous) = previous {
+        for r in previous.routes.iter() {
+            if !snapshot.routes.iter().any(|n| n.name == r.name) {
+                let _ = metrics.rollout_state.remove_label_values(&[&*r.name]);
+            }
+        }
+    }
+    rollouts.persist();
+    snapshot
+}
+
+/// (route, backend, weight), in file order.
+type RouteWeight = (String, String, u32);
+
+/// The weights a config gives.
+fn config_weights(c: &Config) -> Vec<RouteWeight> {
+    c.routes
+        .iter()
+        .flat_map(|r| {
+            r.backends.iter().map(|b| {
+                (
+                    r.name.to_string(),
+                    c.upstreams[b.upstream].name.to_string(),
+                    b.weight,
+                )
+            })
+        })
+        .collect()
+}
+
+/// The weights a snapshot serves (a rollout's included).
+fn snapshot_weights(s: &Snapshot) -> Vec<RouteWeight> {
+    let configured = config_weights(&s.config);
+    s.routes
+        .iter()
+        .flat_map(|r| {
+            r.backends
+                .iter()
+                .map(|b| (r.name.to_string(), b.name().to_string(), b.weight))
+        })
+        // Only the configured backends, not the weight-0 ones that overrides add.
+        .filter(|(r, b, _)| configured.iter().any(|(cr, cb, _)| cr == r && cb == b))
+        .collect()
 }
 
 /// Adds `entry` as the newest, keeping the running config's `admin.history` entries.
@@ -329,31 +487,20 @@ fn push_history(history: &mut VecDeque<HistoryEntry>, entry: HistoryEntry, limit
 /// Every (route, backend) whose weight differs between `old` and `new`, in the new file's order
 /// and then the removed ones.
 pub fn weight_changes(old: Option<&Config>, new: &Config) -> Vec<WeightChange> {
-    let pairs = |c: &Config| -> Vec<(String, String, u32)> {
-        c.routes
-            .iter()
-            .flat_map(|r| {
-                r.backends.iter().map(|b| {
-                    (
-                        r.name.to_string(),
-                        c.upstreams[b.upstream].name.to_string(),
-                        b.weight,
-                    )
-                })
-            })
-            .collect()
-    };
-    let before = old.map(pairs).unwrap_or_default();
-    let after = pairs(new);
+    let before = old.map(config_weights).unwrap_or_default();
+    changes(&before, &config_weights(new))
+}
+
+fn changes(before: &[RouteWeight], after: &[RouteWeight]) -> Vec<WeightChange> {
     let find = |list: &[(String, String, u32)], r: &str, b: &str| {
         list.iter()
             .find(|(lr, lb, _)| lr == r && lb == b)
             .map(|(_, _, w)| *w)
     };
-    let mut changes: Vec<WeightChange> = after
+    let mut found: Vec<WeightChange> = after
         .iter()
         .filter_map(|(r, b, w)| {
-            let from = find(&before, r, b);
+            let from = find(before, r, b);
             (from != Some(*w)).then(|| WeightChange {
                 route: r.clone(),
                 backend: b.clone(),
@@ -362,10 +509,10 @@ pub fn weight_changes(old: Option<&Config>, new: &Config) -> Vec<WeightChange> {
             })
         })
         .collect();
-    changes.extend(
+    found.extend(
         before
             .iter()
-            .filter(|(r, b, _)| find(&after, r, b).is_none())
+            .filter(|(r, b, _)| find(after, r, b).is_none())
             .map(|(r, b, w)| WeightChange {
                 route: r.clone(),
                 backend: b.clone(),
@@ -373,5 +520,5 @@ pub fn weight_changes(old: Option<&Config>, new: &Config) -> Vec<WeightChange> {
                 to: None,
             }),
     );
-    changes
+    found
 }

@@ -163,6 +163,26 @@ fn bad_files_are_refused_with_located_messages() {
             ],
         ),
         (
+            &(GOOD.to_owned()
+                + "    rollout: { canary: nowhere, steps: [50, 20, 150], interval: 0s, thresholds: { success_rate: 1.5 }, webhooks: [{ url: \"ftp://x\", on: [done] }] }\n"),
+            &[
+                "t.yaml:14:16: routes[0].rollout.canary: `nowhere` is not a backend of this route, expected one of: stable, canary",
+                "t.yaml:14:45: routes[0].rollout.steps[1]: expected increasing percentages from 0 to 100, found 20",
+                "t.yaml:14:49: routes[0].rollout.steps[2]: expected increasing percentages from 0 to 100, found 150",
+                "t.yaml:14:55: routes[0].rollout.interval: expected a positive duration",
+                "t.yaml:14:83: routes[0].rollout.thresholds.success_rate: expected a fraction from 0 to 1 such as 0.99, found 1.5",
+                "t.yaml:14:117: routes[0].rollout.webhooks[0].url: expected an http:// or https:// URL, found `ftp://x`",
+                "t.yaml:14:138: routes[0].rollout.webhooks[0].on[0]: unknown event `done`, expected one of: started, step, promoted, rolled_back",
+            ],
+        ),
+        (
+            &(GOOD.replace("weight: 90", "weight: 0")
+                + "    rollout: { canary: canary, steps: [10, 100] }\n"),
+            &[
+                "t.yaml:14:5: routes[0].rollout: a rollout needs another backend with a positive weight to roll back to",
+            ],
+        ),
+        (
             &(GOOD.to_owned() + "    sticky: { header: x-user, cookie: session }\n"),
             &[
                 "t.yaml:14:5: routes[0].sticky: expected exactly one of `header` or `cookie`, with a name",

@@ -11,6 +11,7 @@ mod mirror;
 mod picking;
 mod reload;
 mod resilience;
+mod rollout;
 mod routing;
 mod support;
 mod tls;

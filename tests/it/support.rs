@@ -174,6 +174,41 @@ async fn answer(
     Ok(response)
 }
 
+/// An upstream that answers every request with `status` after `delay`, with an empty body.
+pub async fn fixed_upstream(status: u16, delay: Duration) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
+    let (counter, accepted) = (hits.clone(), connections.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        let mut r = Response::new(full(""));
+                        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Upstream {
+        address,
+        hits,
+        connections,
+        recorded: Recorded::default(),
+    }
+}
+
 /// An address that accepts connections and never answers on them.
 pub async fn blackhole() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

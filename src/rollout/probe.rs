@@ -1,0 +1,113 @@
+//! The canary's own measurements for the interval in progress, recorded on the request path with
+//! relaxed atomic adds and taken (and zeroed) by the controller at each check. Fast-fail is
+//! decided here, on the failing request itself, so a dead canary costs no more failures than
+//! the threshold, whatever the interval and the request rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::machine::{FastFail, Measurement};
+use crate::metrics::{LATENCY_BUCKETS_MS, WindowStats};
+
+pub struct Probe {
+    requests: AtomicU64,
+    failures: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    fast_fail: Option<FastFail>,
+    tripped: AtomicBool,
+    wake: Arc<Notify>,
+}
+
+impl Probe {
+    pub fn new(fast_fail: Option<FastFail>, wake: Arc<Notify>) -> Probe {
+        Probe {
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            fast_fail,
+            tripped: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    /// One canary request finished; `bucket` is its latency bucket.
+    pub fn record(&self, success: bool, bucket: usize) {
+        let requests = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        if success {
+            return;
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(ff) = self.fast_fail
+            && requests >= ff.min_requests
+            && ((requests - failures) as f64) < ff.success_rate * requests as f64
+            && !self.tripped.swap(true, Ordering::Relaxed)
+        {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether fast-fail tripped since the last [`take`](Probe::take).
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed)
+    }
+
+    /// The measurement so far, without resetting it.
+    pub fn peek(&self) -> Measurement {
+        self.measure(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// The interval's measurement; starts the next interval from zero.
+    pub fn take(&self) -> Measurement {
+        let m = self.measure(|a| a.swap(0, Ordering::Relaxed));
+        self.tripped.store(false, Ordering::Relaxed);
+        m
+    }
+
+    fn measure(&self, read: impl Fn(&AtomicU64) -> u64) -> Measurement {
+        let requests = read(&self.requests);
+        let failures = read(&self.failures).min(requests);
+        let stats = WindowStats {
+            requests,
+            successes: requests - failures,
+            latency: self.latency.iter().map(read).collect(),
+        };
+        Measurement {
+            requests,
+            failures,
+            p99: stats
+                .percentile_ms(0.99)
+                .map(|ms| Duration::from_secs_f64(ms / 1e3)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trips_on_the_failure_that_crosses_the_threshold_and_take_resets() {
+        let wake = Arc::new(Notify::new());
+        let p = Probe::new(
+            Some(FastFail {
+                min_requests: 20,
+                success_rate: 0.5,
+            }),
+            wake,
+        );
+        for _ in 0..19 {
+            p.record(false, 3);
+        }
+        assert!(!p.tripped());
+        p.record(false, 3);
+        assert!(p.tripped());
+        let m = p.take();
+        assert_eq!((m.requests, m.failures), (20, 20));
+        assert!(!p.tripped());
+        assert_eq!(p.peek(), Measurement::default());
+    }
+}

@@ -1,0 +1,114 @@
+//! Webhooks: a POST of JSON on each rollout event, from tasks of their own with a timeout and a
+//! few retries with backoff, so a dead receiver never blocks or slows traffic; and the confirm
+//! gate, one POST whose 2xx lets a rollout take its next step.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri, header};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Each POST must be answered within this.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries of an event delivery; between them 250 ms, 500 ms, 1 s ...
+pub const TRIES: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct Hooks {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks::new()
+    }
+}
+
+impl Hooks {
+    pub fn new() -> Hooks {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(TIMEOUT));
+        // System roots for https receivers; a CA that cannot load leaves https receivers
+        // failing (and logged), never the rollout.
+        let tls = crate::tls::client_config(None).map(|c| (*c).clone());
+        let connector = match tls {
+            Ok(config) => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http),
+            Err(e) => {
+                tracing::warn!(error = %e, "no TLS roots for https webhooks");
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(
+                        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                            .with_safe_default_protocol_versions()
+                            .expect("ring supports the default versions")
+                            .with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth(),
+                    )
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http)
+            }
+        };
+        Hooks {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    /// One POST; the status code, or why there was none.
+    async fn post(&self, url: &Uri, body: &Bytes) -> Result<u16, String> {
+        let req = Request::post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("weir/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(body.clone()))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(TIMEOUT, self.client.request(req)).await {
+            Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(r)) => Ok(r.status().as_u16()),
+        }
+    }
+
+    /// Delivers `body` to `url` on a task of its own: up to [`TRIES`] tries until a 2xx.
+    pub fn deliver(&self, url: Uri, body: Bytes) {
+        let hooks = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = FIRST_BACKOFF;
+            for attempt in 1..=TRIES {
+                let outcome = hooks.post(&url, &body).await;
+                match outcome {
+                    Ok(code) if (200..300).contains(&code) => return,
+                    Ok(code) => {
+                        tracing::warn!(%url, attempt, code, "webhook answered with an error")
+                    }
+                    Err(e) => tracing::warn!(%url, attempt, error = %e, "webhook failed"),
+                }
+                if attempt < TRIES {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+            tracing::error!(%url, "webhook gave up after {TRIES} tries");
+        });
+    }
+
+    /// The confirm gate: `true` when `url` answers 2xx to the POST; anything else holds.
+    pub async fn confirm(&self, url: &Uri, body: Bytes) -> Result<(), String> {
+        match self.post(url, &body).await {
+            Ok(code) if (200..300).contains(&code) => Ok(()),
+            Ok(code) => Err(format!("the confirm gate answered {code}")),
+            Err(e) => Err(format!("the confirm gate failed: {e}")),
+        }
+    }
+}
