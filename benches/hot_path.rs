@@ -181,5 +181,28 @@ fn endpoints(c: &mut Criterion) {
     }
 }
 
-criterion_group!(hot_path, benches, metrics, picks, endpoints);
+/// The five shipped policies on a 100-route config against its previous version: what a reload
+/// or `weir check` spends in Rego.
+fn policies(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| format!("\"{}\"", e.unwrap().path().display()))
+        .collect();
+    names.sort();
+    let text = format!("{}policies: [{}]\n", big_config(100), names.join(", "));
+    let new = weir::config::load_str(&text, "bench.yaml", Path::new(".")).unwrap();
+    let old = weir::config::load_str(
+        &text.replace("weight: 10 }", "weight: 5 }"),
+        "bench.yaml",
+        Path::new("."),
+    )
+    .unwrap();
+    assert!(new.check_policies(Some(&old.spec)).is_ok());
+    c.bench_function("policies_5_files_100_routes", |b| {
+        b.iter(|| new.check_policies(black_box(Some(&old.spec))).unwrap())
+    });
+}
+
+criterion_group!(hot_path, benches, metrics, picks, endpoints, policies);
 criterion_main!(hot_path);

@@ -50,7 +50,7 @@ pub enum Command {
     /// A self-contained tour on loopback: two upstreams, weir in front, traffic, the live split.
     Demo {
         /// How long to send traffic, e.g. 5s or 30s.
-        #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
         duration: Duration,
     },
 }
@@ -122,29 +122,49 @@ fn print_errors(errors: &ConfigErrors) {
 }
 
 fn check(path: &Path, previous: Option<&Path>) -> ExitCode {
-    let mut failed = false;
-    if let Some(previous) = previous
-        && let Err(errors) = config::load_file(previous)
-    {
-        eprintln!("the previous config (--previous) is not valid:");
-        print_errors(&errors);
-        failed = true;
-    }
-    match config::load_file(path) {
-        Ok(config) => {
-            if failed {
-                return ExitCode::FAILURE;
-            }
-            println!("{}: valid", path.display());
-            print!("{}", route_table(&config));
-            ExitCode::SUCCESS
+    let previous = match previous.map(config::load_file) {
+        None => Ok(None),
+        Some(Ok(c)) => Ok(Some(c)),
+        Some(Err(errors)) => {
+            eprintln!("the previous config (--previous) is not valid:");
+            print_errors(&errors);
+            Err(())
         }
+    };
+    let config = match config::load_file(path) {
+        Ok(config) => config,
         Err(errors) => {
             print_errors(&errors);
             eprintln!("{}: {} error(s)", path.display(), errors.0.len());
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    let Ok(previous) = previous else {
+        return ExitCode::FAILURE;
+    };
+    if let Err(errors) = config.check_policies(previous.as_ref().map(|c| &c.spec)) {
+        print_errors(&errors);
+        eprintln!(
+            "{}: refused by its policies ({} denial(s))",
+            path.display(),
+            errors.0.len()
+        );
+        return ExitCode::FAILURE;
     }
+    println!("{}: valid", path.display());
+    if !config.spec.policies.is_empty() {
+        println!(
+            "policies: {} file(s), no denial{}",
+            config.spec.policies.len(),
+            if previous.is_some() {
+                " (against --previous)"
+            } else {
+                ""
+            }
+        );
+    }
+    print!("{}", route_table(&config));
+    ExitCode::SUCCESS
 }
 
 /// The routes with each backend's weight and share, as `weir check` prints them.

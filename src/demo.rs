@@ -1,7 +1,9 @@
-//! `weir demo`: a stable and a canary upstream on loopback ports, weir in front with a 90/10
-//! split, traffic for a while, and the split observed per version.
+//! `weir demo`: the whole story on loopback ports. A stable upstream and a healthy canary behind
+//! weir with an automated rollout: traffic flows, weir checks the canary each interval and
+//! promotes it step by step. Then a broken canary (most requests fail) is deployed: the rollout
+//! starts over and fast-fail rolls it back within a few dozen requests. A live view prints, each
+//! second, the requests, success rate and p99 per version and the canary's weight.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,15 +21,31 @@ use tokio::net::TcpListener;
 /// Starts an HTTP/1.1 server on an ephemeral loopback port that answers every request with
 /// `name`.
 pub async fn named_upstream(name: &'static str) -> std::io::Result<SocketAddr> {
+    failing_upstream(name, 0).await
+}
+
+/// Like [`named_upstream`], but `percent_failing` of its answers are 500, spread evenly.
+pub async fn failing_upstream(
+    name: &'static str,
+    percent_failing: u64,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
+    let served = Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let served = served.clone();
             tokio::spawn(async move {
-                let service = service_fn(|_req| async move {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        name.as_bytes(),
-                    ))))
+                let service = service_fn(move |_req| {
+                    let n = served.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        let mut r =
+                            hyper::Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+                        if (n * percent_failing) % 100 < percent_failing {
+                            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Ok::<_, Infallible>(r)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -39,67 +57,151 @@ pub async fn named_upstream(name: &'static str) -> std::io::Result<SocketAddr> {
 }
 
 const CLIENTS: usize = 8;
+const STEPS: [u32; 4] = [10, 25, 50, 100];
+
+fn demo_config(stable: SocketAddr, canary: SocketAddr, interval: Duration) -> String {
+    format!(
+        "listeners:\n  - name: demo\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n\
+         upstreams:\n  - name: stable\n    endpoints: [\"{stable}\"]\n  - name: canary\n    endpoints: [\"{canary}\"]\n\
+         routes:\n  - name: app\n    backends:\n      - {{ upstream: stable, weight: 100 }}\n      - {{ upstream: canary, weight: 0 }}\n\
+         \x20   rollout: {{ canary: canary, steps: {STEPS:?}, interval: {}ms, min_requests: 20, thresholds: {{ success_rate: 0.99, p99_latency: 250ms }} }}\n",
+        interval.as_millis()
+    )
+}
+
+/// What the clients saw per version since the last tick: requests, failures, latency buckets.
+#[derive(Default)]
+struct Tally {
+    versions: [Seen; 2],
+}
+
+struct Seen {
+    requests: AtomicU64,
+    failures: AtomicU64,
+    latency: [AtomicU64; crate::metrics::LATENCY_BUCKETS_MS.len() + 1],
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Seen {
+    /// Requests, success rate and p99 (ms) since the last call; zeroes the counts.
+    fn take(&self) -> (u64, Option<f64>, Option<f64>) {
+        let requests = self.requests.swap(0, Ordering::Relaxed);
+        let failures = self.failures.swap(0, Ordering::Relaxed).min(requests);
+        let stats = crate::metrics::WindowStats {
+            requests,
+            successes: requests - failures,
+            latency: self
+                .latency
+                .iter()
+                .map(|b| b.swap(0, Ordering::Relaxed))
+                .collect(),
+        };
+        (requests, stats.success_rate(), stats.percentile_ms(0.99))
+    }
+}
 
 pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let stable = named_upstream("stable").await?;
-    let canary = named_upstream("canary").await?;
-    let yaml = format!(
-        "listeners:\n  - name: demo\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n\
-         upstreams:\n  - name: stable\n    endpoints: [\"{stable}\"]\n  - name: canary\n    endpoints: [\"{canary}\"]\n\
-         routes:\n  - name: app\n    backends:\n      - {{ upstream: stable, weight: 90 }}\n      - {{ upstream: canary, weight: 10 }}\n"
-    );
-    let candidate = crate::reload::Candidate::from_str(&yaml, "demo.yaml")
-        .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
+    let healthy = named_upstream("canary").await?;
+    let broken = failing_upstream("canary", 60).await?;
+    // The healthy rollout takes four checks; the broken one needs only fast-fail.
+    let interval = (duration / 10).max(Duration::from_millis(200));
+    let candidate =
+        crate::reload::Candidate::from_str(&demo_config(stable, healthy, interval), "demo.yaml")
+            .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
     let running = crate::server::start(candidate, None).await?;
     let address = running
         .address("demo")
         .context("the demo listener is bound")?;
-    println!("weir demo: stable upstream on {stable}, canary on {canary}");
     println!(
-        "weir listening on http://{address}/ with a 90/10 split; sending traffic for {duration:?}\n"
+        "weir demo: stable upstream on {stable}, healthy canary on {healthy}, broken canary on {broken}"
+    );
+    println!(
+        "weir on http://{address}/, admin on http://{}/; rollout steps {STEPS:?}, one check every {interval:?}; {duration:?} in all\n",
+        running.admin_address
     );
 
-    let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let tally = Arc::new(Tally::default());
     let deadline = Instant::now() + duration;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let uri: hyper::Uri = format!("http://{address}/").parse()?;
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, uri, counts) = (client.clone(), uri.clone(), counts.clone());
+        let (client, uri, tally) = (client.clone(), uri.clone(), tally.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                let slot = match client.get(uri.clone()).await {
-                    Ok(resp) => match resp.into_body().collect().await.map(|b| b.to_bytes()) {
-                        Ok(b) if b.as_ref() == b"stable" => 0,
-                        Ok(b) if b.as_ref() == b"canary" => 1,
-                        _ => 2,
-                    },
-                    Err(_) => 2,
+                let sent = Instant::now();
+                let Ok(resp) = client.get(uri.clone()).await else {
+                    continue;
                 };
-                counts[slot].fetch_add(1, Ordering::Relaxed);
+                let ok = resp.status().is_success();
+                let Ok(body) = resp.into_body().collect().await.map(|b| b.to_bytes()) else {
+                    continue;
+                };
+                let seen = &tally.versions[usize::from(body.as_ref() == b"canary")];
+                seen.requests.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    seen.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                seen.latency[crate::metrics::latency_bucket(sent.elapsed())]
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
 
     let started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let reloader = running.reloader.clone();
+    let mut deployed_broken = false;
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
     ticker.tick().await;
+    let mut shown = 0;
     while Instant::now() < deadline {
         ticker.tick().await;
-        print_line(&format!("t={:>3}s", started.elapsed().as_secs()), &counts);
+        let status = reloader.rollouts().status("app");
+        let state = status["state"].as_str().unwrap_or("-").to_owned();
+        shown += 1;
+        if shown % 2 == 0 {
+            live_line(started.elapsed(), &status, &tally);
+        }
+        if state == "promoted" && !deployed_broken {
+            deployed_broken = true;
+            println!(
+                "\n== the canary is promoted; now a broken canary (60% of its answers are 500) is deployed ==\n"
+            );
+            // Only the canary's endpoint changes: a new version, so the rollout starts over.
+            let text = demo_config(stable, broken, interval);
+            let candidate = crate::reload::Candidate::from_str(&text, "demo.yaml")
+                .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
+            reloader.apply(candidate);
+        }
     }
     for t in tasks {
         t.await?;
     }
-    println!();
-    print_line("total", &counts);
-    let split: BTreeMap<&str, u64> = [("stable", 0), ("canary", 1)]
-        .into_iter()
-        .map(|(n, i)| (n, counts[i].load(Ordering::Relaxed)))
-        .collect();
-    println!("configured: stable 90.0%  canary 10.0%; observed: {split:?}");
+
+    println!("\nrollout events (as in /history):");
+    for h in reloader.record().history.iter().rev() {
+        if let Some(a) = &h.rollout {
+            println!(
+                "  {:<11} step {}  canary {:>3}%  {}",
+                a.event.kind.name(),
+                a.event.step,
+                a.event.canary_weight,
+                a.event.reason
+            );
+        }
+    }
     println!("\nas weir measured it (its /stats, last 60 s):");
-    let snapshot = running.reloader.snapshots.load_full();
+    let snapshot = reloader.snapshots.load_full();
     let now = snapshot.metrics.now_second();
     for route in snapshot.routes.iter() {
         for b in route.backends.iter() {
@@ -124,13 +226,26 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_line(label: &str, counts: &[AtomicU64; 3]) {
-    let [s, c, f] = [0, 1, 2].map(|i| counts[i].load(Ordering::Relaxed));
-    let total = (s + c).max(1) as f64;
+/// One line of the live view: the rollout, the canary's weight as a bar, and per version what
+/// the clients saw in the last second.
+fn live_line(elapsed: Duration, status: &serde_json::Value, tally: &Tally) {
+    let weight = status["canary_weight"].as_u64().unwrap_or(0);
+    let filled = (weight as usize).div_ceil(5);
+    let bar: String = "#".repeat(filled) + &".".repeat(20 - filled.min(20));
+    let version = |name: &str, seen: &Seen| {
+        let (n, rate, p99) = seen.take();
+        format!(
+            "{name} {n:>6} req {:>6} p99 {:>8}",
+            rate.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            p99.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}ms")),
+        )
+    };
     println!(
-        "{label}  requests={:>7}  stable {:>5.1}%  canary {:>5.1}%  failed {f}",
-        s + c + f,
-        100.0 * s as f64 / total,
-        100.0 * c as f64 / total,
+        "t={:>5.1}s  {:<12} step {}  canary [{bar}] {weight:>3}%  | {} | {}",
+        elapsed.as_secs_f64(),
+        status["state"].as_str().unwrap_or("-"),
+        status["step"],
+        version("stable", &tally.versions[0]),
+        version("canary", &tally.versions[1]),
     );
 }

@@ -21,6 +21,8 @@ use crate::reload::apply::Candidate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("the config is refused by its policies:\n{0}")]
+    Refused(crate::config::ConfigErrors),
     #[error("cannot listen on {address} ({what})")]
     Bind {
         what: String,
@@ -60,6 +62,7 @@ async fn bind(what: String, address: SocketAddr) -> Result<(TcpListener, SocketA
 pub async fn start(candidate: Candidate, path: Option<PathBuf>) -> Result<Running, ServerError> {
     let metrics = Arc::new(Metrics::new());
     let config = &candidate.config;
+    config.check_policies(None).map_err(ServerError::Refused)?;
     let mut bound = Vec::new();
     for l in &config.listeners {
         let (socket, address) = bind(format!("listener `{}`", l.name), l.address).await?;

@@ -98,6 +98,10 @@ pub(super) struct Diagnostics {
 }
 
 impl Diagnostics {
+    pub(super) fn file(&self) -> &str {
+        &self.file
+    }
+
     fn new(file: &str, text: &str) -> Self {
         Diagnostics {
             file: file.to_owned(),
@@ -118,7 +122,7 @@ impl Diagnostics {
         });
     }
 
-    fn locate(&self, mut path: &str) -> (usize, usize) {
+    pub(super) fn locate(&self, mut path: &str) -> (usize, usize) {
         loop {
             if let Some(&pos) = self.positions.get(path) {
                 return pos;

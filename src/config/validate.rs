@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
-use super::load::{BrokenNames, Diagnostics};
+use super::load::{BrokenNames, ConfigError, Diagnostics};
 use super::schema::*;
 
 /// A validated configuration. `spec` is the effective file (defaults filled in); the other
@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where rollouts save their progress, to resume after a restart.
     pub rollout_state: Option<PathBuf>,
+    /// The compiled `policies`; every candidate must pass them.
+    pub policies: Option<Arc<crate::policy::Policies>>,
 }
 
 #[derive(Clone, Debug)]
@@ -490,9 +492,7 @@ pub(super) fn validate(
         });
     }
 
-    if !spec.policies.is_empty() {
-        unsupported(diag, "policies", "policies");
-    }
+    let policies = policies(diag, &spec.policies, base_dir, &mut files);
     let rollout_state = spec.rollout_state.as_ref().map(|p| base_dir.join(p));
 
     let l = &spec.limits;
@@ -535,7 +535,64 @@ pub(super) fn validate(
         routes,
         limits,
         rollout_state,
+        policies,
     })
+}
+
+impl Config {
+    /// Runs the policies (if any) on this config, replacing `previous`.
+    pub fn check_policies(&self, previous: Option<&ConfigSpec>) -> Result<(), super::ConfigErrors> {
+        match &self.policies {
+            Some(p) => p.check(&self.spec, previous),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads and compiles the policy files; each file is watched with the config.
+fn policies(
+    diag: &mut Diagnostics,
+    names: &[String],
+    base_dir: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Option<Arc<crate::policy::Policies>> {
+    if names.is_empty() {
+        return None;
+    }
+    let mut sources = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let path = base_dir.join(name);
+        files.push(path.clone());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push((path.display().to_string(), text)),
+            Err(e) => diag.error(
+                &format!("policies[{i}]"),
+                format!("cannot read the policy file {}: {e}", path.display()),
+            ),
+        }
+    }
+    if sources.len() < names.len() {
+        return None;
+    }
+    let shown: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+    let (line, column) = diag.locate("policies");
+    let origin = (diag.file().to_owned(), line, column);
+    match crate::policy::Policies::compile(sources, origin) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(errors) => {
+            for e in errors {
+                let i = shown.iter().position(|n| *n == e.file).unwrap_or(0);
+                diag.errors.push(ConfigError {
+                    file: e.file,
+                    line: e.line,
+                    column: e.column,
+                    path: format!("policies[{i}]"),
+                    message: format!("invalid Rego: {}", e.message),
+                });
+            }
+            None
+        }
+    }
 }
 
 /// Loads a listener's certificates; each problem is reported at the field that names the file.
@@ -824,13 +881,6 @@ fn retries(diag: &mut Diagnostics, spec: &RetriesSpec, path: &str) -> Retries {
         }
     }
     r
-}
-
-fn unsupported(diag: &mut Diagnostics, path: &str, what: &str) {
-    diag.error(
-        path,
-        format!("{what} is not supported yet by this version of weir"),
-    );
 }
 
 fn known(index: &HashMap<String, usize>) -> String {

@@ -306,6 +306,11 @@ impl Reloader {
         }
         match result {
             Ok(candidate) => {
+                let running = self.snapshots.load_full();
+                if let Err(errors) = candidate.config.check_policies(Some(&running.config.spec)) {
+                    self.refuse(Some(candidate.revision), &errors);
+                    return Err(errors);
+                }
                 self.apply(candidate);
                 Ok(true)
             }

@@ -178,29 +178,44 @@ async fn the_access_log_writes_one_json_line_per_request() {
 }
 
 #[test]
-fn the_demo_splits_ninety_ten_and_reports_what_weir_measured() {
+fn the_demo_promotes_a_healthy_canary_and_rolls_back_a_broken_one() {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["demo", "--duration", "2s"])
+        .args(["demo", "--duration", "8s"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
-    // "  stable  weight  90  requests    4801  success 100.0%  ..." as weir measured it.
-    let measured = |name: &str| -> f64 {
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(name) && l.contains("weight"))
-            .unwrap_or_else(|| panic!("no {name} line in:\n{text}"));
-        assert!(line.contains("success 100.0%"), "{line}");
-        line.split_whitespace().nth(4).unwrap().parse().unwrap()
-    };
-    let (stable, canary) = (measured("stable"), measured("canary"));
-    let n = stable + canary;
-    assert!(n > 100.0, "the demo sent traffic:\n{text}");
-    // Binomial at p = 0.1: 5 sd either way.
-    let tolerance = 5.0 * (n * 0.1 * 0.9).sqrt();
-    assert!(
-        (canary - 0.1 * n).abs() <= tolerance,
-        "{canary} of {n}:\n{text}"
+    // The rollout events, as in /history, oldest first.
+    let events: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("rollout events"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "started",
+            "step",
+            "step",
+            "step",
+            "promoted",
+            "started",
+            "rolled_back"
+        ],
+        "{text}"
     );
+    assert!(text.contains("fast-fail"), "{text}");
+    // The live view showed the weight bar move.
+    assert!(
+        text.contains("canary [##########..........]  50%"),
+        "{text}"
+    );
+    // weir's own measurements: after the rollback the stable has all the weight.
+    let stable = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("stable") && l.contains("weight"))
+        .unwrap_or_else(|| panic!("no stable line in:\n{text}"));
+    assert!(stable.contains("weight 100"), "{stable}");
 }

@@ -9,6 +9,7 @@ mod lifecycle;
 mod limits;
 mod mirror;
 mod picking;
+mod policies;
 mod reload;
 mod resilience;
 mod rollout;
