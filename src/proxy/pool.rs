@@ -83,7 +83,10 @@ impl UpstreamPool {
         let (tls_config, scheme) = match &upstream.tls {
             Some(t) => ((*t.config).clone(), Scheme::HTTPS),
             // Never used for `http` URIs; the connector type is shared so pools are one type.
-            None => ((*plain_client_config()).clone(), Scheme::HTTP),
+            None => (
+                (*crate::tls::no_roots_client_config()).clone(),
+                Scheme::HTTP,
+            ),
         };
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config)
@@ -314,19 +317,4 @@ impl Drop for MirrorSlot {
     fn drop(&mut self) {
         self.0.mirrors_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn plain_client_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            Arc::new(
-                rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                    .with_safe_default_protocol_versions()
-                    .expect("ring supports the default versions")
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            )
-        })
-        .clone()
 }

@@ -34,30 +34,17 @@ impl Hooks {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(TIMEOUT));
-        // System roots for https receivers; a CA that cannot load leaves https receivers
-        // failing (and logged), never the rollout.
-        let tls = crate::tls::client_config(None).map(|c| (*c).clone());
-        let connector = match tls {
-            Ok(config) => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(config)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http),
-            Err(e) => {
-                tracing::warn!(error = %e, "no TLS roots for https webhooks");
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(
-                        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                            .with_safe_default_protocol_versions()
-                            .expect("ring supports the default versions")
-                            .with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth(),
-                    )
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http)
-            }
-        };
+        // System roots for https receivers; without them https receivers fail (and are
+        // logged), never the rollout.
+        let tls = crate::tls::client_config(None).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no TLS roots for https webhooks");
+            crate::tls::no_roots_client_config()
+        });
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Hooks {
             client: Client::builder(TokioExecutor::new()).build(connector),
         }

@@ -61,23 +61,49 @@ pub async fn upstream(name: &'static str) -> Upstream {
 
 /// A test upstream on `address` (port 0: an ephemeral one).
 pub async fn upstream_at(name: &'static str, address: SocketAddr) -> Upstream {
+    let recorded = Recorded::default();
+    let record = recorded.clone();
+    serve(address, recorded, move |req| {
+        answer(name, req, record.clone())
+    })
+    .await
+}
+
+/// An upstream that answers every request with `status` after `delay`, with an empty body.
+pub async fn fixed_upstream(status: u16, delay: Duration) -> Upstream {
+    serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Recorded::default(),
+        move |_| async move {
+            tokio::time::sleep(delay).await;
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok(r)
+        },
+    )
+    .await
+}
+
+/// Serves `handler` on `address` (HTTP/1.1 with upgrades, or h2c), counting connections and
+/// requests.
+async fn serve<F, Fut>(address: SocketAddr, recorded: Recorded, handler: F) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
     let listener = TcpListener::bind(address).await.unwrap();
     let address = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
     let connections = Arc::new(AtomicU64::new(0));
-    let recorded = Recorded::default();
-    let counter = hits.clone();
-    let accepted = connections.clone();
-    let record = recorded.clone();
+    let (counter, accepted) = (hits.clone(), connections.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
-            let counter = counter.clone();
-            let record = record.clone();
+            let (counter, handler) = (counter.clone(), handler.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    answer(name, req, record.clone())
+                    handler(req)
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -172,41 +198,6 @@ async fn answer(
         _ => Response::new(full(name)),
     };
     Ok(response)
-}
-
-/// An upstream that answers every request with `status` after `delay`, with an empty body.
-pub async fn fixed_upstream(status: u16, delay: Duration) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicU64::new(0));
-    let connections = Arc::new(AtomicU64::new(0));
-    let (counter, accepted) = (hits.clone(), connections.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            accepted.fetch_add(1, Ordering::SeqCst);
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_req: Request<Incoming>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        tokio::time::sleep(delay).await;
-                        let mut r = Response::new(full(""));
-                        *r.status_mut() = StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Upstream {
-        address,
-        hits,
-        connections,
-        recorded: Recorded::default(),
-    }
 }
 
 /// An address that accepts connections and never answers on them.
