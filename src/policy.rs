@@ -51,8 +51,15 @@ impl Policies {
         });
         let mut errors = Vec::new();
         for (name, text) in sources {
-            if let Err(e) = engine.add_policy(name.clone(), text) {
-                errors.push(compile_error(&name, &e.to_string()));
+            // Rego v1 first; a file in the older v0 syntax (`deny[msg] { ... }`) is accepted
+            // too. When neither parses, the v1 error is the one to show.
+            if let Err(e) = engine.add_policy(name.clone(), text.clone()) {
+                engine.set_rego_v0(true);
+                let v0 = engine.add_policy(name.clone(), text);
+                engine.set_rego_v0(false);
+                if v0.is_err() {
+                    errors.push(compile_error(&name, &e.to_string()));
+                }
             }
         }
         if !errors.is_empty() {
@@ -179,6 +186,29 @@ mod tests {
                 message: "expecting `}` while parsing set".into()
             }]
         );
+    }
+
+    #[test]
+    fn v0_and_v1_syntax_both_deny() {
+        let p = Policies::compile(
+            vec![
+                (
+                    "v0.rego".into(),
+                    "package weir\n\ndeny[msg] {\n  input.config.a > 1\n  msg := \"a too big\"\n}\n".into(),
+                ),
+                (
+                    "v1.rego".into(),
+                    "package weir\n\nimport rego.v1\n\ndeny contains \"b too big\" if input.config.b > 1\n".into(),
+                ),
+            ],
+            ("weir.yaml".into(), 1, 1),
+        )
+        .unwrap();
+        assert_eq!(
+            p.deny(r#"{"config": {"a": 2, "b": 2}}"#),
+            Ok(vec!["a too big".to_owned(), "b too big".to_owned()])
+        );
+        assert_eq!(p.deny(r#"{"config": {"a": 0, "b": 0}}"#), Ok(vec![]));
     }
 
     #[test]
