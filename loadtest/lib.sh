@@ -49,7 +49,8 @@ pin() {
 }
 
 # weir with THREADS workers on ADDRESS (admin ADMIN), splitting 90/10, pinned to CPUS. EXTRA is
-# more YAML list items under `listeners:` (the TLS listener of tls.sh).
+# more YAML list items under `listeners:` (the TLS listener of tls.sh). WEIR_BIN, when set, is
+# the binary to run instead of this checkout's release build (ab.sh compares two builds).
 start_weir() {
   local threads=${1:-1} cpus=${2:-} address=${3:-$WEIR} admin=${4:-$WEIR_ADMIN} extra=${5:-}
   local config="$WORK/weir-$threads-${address##*:}.yaml"
@@ -65,9 +66,10 @@ routes:
   - name: app
     backends: [{ upstream: stable, weight: 90 }, { upstream: canary, weight: 10 }]
 YAML
-  cargo build --release -q
+  local bin=${WEIR_BIN:-./target/release/weir}
+  [ -n "${WEIR_BIN:-}" ] || cargo build --release -q
   # taskset execs weir, so $! is weir itself (a shell function here would put a subshell there).
-  RUST_LOG=warn taskset -c "${cpus:-0-$(( $(nproc) - 1 ))}" ./target/release/weir run \
+  RUST_LOG=warn taskset -c "${cpus:-0-$(( $(nproc) - 1 ))}" "$bin" run \
     --config "$config" --threads "$threads" &
   PIDS+=($!)
   wait_for "http://$address/"

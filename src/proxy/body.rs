@@ -12,10 +12,62 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::conns::Lease;
+
 /// Streamed from an upstream, or made by weir.
 pub enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Full<Bytes>),
+}
+
+/// An upstream's response body. When it ends, the connection it came on goes back to its pool
+/// (weir's own HTTP/1.1 pool); dropped before its end, the connection closes with it.
+pub struct UpstreamBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl UpstreamBody {
+    pub fn new(body: Incoming, lease: Option<Lease>) -> UpstreamBody {
+        let mut b = UpstreamBody { body, lease };
+        // An empty body may never be polled: the connection is free already.
+        if b.body.is_end_stream() {
+            b.give_back();
+        }
+        b
+    }
+
+    fn give_back(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.give_back();
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        // hyper stops polling a body that says it has ended, so the last frame counts as the
+        // end too, not only the final `None`.
+        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.give_back();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 pub struct ResponseBody {

@@ -12,11 +12,11 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::ConnInfo;
-use super::body::RequestBody;
+use super::body::{RequestBody, UpstreamBody};
+use super::conns::{BoxError, SendError};
 use super::pool::UpstreamPool;
 use crate::metrics::UpstreamErrorKind;
 
@@ -38,12 +38,12 @@ pub enum ProxyError {
     #[error("cannot connect to upstream `{upstream}`: {source}")]
     Connect {
         upstream: Arc<str>,
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("upstream `{upstream}` failed before answering: {source}")]
     Reset {
         upstream: Arc<str>,
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("upstream `{upstream}` did not answer within the route timeout of {timeout:?}")]
     Timeout {
@@ -169,21 +169,25 @@ pub async fn send(
     endpoint: usize,
     mut req: Request<RequestBody>,
     downstream: Option<hyper::upgrade::OnUpgrade>,
-) -> Result<Response<Incoming>, ProxyError> {
-    set_target(
-        &mut req,
-        pool.scheme.clone(),
-        pool.endpoint(endpoint).clone(),
-        pool.version,
-    )?;
-    let mut response = match pool.send(req).await {
-        Err(source) if source.is_connect() => {
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    if pool.origin_form() {
+        set_origin_form(&mut req, pool.endpoint(endpoint))?;
+    } else {
+        set_target(
+            &mut req,
+            pool.scheme.clone(),
+            pool.endpoint(endpoint).clone(),
+            pool.version,
+        )?;
+    }
+    let (mut response, lease) = match pool.send(endpoint, req).await {
+        Err(SendError::Connect(source)) => {
             return Err(ProxyError::Connect {
                 upstream: pool.name.clone(),
                 source,
             });
         }
-        Err(source) => {
+        Err(SendError::Reset(source)) => {
             return Err(ProxyError::Reset {
                 upstream: pool.name.clone(),
                 source,
@@ -198,10 +202,12 @@ pub async fn send(
                 hyper::upgrade::on(&mut response),
                 pool.name.clone(),
             );
+            // The connection now carries the tunnel; it never goes back to the pool.
+            return Ok(response.map(|b| UpstreamBody::new(b, None)));
         }
         _ => strip_hop_by_hop(response.headers_mut(), false),
     }
-    Ok(response)
+    Ok(response.map(|b| UpstreamBody::new(b, lease)))
 }
 
 /// A copy of a prepared request head, for a second try or a shadow copy. Extensions (hyper's
@@ -337,6 +343,26 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
     if let Some(v) = value {
         headers.insert(&X_FORWARDED_FOR, v);
     }
+}
+
+/// For weir's own HTTP/1.1 pool: the request line carries only path and query, and `Host` names
+/// the client's host (or, when the client sent none, the endpoint).
+fn set_origin_form(
+    req: &mut Request<RequestBody>,
+    endpoint: &http::uri::Authority,
+) -> Result<(), ProxyError> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
+    *req.version_mut() = Version::HTTP_11;
+    if !req.headers().contains_key(header::HOST) {
+        let host = HeaderValue::from_str(endpoint.as_str()).map_err(|_| ProxyError::BadRequest)?;
+        req.headers_mut().insert(header::HOST, host);
+    }
+    Ok(())
 }
 
 /// Points the request at `endpoint`, keeping path and query, in the upstream's HTTP version.

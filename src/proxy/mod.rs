@@ -3,6 +3,7 @@
 //! `proxy` reads only the current [`Snapshot`], never the config file.
 
 pub mod body;
+pub mod conns;
 pub mod forward;
 pub mod listener;
 pub mod mirror;
@@ -124,7 +125,7 @@ async fn exchange(
     conn: &ConnInfo,
     started: Instant,
     timeout: Duration,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<body::UpstreamBody>, ProxyError> {
     let pool = &backend.pool;
     let (mut head, body) = req.into_parts();
     let upgrade = pool.version == Version::HTTP_11 && forward::is_upgrade(&head);

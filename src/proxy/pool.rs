@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::RequestBody;
+use super::conns::{Http1Pool, Lease, SendError};
 use crate::config::{Limits, Outlier, Protocol, Upstream};
 use crate::metrics::{Metrics, UpstreamMetrics};
 
@@ -48,12 +49,21 @@ pub struct UpstreamPool {
     epoch: Instant,
     retry_tokens: AtomicU32,
     mirrors_in_flight: AtomicUsize,
-    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    client: UpstreamClient,
     /// `https` for upstreams with `tls`, else `http`.
     pub scheme: Scheme,
     /// The HTTP version spoken to the upstream; requests are rewritten to it.
     pub version: Version,
     pub metrics: UpstreamMetrics,
+}
+
+/// How requests reach the upstream's endpoints.
+enum UpstreamClient {
+    /// Plain HTTP/1.1: weir's own lock-free keep-alive pool.
+    Http1(Http1Pool),
+    /// TLS or HTTP/2: hyper-util's pooled client (ALPN, h2 multiplexing). Boxed: it is large,
+    /// and the common case is the other variant.
+    Pooled(Box<Client<HttpsConnector<HttpConnector>, RequestBody>>),
 }
 
 pub struct Endpoint {
@@ -134,7 +144,14 @@ impl UpstreamPool {
             epoch: Instant::now(),
             retry_tokens: AtomicU32::new(RETRY_RESERVE),
             mirrors_in_flight: AtomicUsize::new(0),
-            client: builder.build(connector),
+            client: match (upstream.protocol, &upstream.tls) {
+                (Protocol::Http1, None) => UpstreamClient::Http1(Http1Pool::new(
+                    upstream.endpoints.len(),
+                    POOL_MAX_IDLE_PER_ENDPOINT,
+                    limits.connect_timeout,
+                )),
+                _ => UpstreamClient::Pooled(Box::new(builder.build(connector))),
+            },
             version,
             scheme,
             metrics: metrics.upstream(
@@ -297,11 +314,30 @@ impl UpstreamPool {
             .map(|_| MirrorSlot(self.clone()))
     }
 
+    /// Whether requests go out in origin form (`/path?query`, weir's own HTTP/1.1 pool) rather
+    /// than absolute form (`http://endpoint/path`, hyper-util's client).
+    pub fn origin_form(&self) -> bool {
+        matches!(self.client, UpstreamClient::Http1(_))
+    }
+
+    /// Sends `req` to endpoint `endpoint`; with weir's own pool, the connection's lease comes
+    /// back with the response, to be returned when its body ends.
     pub async fn send(
         &self,
+        endpoint: usize,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.client.request(req).await
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        match &self.client {
+            UpstreamClient::Http1(pool) => pool
+                .send(endpoint, self.endpoint(endpoint), req)
+                .await
+                .map(|(r, lease)| (r, Some(lease))),
+            UpstreamClient::Pooled(client) => match client.request(req).await {
+                Ok(r) => Ok((r, None)),
+                Err(e) if e.is_connect() => Err(SendError::Connect(e.into())),
+                Err(e) => Err(SendError::Reset(e.into())),
+            },
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! after the last try), on the conditions the route names.
 
 use http::{Method, Response};
-use hyper::body::Incoming;
 
+use super::body::UpstreamBody;
 use super::forward::ProxyError;
 use crate::config::Retries;
 
@@ -18,7 +18,7 @@ pub fn idempotent(method: &Method) -> bool {
 }
 
 /// Whether the outcome of a try is one the route retries.
-pub fn wanted(retries: &Retries, result: &Result<Response<Incoming>, ProxyError>) -> bool {
+pub fn wanted(retries: &Retries, result: &Result<Response<UpstreamBody>, ProxyError>) -> bool {
     match result {
         Ok(r) => r.status().is_server_error() && retries.on_status.contains(&r.status().as_u16()),
         Err(ProxyError::Connect { .. }) => retries.on_connect,

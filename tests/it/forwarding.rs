@@ -126,3 +126,42 @@ async fn upstream_status_codes_and_bodies_pass_unchanged() {
         assert_eq!(a.text(), "s");
     }
 }
+
+#[tokio::test]
+async fn an_upstream_that_closes_after_each_answer_never_costs_a_request() {
+    // Answers one request per connection, then closes without saying so: weir's pooled
+    // connection is dead by the next request and must not be used for it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce")
+                    .await;
+            });
+        }
+    });
+    let w = weir(&split_config(address, address, 1, 0)).await;
+    let client = http1_client();
+    for i in 0..50 {
+        let a = get(&client, w.address, "/").await;
+        assert_eq!(
+            (a.status, a.text()),
+            (StatusCode::OK, "once"),
+            "request {i}"
+        );
+        if i % 10 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# This checkout's weir (B) against another weir binary (A), side by side: same 90/10 split over
+# the same nginx upstreams, one worker each pinned to CPU 1, wrk on CPU 0, rounds interleaved
+# A B A B ... Prints per build the median req/s, p50, p99 and CPU time per request (the weir
+# process's user + system time over the requests it served: steal time and other tenants do not
+# count, so this is the steadiest figure on a shared host). For judging a change on a noisy host,
+# where two separate runs of compare.sh are not comparable.
+# Usage: loadtest/ab.sh OTHER_WEIR_BINARY [DURATION=5s] [ROUNDS=5] [CONNECTIONS=50]
+source "$(dirname "$0")/lib.sh"
+OTHER=${1:?usage: loadtest/ab.sh OTHER_WEIR_BINARY [DURATION] [ROUNDS] [CONNECTIONS]}
+DURATION=${2:-5s}
+ROUNDS=${3:-5}
+CONNS=${4:-50}
+need wrk wrk
+
+start_upstreams 0
+WEIR_BIN=$OTHER start_weir 1 1 127.0.0.1:18280 127.0.0.1:18281
+declare -A PID=([A]=${PIDS[-1]})
+start_weir 1 1 127.0.0.1:18080 127.0.0.1:18081
+PID[B]=${PIDS[-1]}
+declare -A URL=([A]=http://127.0.0.1:18280/ [B]=http://127.0.0.1:18080/)
+RESULTS="$WORK/ab.tsv"
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+for round in $(seq "$ROUNDS"); do
+  for p in A B; do
+    before=$(cpu_ticks "${PID[$p]}")
+    out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${URL[$p]}")
+    after=$(cpu_ticks "${PID[$p]}")
+    echo "$out" | awk -v p="$p" -v cpu=$((after - before)) -v tick="$TICK" -v OFS='\t' '
+      /requests in/ { n=$1 } /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=$2 } /^ +99%/ { p99=$2 }
+      END { print p, rps, p50, p99, cpu / tick * 1e6 / n }' >>"$RESULTS"
+  done
+done
+echo "wrk -t1 -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, medians (A: $OTHER, B: this checkout)"
+for p in A B; do
+  rps=$(awk -v p="$p" '$1 == p { print $2 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
+  p50=$(awk -v p="$p" '$1 == p { print $3 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
+  p99=$(awk -v p="$p" '$1 == p { print $4 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
+  cpu=$(awk -v p="$p" '$1 == p { print $5 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
+  printf "%s  %9.0f req/s  p50 %s  p99 %s  CPU %.1f us/request\n" "$p" "$rps" "$p50" "$p99" "$cpu"
+done
+awk '{ r[$1] = r[$1] " " $2; c[$1] = c[$1] sprintf(" %.1f", $5) }
+  END { print "req/s A:" r["A"]; print "req/s B:" r["B"]; print "CPU us/req A:" c["A"]; print "CPU us/req B:" c["B"] }' "$RESULTS"
