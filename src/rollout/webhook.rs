@@ -2,6 +2,7 @@
 //! few retries with backoff, so a dead receiver never blocks or slows traffic; and the confirm
 //! gate, one POST whose 2xx lets a rollout take its next step.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,36 +19,22 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const TRIES: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-#[derive(Clone)]
-pub struct Hooks {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-}
+type HookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-impl Default for Hooks {
-    fn default() -> Self {
-        Hooks::new()
-    }
+/// The webhook client, built on first use: the system's TLS roots cost about a megabyte of
+/// memory, which a weir without webhooks should not pay.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    client: Arc<OnceLock<HookClient>>,
 }
 
 impl Hooks {
     pub fn new() -> Hooks {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(TIMEOUT));
-        // System roots for https receivers; without them https receivers fail (and are
-        // logged), never the rollout.
-        let tls = crate::tls::client_config(None).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no TLS roots for https webhooks");
-            crate::tls::no_roots_client_config()
-        });
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Hooks {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        }
+        Hooks::default()
+    }
+
+    fn client(&self) -> &HookClient {
+        self.client.get_or_init(build_client)
     }
 
     /// One POST; the status code, or why there was none.
@@ -60,7 +47,7 @@ impl Hooks {
             )
             .body(Full::new(body.clone()))
             .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(TIMEOUT, self.client.request(req)).await {
+        match tokio::time::timeout(TIMEOUT, self.client().request(req)).await {
             Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(r)) => Ok(r.status().as_u16()),
@@ -98,4 +85,22 @@ impl Hooks {
             Err(e) => Err(format!("the confirm gate failed: {e}")),
         }
     }
+}
+
+fn build_client() -> HookClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(TIMEOUT));
+    // System roots for https receivers; without them https receivers fail (and are
+    // logged), never the rollout.
+    let tls = crate::tls::client_config(None).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no TLS roots for https webhooks");
+        crate::tls::no_roots_client_config()
+    });
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(connector)
 }
