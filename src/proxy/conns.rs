@@ -99,8 +99,7 @@ impl Http1Pool {
 
     async fn connect(&self, authority: &Authority) -> Result<SendRequest<RequestBody>, SendError> {
         let connect = async {
-            let address = resolve(authority).await?;
-            let stream = TcpStream::connect(address).await?;
+            let stream = connect_any(authority).await?;
             stream.set_nodelay(true)?;
             Ok::<_, std::io::Error>(stream)
         };
@@ -126,18 +125,23 @@ impl Http1Pool {
     }
 }
 
-/// The socket address of `authority`: parsed when it is an IP literal, else looked up.
-async fn resolve(authority: &Authority) -> std::io::Result<SocketAddr> {
+/// A connection to `authority`: its IP literal, or each address its name resolves to, in order,
+/// until one accepts (`localhost` may list `::1` before `127.0.0.1`).
+async fn connect_any(authority: &Authority) -> std::io::Result<TcpStream> {
     if let Ok(address) = authority.as_str().parse::<SocketAddr>() {
-        return Ok(address);
+        return TcpStream::connect(address).await;
     }
-    tokio::net::lookup_host(authority.as_str())
-        .await?
-        .next()
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("`{authority}` resolves to no address"),
-            )
-        })
+    let mut last = None;
+    for address in tokio::net::lookup_host(authority.as_str()).await? {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("`{authority}` resolves to no address"),
+        )
+    }))
 }

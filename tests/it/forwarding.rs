@@ -165,3 +165,17 @@ async fn an_upstream_that_closes_after_each_answer_never_costs_a_request() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_endpoint_given_by_name_is_resolved_and_each_address_tried() {
+    // `localhost` may resolve to ::1 first; the upstream listens on 127.0.0.1 only.
+    let up = upstream("named").await;
+    let yaml = split_config(up.address, up.address, 1, 0).replace(
+        &format!("\"{}\"", up.address),
+        &format!("\"localhost:{}\"", up.address.port()),
+    );
+    assert!(yaml.contains("localhost:"));
+    let w = weir(&yaml).await;
+    let a = get(&http1_client(), w.address, "/").await;
+    assert_eq!((a.status, a.text()), (StatusCode::OK, "named"));
+}
