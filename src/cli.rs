@@ -209,6 +209,18 @@ pub fn route_table(config: &Config) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    for r in &config.routes {
+        if let Some(ro) = &r.rollout {
+            let steps: Vec<String> = ro.plan.steps.iter().map(|s| format!("{s}%")).collect();
+            out.push_str(&format!(
+                "{}: rollout of {} through {}, one check per {:?}; weir drives these weights\n",
+                r.name,
+                config.upstreams[r.backends[ro.canary].upstream].name,
+                steps.join(", "),
+                ro.plan.interval,
+            ));
+        }
+    }
     out
 }
 

@@ -74,3 +74,25 @@ fn a_missing_file_exits_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
 }
+
+#[test]
+fn a_route_with_a_rollout_says_who_drives_its_weights() {
+    let yaml = "\
+listeners: [{ name: main, address: 127.0.0.1:8080 }]
+upstreams:
+  - { name: stable, endpoints: [127.0.0.1:9001] }
+  - { name: canary, endpoints: [127.0.0.1:9002] }
+routes:
+  - name: app
+    backends: [{ upstream: stable, weight: 100 }, { upstream: canary, weight: 0 }]
+    rollout: { canary: canary, steps: [5, 25, 100], interval: 1m }
+";
+    let (code, stdout, _) = weir_check(yaml);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.ends_with(
+            "app: rollout of canary through 5%, 25%, 100%, one check per 60s; weir drives these weights\n"
+        ),
+        "{stdout}"
+    );
+}
