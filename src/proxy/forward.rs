@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use super::ConnInfo;
 use super::body::{RequestBody, UpstreamBody};
 use super::conns::{BoxError, SendError};
-use super::pool::UpstreamPool;
+use super::pool::{Outcome, UpstreamPool};
 use crate::metrics::UpstreamErrorKind;
 
 use super::body::Inner as ProxyBody;
@@ -208,6 +208,33 @@ pub async fn send(
         _ => strip_hop_by_hop(response.headers_mut(), false),
     }
     Ok(response.map(|b| UpstreamBody::new(b, lease)))
+}
+
+/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`), with
+/// the try's outcome reported to the endpoint's outlier count. Real requests and shadow copies
+/// both go through here.
+pub async fn try_endpoint(
+    pool: &UpstreamPool,
+    endpoint: usize,
+    req: Request<RequestBody>,
+    downstream: Option<hyper::upgrade::OnUpgrade>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let result = tokio::time::timeout_at(deadline, send(pool, endpoint, req, downstream))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProxyError::Timeout {
+                upstream: pool.name.clone(),
+                timeout,
+            })
+        });
+    let outcome = match &result {
+        Ok(r) if !r.status().is_server_error() => Outcome::Success,
+        _ => Outcome::Failure,
+    };
+    pool.report(endpoint, outcome);
+    result
 }
 
 /// A copy of a prepared request head, for a second try or a shadow copy. Extensions (hyper's

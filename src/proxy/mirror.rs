@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 
 use super::body::Replayable;
 use super::forward::{self, ProxyError};
-use super::pool::{Outcome, UpstreamPool};
+use super::pool::UpstreamPool;
 use crate::metrics::MirrorMetrics;
 
 /// `percent` is drawn in millionths: 0.0001 % is the finest share.
@@ -57,23 +57,7 @@ impl RouteMirror {
                     upstream: pool.name.clone(),
                 }),
                 Some(endpoint) => {
-                    let sent =
-                        tokio::time::timeout_at(deadline, forward::send(pool, endpoint, req, None))
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(ProxyError::Timeout {
-                                    upstream: pool.name.clone(),
-                                    timeout,
-                                })
-                            });
-                    let failed = sent.as_ref().map_or(true, |r| r.status().is_server_error());
-                    let outcome = if failed {
-                        Outcome::Failure
-                    } else {
-                        Outcome::Success
-                    };
-                    pool.report(endpoint, outcome);
-                    sent
+                    forward::try_endpoint(pool, endpoint, req, None, deadline, timeout).await
                 }
             };
             let status = match &answer {

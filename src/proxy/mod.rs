@@ -26,7 +26,6 @@ use rand::{RngExt, SeedableRng};
 use crate::snapshot::{Backend, Route, Snapshot};
 use body::{Access, NotReplayable, Replayable, RequestBody, ResponseBody};
 use forward::ProxyError;
-use pool::Outcome;
 
 /// Request bodies up to this size (with a known length) are read in full when the route retries
 /// or mirrors the request, so they can be sent again; larger ones stream and are neither retried
@@ -182,29 +181,15 @@ async fn exchange(
             (None, Some(b)) => RequestBody::Streaming(b),
             (None, None) => unreachable!("a streamed body is sent once, on the only try"),
         };
-        let sent = forward::send(
+        let result = forward::try_endpoint(
             pool,
             endpoint,
             Request::from_parts(req_head, req_body),
             downstream.take(),
-        );
-        let result = tokio::time::timeout_at(deadline, sent)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ProxyError::Timeout {
-                    upstream: pool.name.clone(),
-                    timeout,
-                })
-            });
-        let failed = result
-            .as_ref()
-            .map_or(true, |r| r.status().is_server_error());
-        let outcome = if failed {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        };
-        pool.report(endpoint, outcome);
+            deadline,
+            timeout,
+        )
+        .await;
         if !last && retries.is_some_and(|r| retry::wanted(r, &result)) && pool.withdraw_retry() {
             if let Err(e) = &result {
                 tracing::debug!(upstream = &*pool.name, error = %e, "retrying on another endpoint");

@@ -20,7 +20,8 @@ pub fn idempotent(method: &Method) -> bool {
 /// Whether the outcome of a try is one the route retries.
 pub fn wanted(retries: &Retries, result: &Result<Response<UpstreamBody>, ProxyError>) -> bool {
     match result {
-        Ok(r) => r.status().is_server_error() && retries.on_status.contains(&r.status().as_u16()),
+        // Validation admits only 5xx codes here.
+        Ok(r) => retries.on_status.contains(&r.status().as_u16()),
         Err(ProxyError::Connect { .. }) => retries.on_connect,
         Err(ProxyError::Reset { .. }) => retries.on_reset,
         Err(_) => false,

@@ -257,10 +257,12 @@ impl Reloader {
             record.revision.sha256.clone(),
             record.revision.git_commit.clone(),
         );
+        let all = changes(before, &snapshot_weights(&after));
         for a in announcements {
-            let weights = changes(before, &snapshot_weights(&after))
-                .into_iter()
+            let weights = all
+                .iter()
                 .filter(|c| c.route == *a.route)
+                .cloned()
                 .collect();
             push_history(
                 &mut record.history,

@@ -128,9 +128,7 @@ impl Rollouts {
     /// one, or one whose canary endpoints changed, starts at its first step (or resumes from the
     /// state file); rollouts the file no longer has end.
     pub fn sync(&mut self, config: &Config, now: Instant) -> Vec<Announcement> {
-        if config.rollout_state != self.state_file {
-            self.state_file = config.rollout_state.clone();
-        }
+        self.state_file = config.rollout_state.clone();
         let mut announcements = Vec::new();
         let mut runs = BTreeMap::new();
         for r in &config.routes {

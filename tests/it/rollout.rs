@@ -53,9 +53,25 @@ impl Traffic {
 }
 
 async fn rollout_status(w: &Weir) -> Value {
-    let a = get(&http1_client(), w.admin, "/stats").await;
+    rollout_at(w.admin).await
+}
+
+/// The `/stats` rollout block of the first route of the weir whose admin API is at `admin`.
+async fn rollout_at(admin: SocketAddr) -> Value {
+    let a = get(&http1_client(), admin, "/stats").await;
     let stats: Value = serde_json::from_slice(&a.body).unwrap();
     stats["routes"][0]["rollout"].clone()
+}
+
+/// Polls until the rollout has reached step `step` (at most 10 s); returns the step it is at.
+async fn wait_for_step(admin: SocketAddr, step: u64) -> u64 {
+    for _ in 0..200 {
+        if rollout_at(admin).await["step"].as_u64().unwrap() >= step {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rollout_at(admin).await["step"].as_u64().unwrap()
 }
 
 /// Polls `/stats` until the rollout is in `state` (at most 20 s); returns its block.
@@ -232,12 +248,7 @@ async fn a_reload_keeps_progress_unless_the_canary_endpoints_change() {
     );
     let w = weir(&yaml).await;
     let load = traffic(w.address, Duration::from_millis(2));
-    for _ in 0..200 {
-        if rollout_status(&w).await["step"].as_u64().unwrap() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_step(w.admin, 2).await;
     load.stop().await;
     let step = rollout_status(&w).await["step"].as_u64().unwrap();
     assert!((2..5).contains(&step), "step {step}");
@@ -380,22 +391,9 @@ async fn a_restarted_weir_resumes_from_the_state_file() {
     };
     let first = start().await;
     let load = traffic(first.address("main").unwrap(), Duration::from_millis(2));
-    let stats_of = |admin: SocketAddr| async move {
-        let a = get(&http1_client(), admin, "/stats").await;
-        serde_json::from_slice::<Value>(&a.body).unwrap()["routes"][0]["rollout"].clone()
-    };
-    for _ in 0..200 {
-        if stats_of(first.admin_address).await["step"]
-            .as_u64()
-            .unwrap()
-            >= 2
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_step(first.admin_address, 2).await;
     load.stop().await;
-    let step = stats_of(first.admin_address).await["step"]
+    let step = rollout_at(first.admin_address).await["step"]
         .as_u64()
         .unwrap();
     assert!(step >= 2);
@@ -410,7 +408,7 @@ async fn a_restarted_weir_resumes_from_the_state_file() {
     );
 
     let second = start().await;
-    let resumed = stats_of(second.admin_address).await;
+    let resumed = rollout_at(second.admin_address).await;
     assert_eq!(resumed["state"], "progressing");
     assert_eq!(resumed["step"].as_u64(), Some(step));
     second.drain().await;
