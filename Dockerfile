@@ -4,6 +4,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# mimalloc's build flags (transparent huge pages off)
+COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin weir
