@@ -14,17 +14,7 @@ need h2load nghttp2-client
 if [ -z "$BIN" ]; then cargo build --release -q; BIN=./target/release/weir; fi
 
 start_upstreams
-cat >"$WORK/weir.yaml" <<YAML
-listeners:
-  - { name: main, address: 127.0.0.1:18380 }
-admin: { address: 127.0.0.1:18381 }
-upstreams:
-  - { name: stable, endpoints: [127.0.0.1:18001] }
-  - { name: canary, endpoints: [127.0.0.1:18002] }
-routes:
-  - name: app
-    backends: [{ upstream: stable, weight: 90 }, { upstream: canary, weight: 10 }]
-YAML
+split_config "$WORK/weir.yaml" 127.0.0.1:18380 127.0.0.1:18381
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
   "$BIN" run --config "$WORK/weir.yaml" --threads 1 2>"$WORK/valgrind.log" &
 PIDS+=($!)

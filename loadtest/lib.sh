@@ -48,13 +48,11 @@ pin() {
   if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
 }
 
-# weir with THREADS workers on ADDRESS (admin ADMIN), splitting 90/10, pinned to CPUS. EXTRA is
-# more YAML list items under `listeners:` (the TLS listener of tls.sh). WEIR_BIN, when set, is
-# the binary to run instead of this checkout's release build (ab.sh compares two builds).
-start_weir() {
-  local threads=${1:-1} cpus=${2:-} address=${3:-$WEIR} admin=${4:-$WEIR_ADMIN} extra=${5:-}
-  local config="$WORK/weir-$threads-${address##*:}.yaml"
-  cat >"$config" <<YAML
+# weir's config for the 90/10 split over the two upstreams, written to FILE: listener on ADDRESS,
+# admin on ADMIN; EXTRA is more YAML list items under `listeners:` (the TLS listener of tls.sh).
+split_config() {
+  local file=$1 address=$2 admin=$3 extra=${4:-}
+  cat >"$file" <<YAML
 listeners:
   - { name: main, address: $address }
 $extra
@@ -66,6 +64,15 @@ routes:
   - name: app
     backends: [{ upstream: stable, weight: 90 }, { upstream: canary, weight: 10 }]
 YAML
+}
+
+# weir with THREADS workers on ADDRESS (admin ADMIN), splitting 90/10, pinned to CPUS. EXTRA is
+# as for split_config. WEIR_BIN, when set, is the binary to run instead of this checkout's
+# release build (ab.sh compares two builds).
+start_weir() {
+  local threads=${1:-1} cpus=${2:-} address=${3:-$WEIR} admin=${4:-$WEIR_ADMIN} extra=${5:-}
+  local config="$WORK/weir-$threads-${address##*:}.yaml"
+  split_config "$config" "$address" "$admin" "$extra"
   local bin=${WEIR_BIN:-./target/release/weir}
   [ -n "${WEIR_BIN:-}" ] || cargo build --release -q
   # taskset execs weir, so $! is weir itself (a shell function here would put a subshell there).
