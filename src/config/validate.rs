@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
-use super::load::{BrokenNames, ConfigError, Diagnostics};
+use super::load::{BrokenNames, ConfigError, Diagnostics, Parsed};
 use super::schema::*;
 
 /// A validated configuration. `spec` is the effective file (defaults filled in); the other
@@ -196,10 +196,14 @@ const MIN_HEADER_BYTES: usize = 8192;
 
 pub(super) fn validate(
     spec: ConfigSpec,
-    broken_upstreams: &BrokenNames,
+    parsed: &Parsed,
     base_dir: &Path,
     diag: &mut Diagnostics,
 ) -> Option<Config> {
+    let broken_upstreams = &parsed.broken_upstreams;
+    // The index in the file of the spec's i-th element (elements that did not decode are not in
+    // the spec).
+    let file_index = |indexes: &[usize], i: usize| indexes.get(i).copied().unwrap_or(i);
     let mut listeners = Vec::new();
     if spec.listeners.is_empty() && diag.errors.is_empty() {
         diag.error("listeners", "at least one listener is needed");
@@ -207,7 +211,7 @@ pub(super) fn validate(
     let mut listener_names = HashMap::new();
     let mut files = Vec::new();
     for (i, l) in spec.listeners.iter().enumerate() {
-        let path = format!("listeners[{i}]");
+        let path = format!("listeners[{}]", file_index(&parsed.listeners, i));
         unique(diag, &mut listener_names, &l.name, &path, "listener");
         let tls = l
             .tls
@@ -250,7 +254,7 @@ pub(super) fn validate(
     let mut upstreams = Vec::new();
     let mut upstream_index = HashMap::new();
     for (i, u) in spec.upstreams.iter().enumerate() {
-        let path = format!("upstreams[{i}]");
+        let path = format!("upstreams[{}]", file_index(&parsed.upstreams, i));
         if !unique(diag, &mut upstream_index, &u.name, &path, "upstream") {
             continue;
         }
@@ -336,7 +340,7 @@ pub(super) fn validate(
     let mut routes = Vec::new();
     let mut route_names = HashMap::new();
     for (i, r) in spec.routes.iter().enumerate() {
-        let path = format!("routes[{i}]");
+        let path = format!("routes[{}]", file_index(&parsed.routes, i));
         unique(diag, &mut route_names, &r.name, &path, "route");
         let matcher = RouteMatch {
             host: host_match(
