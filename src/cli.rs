@@ -47,6 +47,9 @@ pub enum Command {
         #[arg(long)]
         previous: Option<PathBuf>,
     },
+    /// Internal: compiles and evaluates policies for a weir process, under its limits.
+    #[command(name = "policy-sandbox", hide = true)]
+    PolicySandbox,
     /// A self-contained tour on loopback: two upstreams, weir in front, traffic, the live split.
     Demo {
         /// How long to send traffic, e.g. 5s or 30s.
@@ -62,9 +65,12 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Held to the end of main: dropping it flushes the log lines still queued.
-    let _log_guard = init_tracing(cli.log_format);
+    // Held to the end of main: dropping it flushes the log lines still queued. The policy
+    // sandbox logs nothing (it writes only its answer) and starts no logging thread.
+    let sandbox = matches!(cli.command, Command::PolicySandbox);
+    let _log_guard = (!sandbox).then(|| init_tracing(cli.log_format));
     match cli.command {
+        Command::PolicySandbox => config::policy::sandbox_main(),
         Command::Run { config, threads } => run(&config, threads),
         Command::Check { config, previous } => check(&config, previous.as_deref()),
         Command::Demo { duration } => {
@@ -261,7 +267,10 @@ async fn serve(candidate: crate::reload::Candidate, path: PathBuf) -> anyhow::Re
             _ = int.recv() => break,
             _ = hup.recv() => {
                 // A refused file is logged and recorded by the reloader; the old config stays.
-                if let Ok(changed) = running.reloader.reload() {
+                // Reading, validating and the policy sandbox block: off the runtime's threads.
+                let reloader = running.reloader.clone();
+                let reloaded = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                if let Ok(Ok(changed)) = reloaded {
                     tracing::info!(path = %path.display(), changed, "config reloaded on SIGHUP");
                 }
             }

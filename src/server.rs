@@ -61,8 +61,14 @@ async fn bind(what: String, address: SocketAddr) -> Result<(TcpListener, SocketA
 /// the file later reloads read.
 pub async fn start(candidate: Candidate, path: Option<PathBuf>) -> Result<Running, ServerError> {
     let metrics = Arc::new(Metrics::new());
+    // The policies run in their sandbox, which blocks a thread: not one of the runtime's.
+    let candidate = tokio::task::spawn_blocking(move || {
+        candidate.config.check_policies(None).map(|()| candidate)
+    })
+    .await
+    .expect("checking policies does not panic")
+    .map_err(ServerError::Refused)?;
     let config = &candidate.config;
-    config.check_policies(None).map_err(ServerError::Refused)?;
     let mut bound = Vec::new();
     for l in &config.listeners {
         let (socket, address) = bind(format!("listener `{}`", l.name), l.address).await?;

@@ -15,6 +15,7 @@ use serde_path_to_error::Segment;
 use serde_yaml::Value;
 use yaml_rust2::parser::{Event, Parser};
 
+use super::files::{Input, Reads};
 use super::schema::*;
 use super::validate::{Config, validate};
 
@@ -67,38 +68,11 @@ pub const MAX_NODES: usize = 4_000_000;
 /// Reads and validates the file at `path`. A missing or unreadable file is an error too.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    let bytes = read_limited(path, MAX_FILE_BYTES).map_err(|e| unreadable(path, &e))?;
+    let bytes =
+        super::files::read_limited(path, MAX_FILE_BYTES).map_err(|e| unreadable(path, &e))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| not_utf8(&file, &e))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     load_str(text, &file, base_dir)
-}
-
-/// Reads the regular file at `path` (symlinks followed), refusing anything that is not a
-/// regular file (a directory, a FIFO that would block, a device such as `/dev/zero` that never
-/// ends) and files larger than `limit` bytes.
-pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind, Read};
-    let file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
-    }
-    if meta.len() > limit {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("{} bytes, more than the limit of {limit}", meta.len()),
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // The file can grow between the stat and the read: never read past the limit.
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("more than the limit of {limit} bytes"),
-        ));
-    }
-    Ok(bytes)
 }
 
 /// The error for a config file that cannot be read.
@@ -126,6 +100,18 @@ pub fn not_utf8(file: &str, e: &std::str::Utf8Error) -> ConfigErrors {
 /// Parses and validates `text`. `file` names it in errors; relative paths inside it (certificates,
 /// policies) are resolved against `base_dir`.
 pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    load_text(text, file, base_dir).result
+}
+
+/// A config file's text, loaded, with what it read besides itself (also when it is refused:
+/// its inputs decide whether a later try is a new attempt).
+pub struct Loaded {
+    pub result: Result<Config, ConfigErrors>,
+    pub inputs: Vec<Input>,
+}
+
+/// [`load_str`], keeping the inputs.
+pub fn load_text(text: &str, file: &str, base_dir: &Path) -> Loaded {
     let mut diag = Diagnostics::new(file);
     let config = match scan(text) {
         Ok(positions) => {
@@ -144,21 +130,26 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Config, Confi
             None
         }
     };
-    match config {
+    let result = match config {
         Some(c) if diag.errors.is_empty() => Ok(c),
         _ => {
             let mut errors = diag.errors;
             errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors(errors))
         }
+    };
+    Loaded {
+        result,
+        inputs: diag.reads.inputs,
     }
 }
 
-/// Collects located errors for one file.
+/// Collects located errors for one file, and what it read besides itself.
 pub(super) struct Diagnostics {
     file: String,
     positions: Positions,
     pub(super) errors: Vec<ConfigError>,
+    pub(super) reads: Reads,
 }
 
 impl Diagnostics {
@@ -171,6 +162,7 @@ impl Diagnostics {
             file: file.to_owned(),
             positions: Positions::default(),
             errors: Vec::new(),
+            reads: Reads::default(),
         }
     }
 
@@ -436,6 +428,7 @@ fn parse(text: &str, diag: &mut Diagnostics) -> Option<(ConfigSpec, Parsed)> {
         policies: Vec::new(),
         limits: LimitsSpec::default(),
         rollout_state: None,
+        reload: ReloadSpec::default(),
     };
     let mut parsed = Parsed::default();
     let mut seen_listeners = false;
@@ -470,6 +463,11 @@ fn parse(text: &str, diag: &mut Diagnostics) -> Option<(ConfigSpec, Parsed)> {
                 }
             }
             "rollout_state" => spec.rollout_state = diag.decode(value, "rollout_state"),
+            "reload" => {
+                if let Some(r) = diag.decode(value, "reload") {
+                    spec.reload = r;
+                }
+            }
             other => diag.error(
                 other,
                 format!(

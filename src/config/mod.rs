@@ -3,12 +3,18 @@
 //! from a [`Config`].
 
 mod duration;
+pub mod files;
 mod load;
+pub mod policy;
 mod schema;
 mod validate;
 
 pub use duration::{DurationSpec, parse_duration};
-pub use load::{ConfigError, ConfigErrors, load_file, load_str, unreadable};
+pub use files::{Input, sha256_hex};
+pub use load::{
+    ConfigError, ConfigErrors, Loaded, MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_file, load_str,
+    load_text, not_utf8, unreadable,
+};
 pub use schema::*;
 pub use validate::{
     Backend, Condition, Config, Expect, HostMatch, Limits, Listener, MAX_RETRY_ATTEMPTS, Mirror,

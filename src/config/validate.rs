@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
-use super::load::{BrokenNames, ConfigError, Diagnostics, Parsed};
+use super::files::{Input, sha256_hex};
+use super::load::{BrokenNames, Diagnostics, Parsed};
+use super::policy::Policies;
 use super::schema::*;
 
 /// A validated configuration. `spec` is the effective file (defaults filled in); the other
@@ -19,9 +21,10 @@ use super::schema::*;
 pub struct Config {
     pub spec: ConfigSpec,
     pub base_dir: PathBuf,
-    /// Other files this config read (certificates, keys, CA files): a change of any of them is a
-    /// change of the config, and the watcher watches them too.
-    pub files: Vec<PathBuf>,
+    /// What this config read besides its own file (certificates, keys, CA files, policy files,
+    /// the system's trust store): a change of any of them is a change of the config, and the
+    /// watcher watches the files' directories too.
+    pub inputs: Vec<Input>,
     pub listeners: Vec<Listener>,
     pub admin_address: SocketAddr,
     pub upstreams: Vec<Upstream>,
@@ -29,8 +32,10 @@ pub struct Config {
     pub limits: Limits,
     /// Where rollouts save their progress, to resume after a restart.
     pub rollout_state: Option<PathBuf>,
-    /// The compiled `policies`; every candidate must pass them.
-    pub policies: Option<Arc<crate::policy::Policies>>,
+    /// How often the watcher hashes the file as a fallback; `None`: never.
+    pub poll_interval: Option<Duration>,
+    /// The `policies`, read; every candidate must pass them.
+    pub policies: Option<Arc<Policies>>,
 }
 
 #[derive(Clone, Debug)]
@@ -209,14 +214,13 @@ pub(super) fn validate(
         diag.error("listeners", "at least one listener is needed");
     }
     let mut listener_names = HashMap::new();
-    let mut files = Vec::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         let path = format!("listeners[{}]", file_index(&parsed.listeners, i));
         unique(diag, &mut listener_names, &l.name, &path, "listener");
         let tls = l
             .tls
             .as_ref()
-            .and_then(|t| listener_tls(diag, t, &format!("{path}.tls"), base_dir, &mut files));
+            .and_then(|t| listener_tls(diag, t, &format!("{path}.tls"), base_dir));
         match l.address.parse::<SocketAddr>() {
             Ok(address) => listeners.push(Listener {
                 name: l.name.as_str().into(),
@@ -276,13 +280,6 @@ pub(super) fn validate(
         }
         let mut identity = format!("{:?}", u);
         let tls = u.tls.as_ref().and_then(|t| {
-            let ca = t.ca.as_ref().map(|ca| base_dir.join(ca));
-            if let Some(ca) = &ca {
-                files.push(ca.clone());
-                if let Ok(bytes) = std::fs::read(ca) {
-                    identity.push_str(&crate::reload::revision::sha256_hex(&bytes));
-                }
-            }
             let server_name = match &t.server_name {
                 None => None,
                 Some(n) => match rustls_pki_types::ServerName::try_from(n.clone()) {
@@ -296,9 +293,22 @@ pub(super) fn validate(
                     }
                 },
             };
-            match crate::tls::client_config(ca.as_deref()) {
-                Ok(config) => Some(UpstreamTls {
-                    config,
+            let roots = match &t.ca {
+                Some(ca) => {
+                    let ca = base_dir.join(ca);
+                    match diag.reads.file(&ca) {
+                        Ok(bytes) => {
+                            identity.push_str(&sha256_hex(&bytes));
+                            crate::tls::ca_roots(&bytes, &ca)
+                        }
+                        Err(source) => Err(crate::tls::TlsError::Read { file: ca, source }),
+                    }
+                }
+                None => diag.reads.system_roots(),
+            };
+            match roots {
+                Ok(roots) => Some(UpstreamTls {
+                    config: crate::tls::client_config_with(roots),
                     server_name,
                 }),
                 Err(e) => {
@@ -496,7 +506,7 @@ pub(super) fn validate(
         });
     }
 
-    let policies = policies(diag, &spec.policies, base_dir, &mut files);
+    let policies = policies(diag, &spec.policies, base_dir);
     let rollout_state = spec.rollout_state.as_ref().map(|p| base_dir.join(p));
 
     let l = &spec.limits;
@@ -529,16 +539,18 @@ pub(super) fn validate(
     if !diag.errors.is_empty() {
         return None;
     }
+    let poll_interval = Some(spec.reload.poll_interval.get()).filter(|d| !d.is_zero());
     Some(Config {
         spec,
         base_dir: base_dir.to_path_buf(),
-        files,
+        inputs: diag.reads.inputs.clone(),
         listeners,
         admin_address: admin_address?,
         upstreams,
         routes,
         limits,
         rollout_state,
+        poll_interval,
         policies,
     })
 }
@@ -553,21 +565,20 @@ impl Config {
     }
 }
 
-/// Reads and compiles the policy files; each file is watched with the config.
-fn policies(
-    diag: &mut Diagnostics,
-    names: &[String],
-    base_dir: &Path,
-    files: &mut Vec<PathBuf>,
-) -> Option<Arc<crate::policy::Policies>> {
+/// Reads the policy files; each file is watched with the config. They are compiled when the
+/// config is checked against them, in the policy sandbox.
+fn policies(diag: &mut Diagnostics, names: &[String], base_dir: &Path) -> Option<Arc<Policies>> {
     if names.is_empty() {
         return None;
     }
     let mut sources = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let path = base_dir.join(name);
-        files.push(path.clone());
-        match std::fs::read_to_string(&path) {
+        let text = diag
+            .reads
+            .file(&path)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+        match text {
             Ok(text) => sources.push((path.display().to_string(), text)),
             Err(e) => diag.error(
                 &format!("policies[{i}]"),
@@ -578,25 +589,9 @@ fn policies(
     if sources.len() < names.len() {
         return None;
     }
-    let shown: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
     let (line, column) = diag.locate("policies");
     let origin = (diag.file().to_owned(), line, column);
-    match crate::policy::Policies::compile(sources, origin) {
-        Ok(p) => Some(Arc::new(p)),
-        Err(errors) => {
-            for e in errors {
-                let i = shown.iter().position(|n| *n == e.file).unwrap_or(0);
-                diag.errors.push(ConfigError {
-                    file: e.file,
-                    line: e.line,
-                    column: e.column,
-                    path: format!("policies[{i}]"),
-                    message: format!("invalid Rego: {}", e.message),
-                });
-            }
-            None
-        }
-    }
+    Some(Arc::new(Policies::new(sources, origin)))
 }
 
 /// Loads a listener's certificates; each problem is reported at the field that names the file.
@@ -605,7 +600,6 @@ fn listener_tls(
     tls: &ListenerTlsSpec,
     path: &str,
     base_dir: &Path,
-    files: &mut Vec<PathBuf>,
 ) -> Option<Arc<rustls::ServerConfig>> {
     if tls.certificates.is_empty() {
         diag.error(
@@ -617,9 +611,19 @@ fn listener_tls(
     let mut keys = Vec::new();
     for (j, c) in tls.certificates.iter().enumerate() {
         let (cert, key) = (base_dir.join(&c.cert), base_dir.join(&c.key));
-        files.push(cert.clone());
-        files.push(key.clone());
-        match crate::tls::certified_key(&cert, &key) {
+        let read = |diag: &mut Diagnostics, file: &Path| {
+            diag.reads
+                .file(file)
+                .map_err(|source| crate::tls::TlsError::Read {
+                    file: file.to_path_buf(),
+                    source,
+                })
+        };
+        let loaded = read(diag, &cert).and_then(|c| {
+            let k = read(diag, &key)?;
+            crate::tls::certified_key_pem(&c, &k, &cert, &key)
+        });
+        match loaded {
             Ok(k) => keys.push(k),
             Err(e) => {
                 let field = match &e {

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use super::revision::{self, Revision};
-use crate::config::{self, Config, ConfigErrors};
+use crate::config::{self, Config, ConfigErrors, Input};
 use crate::metrics::Metrics;
 use crate::rollout::{Announcement, Gate, Rollouts};
 use crate::snapshot::Snapshot;
@@ -62,11 +62,18 @@ impl ReloadRecord {
     }
 }
 
-/// The identity of one reload attempt.
+/// The identity of one reload attempt: the same bytes, reading the same inputs, are the same
+/// attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attempt {
-    Bytes(String),
-    Unreadable,
+    Read {
+        /// The file's sha256 and the fingerprint of its inputs.
+        identity: String,
+        /// What the file read besides itself, to fingerprint them again.
+        inputs: Vec<Input>,
+    },
+    /// The file could not be read, for this reason.
+    Unreadable(String),
 }
 
 /// The result of reading a config file.
@@ -75,10 +82,50 @@ pub type ReadResult = Result<Candidate, (Option<Revision>, ConfigErrors)>;
 /// Which attempt `result` would be.
 pub fn attempt_of(result: &ReadResult) -> Attempt {
     match result {
-        Ok(c) => Attempt::Bytes(c.revision.identity.clone()),
-        Err((Some(r), _)) => Attempt::Bytes(r.identity.clone()),
-        Err((None, _)) => Attempt::Unreadable,
+        Ok(c) => Attempt::Read {
+            identity: c.revision.identity.clone(),
+            inputs: c.revision.inputs.clone(),
+        },
+        Err((Some(r), _)) => Attempt::Read {
+            identity: r.identity.clone(),
+            inputs: r.inputs.clone(),
+        },
+        Err((None, errors)) => Attempt::Unreadable(errors.to_string()),
     }
+}
+
+/// The identity of a file with `sha256` reading `inputs` as they are now.
+fn identity(sha256: &str, inputs: &[Input]) -> String {
+    if inputs.is_empty() {
+        return sha256.to_owned();
+    }
+    let mut all = Vec::with_capacity(32 * inputs.len());
+    for input in inputs {
+        all.extend_from_slice(&input.fingerprint());
+    }
+    format!("{sha256}+{}", config::sha256_hex(&all))
+}
+
+/// Reads the file at `path` unless it is `last` again (the same bytes, whose inputs have the
+/// same content, or the same read error): then `None`, without parsing or validating anything.
+/// This is what keeps the periodic poll cheap on a large config.
+pub fn read_if_changed(path: &Path, last: &Attempt) -> Option<ReadResult> {
+    let unchanged = match (read_config(path), last) {
+        (
+            Ok(bytes),
+            Attempt::Read {
+                identity: id,
+                inputs,
+            },
+        ) => identity(&revision::sha256_hex(&bytes), inputs) == *id,
+        (Err(e), Attempt::Unreadable(last)) => config::unreadable(path, &e).to_string() == *last,
+        _ => false,
+    };
+    (!unchanged).then(|| read_file(path))
+}
+
+fn read_config(path: &Path) -> std::io::Result<Vec<u8>> {
+    config::files::read_limited(path, config::MAX_FILE_BYTES)
 }
 
 pub struct Reloader {
@@ -107,6 +154,7 @@ impl Candidate {
                 git_commit: None,
                 loaded_at: SystemTime::now(),
                 identity: String::new(),
+                inputs: Vec::new(),
             },
         })
     }
@@ -115,49 +163,30 @@ impl Candidate {
 /// Reads and validates the file at `path`. On failure the revision (when the bytes could be
 /// read) still names what was refused.
 pub fn read_file(path: &Path) -> ReadResult {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_config(path) {
         Ok(b) => b,
         Err(e) => return Err((None, config::unreadable(path, &e))),
     };
     let sha256 = revision::sha256_hex(&bytes);
-    let mut revision = Revision {
-        identity: sha256.clone(),
+    let file = path.display().to_string();
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let loaded = match std::str::from_utf8(&bytes) {
+        Ok(text) => config::load_text(text, &file, base_dir),
+        Err(e) => config::Loaded {
+            result: Err(config::not_utf8(&file, &e)),
+            inputs: Vec::new(),
+        },
+    };
+    let revision = Revision {
+        identity: identity(&sha256, &loaded.inputs),
+        inputs: loaded.inputs,
         sha256,
         git_commit: revision::git_commit(path),
         loaded_at: SystemTime::now(),
     };
-    let file = path.display().to_string();
-    let base_dir = path.parent().unwrap_or(Path::new("."));
-    let result = match std::str::from_utf8(&bytes) {
-        Ok(text) => config::load_str(text, &file, base_dir),
-        Err(e) => Err(ConfigErrors(vec![config::ConfigError {
-            file,
-            line: 1,
-            column: 1,
-            path: String::new(),
-            message: format!("the file is not UTF-8: {e}"),
-        }])),
-    };
-    match result {
-        Ok(config) => {
-            let mut named = Vec::new();
-            for f in &config.files {
-                named.extend_from_slice(f.as_os_str().as_encoded_bytes());
-                named.extend_from_slice(&std::fs::read(f).unwrap_or_default());
-            }
-            if !named.is_empty() {
-                revision.identity.push_str(&revision::sha256_hex(&named));
-            }
-            Ok(Candidate { config, revision })
-        }
-        Err(errors) => {
-            // A refusal caused by another file (a missing certificate) is a new attempt once
-            // that file changes the errors.
-            revision
-                .identity
-                .push_str(&revision::sha256_hex(errors.to_string().as_bytes()));
-            Err((Some(revision), errors))
-        }
+    match loaded.result {
+        Ok(config) => Ok(Candidate { config, revision }),
+        Err(errors) => Err((Some(revision), errors)),
     }
 }
 
@@ -170,7 +199,10 @@ impl Reloader {
     /// The initial load, recorded as the first reload.
     pub fn start(candidate: Candidate, path: Option<PathBuf>, metrics: Arc<Metrics>) -> Reloader {
         let weights = weight_changes(None, &candidate.config);
-        let identity = candidate.revision.identity.clone();
+        let attempt = Attempt::Read {
+            identity: candidate.revision.identity.clone(),
+            inputs: candidate.revision.inputs.clone(),
+        };
         let mut rollouts = Rollouts::new(candidate.config.rollout_state.clone());
         let announcements = rollouts.sync(&candidate.config, Instant::now());
         let config = Arc::new(candidate.config);
@@ -194,7 +226,7 @@ impl Reloader {
             metrics,
             record: Mutex::new(ReloadRecord {
                 revision: candidate.revision,
-                last_attempt: Attempt::Bytes(identity),
+                last_attempt: attempt,
                 history: VecDeque::from([entry]),
             }),
             rollouts: Mutex::new(rollouts),
@@ -291,12 +323,19 @@ impl Reloader {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Re-reads the config file and [`submit`](Reloader::submit)s it.
+    /// Re-reads the config file and [`submit`](Reloader::submit)s it, unless it is the attempt
+    /// last made (then `Ok(false)`, without parsing it).
     pub fn reload(&self) -> Result<bool, ConfigErrors> {
-        match &self.path {
-            Some(path) => self.submit(read_file(path)),
+        match self.read_if_changed() {
+            Some(result) => self.submit(result),
             None => Ok(false),
         }
+    }
+
+    /// The file read, when it is not the attempt last made (see [`read_if_changed`]).
+    pub fn read_if_changed(&self) -> Option<ReadResult> {
+        let last = self.record().last_attempt.clone();
+        read_if_changed(self.path.as_deref()?, &last)
     }
 
     /// Takes the result of reading the file. The attempt last made again is a no-op (returns
@@ -389,7 +428,10 @@ impl Reloader {
             },
             limit,
         );
-        record.last_attempt = Attempt::Bytes(candidate.revision.identity.clone());
+        record.last_attempt = Attempt::Read {
+            identity: candidate.revision.identity.clone(),
+            inputs: candidate.revision.inputs.clone(),
+        };
         record.revision = candidate.revision;
         drop(record);
         self.record_rollouts(&snapshot_weights(&previous), &announcements);
@@ -404,8 +446,11 @@ impl Reloader {
         let limit = self.snapshots.load().config.spec.admin.history;
         let mut record = self.record();
         record.last_attempt = match &revision {
-            Some(r) => Attempt::Bytes(r.identity.clone()),
-            None => Attempt::Unreadable,
+            Some(r) => Attempt::Read {
+                identity: r.identity.clone(),
+                inputs: r.inputs.clone(),
+            },
+            None => Attempt::Unreadable(error.clone()),
         };
         push_history(
             &mut record.history,
@@ -528,4 +573,42 @@ fn changes(before: &[RouteWeight], after: &[RouteWeight]) -> Vec<WeightChange> {
             }),
     );
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(path: &Path) -> Attempt {
+        attempt_of(&read_file(path))
+    }
+
+    #[test]
+    fn an_unchanged_file_and_unchanged_inputs_are_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.yaml");
+        let policy = dir.path().join("p.rego");
+        std::fs::write(&policy, "package weir\n").unwrap();
+        std::fs::write(
+            &path,
+            "listeners: [{ name: main, address: 127.0.0.1:0 }]\npolicies: [p.rego]\n",
+        )
+        .unwrap();
+        let last = attempt(&path);
+        assert!(matches!(&last, Attempt::Read { inputs, .. } if inputs.len() == 1));
+        assert!(read_if_changed(&path, &last).is_none());
+        // A file it reads changed: a new attempt, the config file's bytes unchanged.
+        std::fs::write(&policy, "package weir\n\nx := 1\n").unwrap();
+        assert!(read_if_changed(&path, &last).is_some());
+        let last = attempt(&path);
+        assert!(read_if_changed(&path, &last).is_none());
+        // The same read error twice is one attempt; another error is a new one.
+        std::fs::remove_file(&path).unwrap();
+        let gone = attempt(&path);
+        assert!(matches!(&gone, Attempt::Unreadable(e) if e.contains("No such file")));
+        assert!(read_if_changed(&path, &gone).is_none());
+        std::fs::create_dir(&path).unwrap();
+        let dir_error = read_if_changed(&path, &gone).expect("another error is a new attempt");
+        assert!(attempt_of(&dir_error) != gone);
+    }
 }

@@ -7,7 +7,9 @@
 //! parent of its canonical path, and the directory holding every symlink met on the way to it.
 //! That set is recomputed after each change (a swap can move the target elsewhere). Events are not
 //! filtered by name; a burst is debounced, the file re-read, and its hash decides whether anything
-//! changed. A poll of the hash every few seconds catches filesystems that send no events.
+//! changed. A poll of the hash (every 2 s by default, `reload.poll_interval`) catches filesystems
+//! that send no events; it hashes the bytes of the file and of everything the file reads, and
+//! parses nothing when they are unchanged.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -27,8 +29,6 @@ const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 /// refused, so a write seen half done is not recorded as a bad config.
 const SETTLE: Duration = Duration::from_millis(250);
 const SETTLE_TRIES: usize = 4;
-/// The fallback poll of the file's hash.
-pub const POLL: Duration = Duration::from_secs(2);
 /// Symlink hops followed when collecting directories to watch.
 const MAX_HOPS: usize = 16;
 
@@ -47,7 +47,7 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     let mut watcher = match watcher {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot start the file watcher; falling back to polling every {POLL:?}");
+            tracing::warn!(error = %e, "cannot start the file watcher; only the poll (reload.poll_interval) and SIGHUP reload");
             None
         }
     };
@@ -55,10 +55,21 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     if let Some(w) = &mut watcher {
         rewatch(w, &mut watched, &path, &reloader);
     }
-    let mut poll = tokio::time::interval(POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    poll.tick().await;
+    // The poll's period comes from the running config (`reload.poll_interval`; off at 0s).
+    let next_poll = |reloader: &Reloader| {
+        let every = reloader.snapshots.load().config.poll_interval;
+        every.map(|d| tokio::time::Instant::now() + d)
+    };
+    // One look right after the watches are set, even with the poll off: a change made between
+    // the initial load and now sent its events to no watch.
+    let mut poll_at = Some(tokio::time::Instant::now());
     loop {
+        let poll = async {
+            match poll_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
@@ -66,29 +77,29 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
                 }
             }
             Some(()) = events.recv() => {
-
                 // Wait for a quiet moment, but not forever: a file rewritten without pause is
                 // still read every MAX_DEBOUNCE.
                 let burst = tokio::time::Instant::now();
                 while burst.elapsed() < MAX_DEBOUNCE
                     && tokio::time::timeout(DEBOUNCE, events.recv()).await.is_ok_and(|e| e.is_some())
                 {}
-                let result = settled_read(&path).await;
-                submit(&reloader, result).await;
-                if let Some(w) = &mut watcher {
-                    rewatch(w, &mut watched, &path, &reloader);
-                }
-            }
-            _ = poll.tick() => {
-
-                let p = path.clone();
-                let result = tokio::task::spawn_blocking(move || read_file(&p)).await;
-                if let Ok(result) = result {
+                if let Some(result) = settled_read(&reloader, &path).await {
                     submit(&reloader, result).await;
                 }
                 if let Some(w) = &mut watcher {
                     rewatch(w, &mut watched, &path, &reloader);
                 }
+            }
+            _ = poll => {
+                let r = reloader.clone();
+                let result = tokio::task::spawn_blocking(move || r.read_if_changed()).await;
+                if let Ok(Some(result)) = result {
+                    submit(&reloader, result).await;
+                }
+                if let Some(w) = &mut watcher {
+                    rewatch(w, &mut watched, &path, &reloader);
+                }
+                poll_at = next_poll(&reloader);
             }
         }
     }
@@ -112,14 +123,18 @@ async fn submit(reloader: &Arc<Reloader>, result: ReadResult) {
     let _ = tokio::task::spawn_blocking(move || r.submit(result)).await;
 }
 
-/// Reads the file; while it does not parse and its bytes keep changing, waits and reads again.
-async fn settled_read(path: &Path) -> ReadResult {
+/// Reads the file unless it is the attempt last made (then `None`); while it does not parse and
+/// its bytes keep changing, waits and reads again.
+async fn settled_read(reloader: &Arc<Reloader>, path: &Path) -> Option<ReadResult> {
     let read = |p: PathBuf| async move {
         tokio::task::spawn_blocking(move || read_file(&p))
             .await
             .expect("reading a config file does not panic")
     };
-    let mut result = read(path.to_path_buf()).await;
+    let r = reloader.clone();
+    let mut result = tokio::task::spawn_blocking(move || r.read_if_changed())
+        .await
+        .expect("reading a config file does not panic")?;
     for _ in 0..SETTLE_TRIES {
         if result.is_ok() {
             break;
@@ -132,7 +147,7 @@ async fn settled_read(path: &Path) -> ReadResult {
             break;
         }
     }
-    result
+    Some(result)
 }
 
 /// Makes the watched set equal to [`directories_to_watch`] of `path` and of the files the
@@ -144,8 +159,10 @@ fn rewatch(
     reloader: &Reloader,
 ) {
     let mut wanted = directories_to_watch(path);
-    for file in &reloader.snapshots.load().config.files {
-        wanted.extend(directories_to_watch(file));
+    for file in reloader.snapshots.load().config.inputs.iter() {
+        if let Some(file) = file.path() {
+            wanted.extend(directories_to_watch(file));
+        }
     }
     for gone in watched.difference(&wanted) {
         let _ = watcher.unwatch(gone);

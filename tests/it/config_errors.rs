@@ -96,7 +96,7 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &(GOOD.to_owned() + "extra: 1\n"),
             &[
-                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`",
+                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`",
             ],
         ),
         (

@@ -5,6 +5,7 @@ mod check_cmd;
 mod config_errors;
 mod forwarding;
 mod grpc;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod mirror;

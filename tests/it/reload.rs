@@ -1,5 +1,6 @@
 //! Hot reload from the file, by every way a file reaches disk, under load: the new split serves
-//! within a second or so, nothing fails, and a bad file changes nothing.
+//! within a second or so, nothing fails, and a bad file changes nothing. The hash poll is off in
+//! these configs, so each change is seen by the file watcher (notify) or not at all.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -55,8 +56,10 @@ impl Pair {
             canary: upstream("canary").await,
         }
     }
+    /// With the hash poll off: these tests prove that the file watcher alone sees each change.
     fn yaml(&self, ws: u32, wc: u32) -> String {
         split_config(self.stable.address, self.canary.address, ws, wc)
+            + "reload: { poll_interval: 0s }\n"
     }
 }
 

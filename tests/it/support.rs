@@ -263,6 +263,7 @@ pub async fn weir_in(dir: tempfile::TempDir, yaml: &str) -> Weir {
 /// Starts weir on the config already at `file` inside `dir` (a ConfigMap layout, a git-sync
 /// link), watching it there.
 pub async fn weir_at(dir: tempfile::TempDir, file: &str) -> Weir {
+    use_sandbox();
     let path = dir.path().join(file);
     let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("config:\n{e}"));
     let running = weir::server::start(candidate, Some(path.clone()))
@@ -275,6 +276,12 @@ pub async fn weir_at(dir: tempfile::TempDir, file: &str) -> Weir {
         running,
         _dir: dir,
     }
+}
+
+/// Policies run in a child process, the weir binary; this test binary, which runs weir
+/// in-process, is not it.
+pub fn use_sandbox() {
+    weir::config::policy::use_sandbox_program(std::path::Path::new(env!("CARGO_BIN_EXE_weir")));
 }
 
 /// A config with one listener `main` on an ephemeral port, the given upstreams (name and
