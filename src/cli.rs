@@ -240,7 +240,8 @@ pub fn route_table(config: &Config) -> String {
 fn run(path: &Path, threads: Option<usize>) -> ExitCode {
     let candidate = match crate::reload::read_file(path) {
         Ok(c) => c,
-        Err((_, errors)) => {
+        Err(refused) => {
+            let errors = refused.errors;
             print_errors(&errors);
             return ExitCode::FAILURE;
         }

@@ -134,6 +134,9 @@ pub fn load_text(text: &str, file: &str, base_dir: &Path) -> Loaded {
         Some(c) if diag.errors.is_empty() => Ok(c),
         _ => {
             let mut errors = diag.errors;
+            for e in errors.iter_mut().filter(|e| e.file == file) {
+                (e.line, e.column) = within_text(text, e.line, e.column);
+            }
             errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors(errors))
         }
@@ -521,6 +524,19 @@ fn decode_list<T: DeserializeOwned>(
     (out, indexes)
 }
 
+/// `(line, column)`, or the end of the text's last line when a parser places an error (at the
+/// end of the stream) on a line past it, which no editor can jump to.
+fn within_text(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let breaks = |c: char| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}');
+    let normalized = text.replace("\r\n", "\n");
+    let lines: Vec<&str> = normalized.split(breaks).collect();
+    if line <= lines.len() {
+        return (line, column);
+    }
+    let last = lines.last().map_or(0, |l| l.chars().count());
+    (lines.len(), last + 1)
+}
+
 fn strip_location(message: &str) -> &str {
     match message.rfind(" at line ") {
         Some(i) => &message[..i],
@@ -549,11 +565,8 @@ fn scan_within(text: &str, max_depth: usize, max_nodes: usize) -> Result<Positio
     let mut recorder = PositionRecorder::default();
     let mut parser = Parser::new_from_str(text);
     let mut nodes = 0usize;
-    loop {
-        let (event, mark) = match parser.next_token() {
-            Ok(e) => e,
-            Err(_) => break,
-        };
+    // A scan error stops the pass; serde's parse reports it.
+    while let Ok((event, mark)) = parser.next_token() {
         let crossed = |message: String| LimitCrossed {
             line: mark.line(),
             column: mark.col() + 1,
@@ -770,6 +783,13 @@ mod tests {
         // An unknown field is located at its nearest known ancestor; a dotted key is one key.
         assert_eq!(p.locate("routes[0].backends[0].nope"), (7, 11));
         assert_eq!(p.locate("routes[0].overrides[0].match.header.x.y"), (8, 38));
+    }
+
+    #[test]
+    fn a_parse_error_at_the_end_of_the_stream_stays_inside_the_text() {
+        assert_eq!(within_text("\nam: x\nT", 4, 1), (3, 2));
+        assert_eq!(within_text("a\r\nb\rc", 3, 1), (3, 1));
+        assert_eq!(within_text("a\r\nb\rc", 4, 1), (3, 2));
     }
 
     #[test]

@@ -77,7 +77,14 @@ pub enum Attempt {
 }
 
 /// The result of reading a config file.
-pub type ReadResult = Result<Candidate, (Option<Revision>, ConfigErrors)>;
+pub type ReadResult = Result<Candidate, Box<Refused>>;
+
+/// A config file that cannot serve: why, and (when its bytes could be read) what was refused.
+#[derive(Debug)]
+pub struct Refused {
+    pub revision: Option<Revision>,
+    pub errors: ConfigErrors,
+}
 
 /// Which attempt `result` would be.
 pub fn attempt_of(result: &ReadResult) -> Attempt {
@@ -86,11 +93,13 @@ pub fn attempt_of(result: &ReadResult) -> Attempt {
             identity: c.revision.identity.clone(),
             inputs: c.revision.inputs.clone(),
         },
-        Err((Some(r), _)) => Attempt::Read {
-            identity: r.identity.clone(),
-            inputs: r.inputs.clone(),
+        Err(refused) => match &refused.revision {
+            Some(r) => Attempt::Read {
+                identity: r.identity.clone(),
+                inputs: r.inputs.clone(),
+            },
+            None => Attempt::Unreadable(refused.errors.to_string()),
         },
-        Err((None, errors)) => Attempt::Unreadable(errors.to_string()),
     }
 }
 
@@ -165,7 +174,12 @@ impl Candidate {
 pub fn read_file(path: &Path) -> ReadResult {
     let bytes = match read_config(path) {
         Ok(b) => b,
-        Err(e) => return Err((None, config::unreadable(path, &e))),
+        Err(e) => {
+            return Err(Box::new(Refused {
+                revision: None,
+                errors: config::unreadable(path, &e),
+            }));
+        }
     };
     let sha256 = revision::sha256_hex(&bytes);
     let file = path.display().to_string();
@@ -186,7 +200,10 @@ pub fn read_file(path: &Path) -> ReadResult {
     };
     match loaded.result {
         Ok(config) => Ok(Candidate { config, revision }),
-        Err(errors) => Err((Some(revision), errors)),
+        Err(errors) => Err(Box::new(Refused {
+            revision: Some(revision),
+            errors,
+        })),
     }
 }
 
@@ -355,7 +372,8 @@ impl Reloader {
                 self.apply(candidate);
                 Ok(true)
             }
-            Err((revision, errors)) => {
+            Err(refused) => {
+                let Refused { revision, errors } = *refused;
                 self.refuse(revision, &errors);
                 Err(errors)
             }

@@ -53,7 +53,7 @@ fn bad_files_are_refused_with_located_messages() {
     let cases: &[(&str, &[&str])] = &[
         (
             "listeners: [",
-            &["t.yaml:2:1: invalid YAML: did not find expected node content"],
+            &["t.yaml:1:13: invalid YAML: did not find expected node content"],
         ),
         (
             "",

@@ -384,7 +384,7 @@ async fn a_restarted_weir_resumes_from_the_state_file() {
     std::fs::create_dir(dir.path().join("state")).unwrap();
     std::fs::write(&path, &yaml).unwrap();
     let start = || async {
-        let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("{e}"));
+        let candidate = weir::reload::read_file(&path).unwrap_or_else(|r| panic!("{}", r.errors));
         weir::server::start(candidate, Some(path.clone()))
             .await
             .unwrap()

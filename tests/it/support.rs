@@ -265,7 +265,8 @@ pub async fn weir_in(dir: tempfile::TempDir, yaml: &str) -> Weir {
 pub async fn weir_at(dir: tempfile::TempDir, file: &str) -> Weir {
     use_sandbox();
     let path = dir.path().join(file);
-    let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("config:\n{e}"));
+    let candidate =
+        weir::reload::read_file(&path).unwrap_or_else(|r| panic!("config:\n{}", r.errors));
     let running = weir::server::start(candidate, Some(path.clone()))
         .await
         .unwrap();

@@ -386,10 +386,10 @@ async fn a_missing_certificate_at_start_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, tls_config("127.0.0.1:1".parse().unwrap())).unwrap();
-    let Err((_, errors)) = weir::reload::read_file(&path) else {
+    let Err(refused) = weir::reload::read_file(&path) else {
         panic!("accepted")
     };
-    let text = errors.to_string();
+    let text = refused.errors.to_string();
     assert!(
         text.contains("listeners[0].tls.certificates[0].cert: cannot read"),
         "{text}"
