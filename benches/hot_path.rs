@@ -132,7 +132,7 @@ fn picks(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 split::choose(
-                    route,
+                    &route.split,
                     black_box(&headers),
                     black_box(Some("a=1&b=2")),
                     random,

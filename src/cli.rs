@@ -189,7 +189,6 @@ pub fn route_table(config: &Config) -> String {
         "share".to_owned(),
     ]];
     for r in &config.routes {
-        let total: u64 = r.backends.iter().map(|b| u64::from(b.weight)).sum();
         for (i, b) in r.backends.iter().enumerate() {
             rows.push([
                 if i == 0 {
@@ -199,7 +198,10 @@ pub fn route_table(config: &Config) -> String {
                 },
                 config.upstreams[b.upstream].name.to_string(),
                 b.weight.to_string(),
-                format!("{:.1}%", 100.0 * f64::from(b.weight) / total as f64),
+                format!(
+                    "{:.1}%",
+                    100.0 * config::share(b.weight, r.backends.iter().map(|b| b.weight))
+                ),
             ]);
         }
     }
@@ -267,11 +269,9 @@ async fn serve(candidate: crate::reload::Candidate, path: PathBuf) -> anyhow::Re
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                // A refused file is logged and recorded by the reloader; the old config stays.
-                // Reading, validating and the policy sandbox block: off the runtime's threads.
-                let reloader = running.reloader.clone();
-                let reloaded = tokio::task::spawn_blocking(move || reloader.reload()).await;
-                if let Ok(Ok(changed)) = reloaded {
+                // A refused file is logged and recorded by the control task; the old config
+                // stays. Reading, validating and the policy sandbox run off the worker threads.
+                if let Ok(changed) = running.reloader.reload().await {
                     tracing::info!(path = %path.display(), changed, "config reloaded on SIGHUP");
                 }
             }

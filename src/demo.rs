@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use crate::metrics::Probe;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
@@ -69,43 +71,17 @@ fn demo_config(stable: SocketAddr, canary: SocketAddr, interval: Duration) -> St
     )
 }
 
-/// What the clients saw per version since the last tick: requests, failures, latency buckets.
-#[derive(Default)]
+/// What the clients saw per version since the last tick, counted as weir counts a canary.
 struct Tally {
-    versions: [Seen; 2],
+    versions: [Probe; 2],
 }
 
-struct Seen {
-    requests: AtomicU64,
-    failures: AtomicU64,
-    latency: [AtomicU64; crate::metrics::LATENCY_BUCKETS_MS.len() + 1],
-}
-
-impl Default for Seen {
+impl Default for Tally {
     fn default() -> Self {
-        Seen {
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+        let probe = || Probe::new(None, Arc::new(tokio::sync::Notify::new()));
+        Tally {
+            versions: [probe(), probe()],
         }
-    }
-}
-
-impl Seen {
-    /// Requests, success rate and p99 (ms) since the last call; zeroes the counts.
-    fn take(&self) -> (u64, Option<f64>, Option<f64>) {
-        let requests = self.requests.swap(0, Ordering::Relaxed);
-        let failures = self.failures.swap(0, Ordering::Relaxed).min(requests);
-        let stats = crate::metrics::WindowStats {
-            requests,
-            successes: requests - failures,
-            latency: self
-                .latency
-                .iter()
-                .map(|b| b.swap(0, Ordering::Relaxed))
-                .collect(),
-        };
-        (requests, stats.success_rate(), stats.percentile_ms(0.99))
     }
 }
 
@@ -148,12 +124,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
                     continue;
                 };
                 let seen = &tally.versions[usize::from(body.as_ref() == b"canary")];
-                seen.requests.fetch_add(1, Ordering::Relaxed);
-                if !ok {
-                    seen.failures.fetch_add(1, Ordering::Relaxed);
-                }
-                seen.latency[crate::metrics::latency_bucket(sent.elapsed())]
-                    .fetch_add(1, Ordering::Relaxed);
+                seen.record(ok, crate::metrics::latency_bucket(sent.elapsed()));
             }
         }));
     }
@@ -181,7 +152,10 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             let text = demo_config(stable, broken, interval);
             let candidate = crate::reload::Candidate::from_str(&text, "demo.yaml")
                 .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
-            reloader.apply(candidate);
+            // Through the same door as a reload of the file: policies, history, rollouts.
+            if let Err(e) = reloader.submit(Ok(candidate)).await {
+                anyhow::bail!("the broken canary's config was refused:\n{e}");
+            }
         }
     }
     for t in tasks {
@@ -232,12 +206,17 @@ fn live_line(elapsed: Duration, status: &serde_json::Value, tally: &Tally) {
     let weight = status["canary_weight"].as_u64().unwrap_or(0);
     let filled = (weight as usize).div_ceil(5);
     let bar: String = "#".repeat(filled) + &".".repeat(20 - filled.min(20));
-    let version = |name: &str, seen: &Seen| {
-        let (n, rate, p99) = seen.take();
+    let version = |name: &str, seen: &Probe| {
+        let m = seen.take();
         format!(
-            "{name} {n:>6} req {:>6} p99 {:>8}",
-            rate.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
-            p99.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}ms")),
+            "{name} {:>6} req {:>6} p99 {:>8}",
+            m.requests,
+            m.success_rate()
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            m.p99.map_or_else(
+                || "-".to_owned(),
+                |v| format!("{:.2}ms", v.as_secs_f64() * 1e3)
+            ),
         )
     };
     println!(

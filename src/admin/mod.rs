@@ -147,7 +147,7 @@ fn stats_json(reloader: &Reloader) -> Value {
         .routes
         .iter()
         .map(|r| {
-            let total = r.weights.total() as f64;
+            let weights = || r.backends.iter().map(|b| b.weight);
             let backends: Vec<Value> = r
                 .backends
                 .iter()
@@ -157,7 +157,7 @@ fn stats_json(reloader: &Reloader) -> Value {
                     json!({
                         "name": &**b.name(),
                         "weight": b.weight,
-                        "share": f64::from(b.weight) / total,
+                        "share": crate::config::share(b.weight, weights()),
                         "requests": s.requests,
                         "success_rate": s.success_rate(),
                         "latency_ms": { "p50": p(0.5), "p90": p(0.9), "p99": p(0.99) },

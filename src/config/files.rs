@@ -1,13 +1,16 @@
-//! Every file a config reads besides itself (certificates, keys, CA files, policy files, the
-//! system's trust store) is read here, with the same guards as the config file: only regular
-//! files, at most [`MAX_FILE_BYTES`]. What was read is listed as the config's [`Input`]s, so that
-//! a change of any of them is a change of the config, and the watcher and the change check know
-//! what to look at.
+//! The one module of `config` that reads: every file a config names besides itself
+//! (certificates, keys, CA files, policy files, the system's trust store) is read here, before
+//! validation, with guards: only regular files, at most [`MAX_FILE_BYTES`]. What was read is
+//! listed as the config's [`Input`]s, so that a change of any of them is a change of the config,
+//! and the watcher and the change check know what to look at.
 
+use std::collections::HashMap;
 use std::io::{Error, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+use super::schema::ConfigSpec;
 
 /// The largest certificate, key, CA or policy file weir reads.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -57,29 +60,79 @@ impl Input {
     }
 }
 
-/// Reads files for one validation and lists them.
-#[derive(Default)]
-pub struct Reads {
-    pub inputs: Vec<Input>,
+/// The files a spec names, read before validation (which is pure): certificate and key files,
+/// CA files, policy files, and the system's roots when an upstream speaks TLS without a CA.
+pub struct Files {
+    contents: HashMap<PathBuf, std::io::Result<Vec<u8>>>,
+    system_roots: Option<rustls::RootCertStore>,
+    inputs: Vec<Input>,
 }
 
-impl Reads {
-    /// The bytes of `path`, listed as an input whether or not it could be read.
-    pub fn file(&mut self, path: &Path) -> std::io::Result<Vec<u8>> {
-        self.note(Input::File(path.to_path_buf()));
-        read_limited(path, MAX_FILE_BYTES)
-    }
-
-    /// The system's trusted roots, listed as an input.
-    pub fn system_roots(&mut self) -> Result<rustls::RootCertStore, crate::tls::TlsError> {
-        self.note(Input::SystemRoots);
-        crate::tls::system_roots()
-    }
-
-    fn note(&mut self, input: Input) {
-        if !self.inputs.contains(&input) {
-            self.inputs.push(input);
+impl Files {
+    /// Reads what `spec` names, relative paths against `base_dir`.
+    pub fn read(spec: &ConfigSpec, base_dir: &Path) -> Files {
+        let mut files = Files {
+            contents: HashMap::new(),
+            system_roots: None,
+            inputs: Vec::new(),
+        };
+        for l in &spec.listeners {
+            for c in l.tls.iter().flat_map(|t| &t.certificates) {
+                files.file(&base_dir.join(&c.cert));
+                files.file(&base_dir.join(&c.key));
+            }
         }
+        for t in spec.upstreams.iter().filter_map(|u| u.tls.as_ref()) {
+            match &t.ca {
+                Some(ca) => files.file(&base_dir.join(ca)),
+                None if !files.inputs.contains(&Input::SystemRoots) => {
+                    files.inputs.push(Input::SystemRoots);
+                    files.system_roots = crate::tls::system_roots().ok();
+                }
+                None => {}
+            }
+        }
+        for p in &spec.policies {
+            files.file(&base_dir.join(p));
+        }
+        files
+    }
+
+    fn file(&mut self, path: &Path) {
+        if !self.contents.contains_key(path) {
+            self.inputs.push(Input::File(path.to_path_buf()));
+            let read = read_limited(path, MAX_FILE_BYTES);
+            self.contents.insert(path.to_path_buf(), read);
+        }
+    }
+
+    /// The bytes of `path`, which the spec names.
+    pub fn get(&self, path: &Path) -> std::io::Result<&[u8]> {
+        match self.contents.get(path) {
+            Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => Err(std::io::Error::other("not read with the config")),
+        }
+    }
+
+    /// The bytes of `path` for `tls`, which names the file in its error.
+    pub fn tls_file(&self, path: &Path) -> Result<&[u8], crate::tls::TlsError> {
+        self.get(path).map_err(|source| crate::tls::TlsError::Read {
+            file: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The system's trusted roots.
+    pub fn system_roots(&self) -> Result<rustls::RootCertStore, crate::tls::TlsError> {
+        self.system_roots
+            .clone()
+            .ok_or(crate::tls::TlsError::NoSystemRoots)
+    }
+
+    /// What was read, in order.
+    pub fn inputs(&self) -> &[Input] {
+        &self.inputs
     }
 }
 

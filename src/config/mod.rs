@@ -1,23 +1,30 @@
-//! Configuration: the YAML schema, loading with source positions, and validation into a typed
-//! [`Config`]. Nothing here opens a socket; `proxy/` never reads the file, only a snapshot built
-//! from a [`Config`].
+//! Configuration, the ground floor of weir: the YAML schema, loading with source positions, the
+//! files a config names, validation into a typed [`Config`], and the policies every candidate
+//! must pass. Nothing here imports anything of weir above it (only `tls`, a leaf); `proxy/` never
+//! reads the file, only a snapshot built from a [`Config`].
+//!
+//! The pipeline (`load`): `scan` (positions, limits) -> `decode` (values to the spec, every
+//! error found) -> `files` (the one step that reads) -> `validate` (pure) -> [`Config`]; then
+//! `policy` checks it in a sandbox process.
 
+mod decode;
+mod diag;
 mod duration;
 pub mod files;
 mod load;
+mod model;
 pub mod policy;
+mod scan;
 mod schema;
 mod validate;
 
-pub use duration::{DurationSpec, parse_duration};
+pub use diag::{ConfigError, ConfigErrors};
+pub use duration::{DurationSpec, parse_duration, rfc3339};
 pub use files::{Input, sha256_hex};
 pub use load::{
-    ConfigError, ConfigErrors, Loaded, MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_file, load_str,
-    load_text, not_utf8, unreadable,
+    FileLoad, Loaded, MAX_FILE_BYTES, load_file, load_str, load_text, read_bytes, read_file,
+    unreadable,
 };
+pub use model::*;
+pub use scan::{MAX_DEPTH, MAX_NODES};
 pub use schema::*;
-pub use validate::{
-    Backend, Condition, Config, Expect, HostMatch, Limits, Listener, MAX_RETRY_ATTEMPTS, Mirror,
-    Outlier, Override, PathPrefix, Retries, Rollout, Route, RouteMatch, StickyKey, Upstream,
-    UpstreamTls, Webhook,
-};

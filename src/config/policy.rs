@@ -26,7 +26,7 @@ use std::time::Duration;
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde::{Deserialize, Serialize};
 
-use super::load::{ConfigError, ConfigErrors};
+use super::diag::{ConfigError, ConfigErrors};
 use super::schema::ConfigSpec;
 
 /// Compiling and evaluating the policies of one candidate, together, must end within this

@@ -14,13 +14,20 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
-use super::ConnInfo;
 use super::body::{RequestBody, UpstreamBody};
 use super::conns::{BoxError, SendError};
 use super::pool::{Outcome, UpstreamPool};
 use crate::metrics::UpstreamErrorKind;
 
 use super::body::Inner as ProxyBody;
+
+/// What a request knows about the connection it came on.
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub listener: Arc<str>,
+    /// `http` or `https`, for `x-forwarded-proto`.
+    pub scheme: &'static str,
+}
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

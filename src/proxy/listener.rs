@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::ConnInfo;
+use super::forward::ConnInfo;
 use crate::config::Limits;
 use crate::metrics::{ConnectionGauge, ListenerMetrics};
 use crate::snapshot::Snapshot;

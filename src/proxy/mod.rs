@@ -8,13 +8,12 @@ pub mod forward;
 pub mod listener;
 pub mod mirror;
 pub mod pool;
+pub mod request;
 pub mod retry;
 pub mod router;
 pub mod split;
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -25,20 +24,13 @@ use rand::{RngExt, SeedableRng};
 
 use crate::snapshot::{Backend, Route, Snapshot};
 use body::{Access, NotReplayable, Replayable, RequestBody, ResponseBody};
+pub use forward::ConnInfo;
 use forward::ProxyError;
 
 /// Request bodies up to this size (with a known length) are read in full when the route retries
 /// or mirrors the request, so they can be sent again; larger ones stream and are neither retried
 /// nor mirrored.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
-
-/// What a request knows about the connection it came on.
-pub struct ConnInfo {
-    pub client: SocketAddr,
-    pub listener: Arc<str>,
-    /// `http` or `https`, for `x-forwarded-proto`.
-    pub scheme: &'static str,
-}
 
 thread_local! {
     // One generator per worker thread: a weighted pick costs a few nanoseconds and takes no lock.
@@ -70,8 +62,8 @@ pub async fn handle(
     };
     let logged = tracing::enabled!(target: "weir::access", tracing::Level::INFO)
         .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
-    let backend =
-        &route.backends[split::choose(route, req.headers(), req.uri().query(), random_below)];
+    let backend = &route.backends
+        [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
     let (response, status) = match exchange(route, backend, req, conn, started, timeout).await {
         Ok(r) => {
             let status = r.status();

@@ -21,7 +21,7 @@ pub struct Revision {
     pub inputs: Vec<Input>,
 }
 
-pub use crate::config::sha256_hex;
+pub use crate::config::{rfc3339, sha256_hex};
 
 /// The commit checked out in the Git work tree that holds `file`, if any. Symlinks are resolved
 /// first, so a file reached through git-sync's link is found in the worktree it points to.
@@ -72,10 +72,6 @@ fn head_commit(gitdir: &Path) -> Option<String> {
         let (commit, refname) = line.split_once(' ')?;
         (refname == name && is_commit(commit)).then(|| commit.to_owned())
     })
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use std::time::Duration;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use super::apply::{ReadResult, Reloader, attempt_of, read_file};
+use super::handle::{Read, Reloader};
+use super::read::attempt_of;
 
 /// Quiet time after the last event before the file is read.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -83,8 +84,8 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
                 while burst.elapsed() < MAX_DEBOUNCE
                     && tokio::time::timeout(DEBOUNCE, events.recv()).await.is_ok_and(|e| e.is_some())
                 {}
-                if let Some(result) = settled_read(&reloader, &path).await {
-                    submit(&reloader, result).await;
+                if let Some(read) = settled_read(&reloader).await {
+                    submit(&reloader, read).await;
                 }
                 if let Some(w) = &mut watcher {
                     rewatch(w, &mut watched, &path, &reloader);
@@ -92,9 +93,9 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
             }
             _ = poll => {
                 let r = reloader.clone();
-                let result = tokio::task::spawn_blocking(move || r.read_if_changed()).await;
-                if let Ok(Some(result)) = result {
-                    submit(&reloader, result).await;
+                let read = tokio::task::spawn_blocking(move || r.read_if_changed()).await;
+                if let Ok(Some(read)) = read {
+                    submit(&reloader, read).await;
                 }
                 if let Some(w) = &mut watcher {
                     rewatch(w, &mut watched, &path, &reloader);
@@ -117,37 +118,40 @@ fn changes_content(kind: &notify::EventKind) -> bool {
     }
 }
 
-async fn submit(reloader: &Arc<Reloader>, result: ReadResult) {
-    let r = reloader.clone();
-    // Parsing a large file takes milliseconds: keep it off the runtime's worker threads.
-    let _ = tokio::task::spawn_blocking(move || r.submit(result)).await;
+/// Hands a read to the control task; a refusal is logged and recorded there.
+async fn submit(reloader: &Reloader, read: Read) {
+    let _ = reloader.submit_read(read).await;
 }
 
 /// Reads the file unless it is the attempt last made (then `None`); while it does not parse and
-/// its bytes keep changing, waits and reads again.
-async fn settled_read(reloader: &Arc<Reloader>, path: &Path) -> Option<ReadResult> {
-    let read = |p: PathBuf| async move {
-        tokio::task::spawn_blocking(move || read_file(&p))
-            .await
-            .expect("reading a config file does not panic")
+/// its bytes keep changing, waits and reads again. Bad bytes are returned (to be refused) only
+/// once two reads agree on them.
+async fn settled_read(reloader: &Arc<Reloader>) -> Option<Read> {
+    let off_runtime = |first: bool| {
+        let r = reloader.clone();
+        async move {
+            let read = move || if first { r.read_if_changed() } else { r.read() };
+            tokio::task::spawn_blocking(read)
+                .await
+                .expect("reading a config file does not panic")
+        }
     };
-    let r = reloader.clone();
-    let mut result = tokio::task::spawn_blocking(move || r.read_if_changed())
-        .await
-        .expect("reading a config file does not panic")?;
+    let mut read = off_runtime(true).await?;
     for _ in 0..SETTLE_TRIES {
-        if result.is_ok() {
-            break;
+        if read.result.is_ok() {
+            return Some(read);
         }
         tokio::time::sleep(SETTLE).await;
-        let next = read(path.to_path_buf()).await;
-        let stable = attempt_of(&next) == attempt_of(&result);
-        result = next;
+        let next = off_runtime(false).await?;
+        let stable = attempt_of(&next.result) == attempt_of(&read.result);
+        read = next;
         if stable {
-            break;
+            return Some(read);
         }
     }
-    Some(result)
+    // Still being written: a refusal now could be of half a file. The writer's next event
+    // brings another look.
+    read.result.is_ok().then_some(read)
 }
 
 /// Makes the watched set equal to [`directories_to_watch`] of `path` and of the files the

@@ -92,7 +92,7 @@ async fn sticky_keys_never_flip_move_only_to_the_canary_and_agree_across_instanc
     );
 
     std::fs::write(&w.path, config(ups, &route_with(sticky, 50, 50))).unwrap();
-    assert!(w.running.reloader.reload().unwrap());
+    reload(&w).await.unwrap();
     let after = answers(w.address, user_requests(1_000, 1)).await;
     let mut moved = 0;
     for k in 0..1_000 {

@@ -51,8 +51,8 @@ fn check(new: &str, previous: Option<&str>) -> (Option<i32>, String) {
 async fn reload(old: &str, new: &str) -> (Weir, Option<String>) {
     let w = weir(old).await;
     std::fs::write(&w.path, new).unwrap();
-    let result = w.running.reloader.reload();
-    (w, result.err().map(|e| e.to_string()))
+    let result = crate::support::reload(&w).await;
+    (w, result.err())
 }
 
 /// For one shipped policy: `good` passes after `base`, `bad` is refused with `message`, at

@@ -326,3 +326,19 @@ async fn a_reload_storm_under_load_fails_no_request() {
         record.history
     );
 }
+
+#[tokio::test]
+async fn a_read_that_started_before_a_newer_one_never_undoes_it() {
+    let pair = Pair::new().await;
+    let w = weir(&pair.yaml(100, 0)).await;
+    let reloader = &w.running.reloader;
+    write_in_place(&w.path, &pair.yaml(50, 50));
+    let older = reloader.read().unwrap();
+    write_in_place(&w.path, &pair.yaml(0, 100));
+    let newer = reloader.read().unwrap();
+    assert!(reloader.submit_read(newer).await.unwrap());
+    // The slow first read (a poll, a debounced event) arrives last: it is dropped.
+    assert!(!reloader.submit_read(older).await.unwrap());
+    assert_eq!(served_sha(&w).await, sha_of(&w.path));
+    wait_for_backend(w.address, "canary").await;
+}

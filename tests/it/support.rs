@@ -279,6 +279,25 @@ pub async fn weir_at(dir: tempfile::TempDir, file: &str) -> Weir {
     }
 }
 
+/// Reloads the file of `w` and says whether it now serves (`Err` with the refusal). The file
+/// watcher may have tried the same bytes first (then `reload` has nothing new to do): the last
+/// attempt in the history tells its outcome.
+pub async fn reload(w: &Weir) -> Result<(), String> {
+    let reloader = &w.running.reloader;
+    match reloader.reload().await {
+        Ok(true) => Ok(()),
+        Err(e) => Err(e.to_string()),
+        Ok(false) => {
+            let record = reloader.record();
+            let last = record.last();
+            match &last.error {
+                None => Ok(()),
+                Some(e) => Err(e.clone()),
+            }
+        }
+    }
+}
+
 /// Policies run in a child process, the weir binary; this test binary, which runs weir
 /// in-process, is not it.
 pub fn use_sandbox() {
