@@ -319,7 +319,7 @@ impl Control {
         let mut record = self.history.record();
         record.last_attempt = attempt;
         record.push(
-            HistoryEntry::refused(revision, errors.to_string(), SystemTime::now()),
+            HistoryEntry::refused(revision, errors.to_string(), now().wall),
             limit,
         );
     }

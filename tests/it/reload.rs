@@ -342,3 +342,41 @@ async fn a_read_that_started_before_a_newer_one_never_undoes_it() {
     assert_eq!(served_sha(&w).await, sha_of(&w.path));
     wait_for_backend(w.address, "canary").await;
 }
+
+#[tokio::test]
+async fn a_long_stream_keeps_its_connection_but_not_the_old_snapshot() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let pair = Pair::new().await;
+    let w = weir(&pair.yaml(100, 0)).await;
+    let old = Arc::downgrade(&w.running.reloader.snapshots.load_full());
+    type Chunk = Result<Frame<bytes::Bytes>, std::convert::Infallible>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<StreamBody<ReceiverStream<Chunk>>>();
+    let req = http::Request::post(format!("http://{}/echo", w.address))
+        .body(StreamBody::new(ReceiverStream::new(rx)))
+        .unwrap();
+    tx.send(Ok(Frame::data("first ".into()))).await.unwrap();
+    let mut body = client.request(req).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first ");
+
+    // The head is back: a reload frees the old snapshot while the stream goes on.
+    write_and_rename(&w.path, &pair.yaml(0, 100));
+    wait_for_backend(w.address, "canary").await;
+    let started = Instant::now();
+    while old.upgrade().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stream keeps the old snapshot alive"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(Ok(Frame::data("second".into()))).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+}
