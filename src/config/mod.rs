@@ -2,12 +2,16 @@
 //! [`Config`]. Nothing here opens a socket; `proxy/` never reads the file, only a snapshot built
 //! from a [`Config`].
 
+mod admin_token;
 mod duration;
+mod json_schema;
 mod load;
 mod schema;
 mod validate;
 
+pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use duration::{DurationSpec, parse_duration};
+pub use json_schema::config_schema;
 pub use load::{ConfigError, ConfigErrors, load_file, load_str, unreadable};
 pub use schema::*;
 pub use validate::{

@@ -24,6 +24,8 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     pub listeners: Vec<Listener>,
     pub admin_address: SocketAddr,
+    /// The bearer token of the admin API (`admin.token_file` / `admin.token_env`), if set.
+    pub admin_token: Option<super::AdminToken>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub limits: Limits,
@@ -246,6 +248,16 @@ pub(super) fn validate(
     if spec.admin.history == 0 {
         diag.error("admin.history", "expected at least 1");
     }
+    let admin_token = match super::admin_token::read(&spec.admin, base_dir) {
+        Ok((token, file)) => {
+            files.extend(file);
+            token
+        }
+        Err(e) => {
+            diag.error(e.field, e.message);
+            None
+        }
+    };
 
     let mut upstreams = Vec::new();
     let mut upstream_index = HashMap::new();
@@ -531,6 +543,7 @@ pub(super) fn validate(
         files,
         listeners,
         admin_address: admin_address?,
+        admin_token,
         upstreams,
         routes,
         limits,

@@ -1,6 +1,7 @@
 //! One integration test binary (see matklad, "Delete Cargo Integration Tests").
 
 mod admin;
+mod admin_access;
 mod check_cmd;
 mod config_errors;
 mod forwarding;
@@ -16,3 +17,4 @@ mod rollout;
 mod routing;
 mod support;
 mod tls;
+mod tooling;
