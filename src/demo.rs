@@ -156,10 +156,6 @@ fn percent(rate: Option<f64>) -> String {
     rate.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
 }
 
-fn millis(ms: Option<f64>) -> String {
-    ms.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}ms"))
-}
-
 /// Splits `text` into lines of at most [`WIDTH`] - 1 characters, continuation lines indented by
 /// `indent` spaces.
 pub fn wrap(text: &str, indent: usize) -> Vec<String> {
@@ -396,13 +392,13 @@ fn summary(reloader: &crate::reload::Reloader, seen: &[Seen; 3]) {
     for (v, role) in roles.iter().enumerate() {
         let s = seen[v].total.stats(false);
         println!(
-            "  {} {:<20} {:>7} requests  success {:>6}  p50 {:>7}  p99 {:>7}",
+            "  {} {:<19} {:>7} req  success {:>6}  p50 {:>6}  p99 {:>6}",
             VERSIONS[v],
             role,
             s.requests,
             percent(s.success_rate()),
-            millis(s.percentile_ms(0.5)),
-            millis(s.percentile_ms(0.99)),
+            short_millis(s.percentile_ms(0.5)),
+            short_millis(s.percentile_ms(0.99)),
         );
     }
     println!();
@@ -413,13 +409,13 @@ fn summary(reloader: &crate::reload::Reloader, seen: &[Seen; 3]) {
         for b in route.backends.iter() {
             let s = b.metrics.stats(now);
             println!(
-                "  {:<3} weight {:>3}  {:>7} requests  success {:>6}  p50 {:>7}  p99 {:>7}",
+                "  {:<3} weight {:>3}        {:>7} req  success {:>6}  p50 {:>6}  p99 {:>6}",
                 &**b.name(),
                 b.weight,
                 s.requests,
                 percent(s.success_rate()),
-                millis(s.percentile_ms(0.5)),
-                millis(s.percentile_ms(0.99)),
+                short_millis(s.percentile_ms(0.5)),
+                short_millis(s.percentile_ms(0.99)),
             );
         }
     }

@@ -4,6 +4,8 @@ mod admin;
 mod admin_access;
 mod check_cmd;
 mod config_errors;
+mod demo;
+mod deploy;
 mod forwarding;
 mod grpc;
 mod lifecycle;
