@@ -117,9 +117,10 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-/// The bearer token `req` presents, if any (`Authorization: Bearer TOKEN`, scheme in any case).
-fn presented_token(req: &Request<Incoming>) -> Option<&[u8]> {
-    let value = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+/// The bearer token a request presents, if any (`Authorization: Bearer TOKEN`, the scheme in any
+/// case, spaces around the token ignored). Anything else, however malformed, is no token.
+pub fn presented_token(headers: &http::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
     scheme
         .eq_ignore_ascii_case(b"bearer")
@@ -148,32 +149,32 @@ fn unauthorized(presented: bool) -> Response<Full<Bytes>> {
     r
 }
 
-/// Whether `req` may use a path of kind `access` under the running config; the response to
-/// send when not.
-fn authorize(
+/// The refusal to send when `req` may not use a path of kind `access` under the running
+/// config; `None` when it may.
+fn refusal(
     config: &crate::config::Config,
     access: Access,
     req: &Request<Incoming>,
-) -> Result<(), Response<Full<Bytes>>> {
+) -> Option<Response<Full<Bytes>>> {
     let needed = match access {
         Access::Probe => false,
         Access::Read => config.spec.admin.reads == AdminReads::Token,
         Access::Change => true,
     };
     if !needed {
-        return Ok(());
+        return None;
     }
     let Some(token) = &config.admin_token else {
-        return Err(respond(
+        return Some(respond(
             StatusCode::FORBIDDEN,
             TEXT,
             "state-changing admin calls are off: no admin.token_file or admin.token_env is set\n",
         ));
     };
-    match presented_token(req) {
-        Some(t) if token.matches(t) => Ok(()),
-        Some(_) => Err(unauthorized(true)),
-        None => Err(unauthorized(false)),
+    match presented_token(req.headers()) {
+        Some(t) if token.matches(t) => None,
+        Some(_) => Some(unauthorized(true)),
+        None => Some(unauthorized(false)),
     }
 }
 
@@ -191,8 +192,8 @@ pub async fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Ful
         return method_not_allowed("GET, HEAD");
     }
     let snapshot = state.reloader.snapshots.load_full();
-    if let Err(refusal) = authorize(&snapshot.config, access, req) {
-        return refusal;
+    if let Some(refused) = refusal(&snapshot.config, access, req) {
+        return refused;
     }
     match path {
         "/healthz" => respond(StatusCode::OK, TEXT, "ok\n"),
@@ -335,4 +336,37 @@ fn history_json(reloader: &Reloader) -> Value {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bearer_scheme_with_a_token_presents_one() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (b"Bearer abc", Some(b"abc")),
+            (b"bearer abc", Some(b"abc")),
+            (b"BEARER   abc  ", Some(b"abc")),
+            (b"Bearer", None),
+            (b"Bearer ", None),
+            (b"Bearer    ", None),
+            (b"Basic YWxhZGRpbjpvcGVuc2VzYW1l", None),
+            (b"Bearerabc", None),
+            (b" Bearer abc", None),
+            (b"", None),
+            (b"\xff\xfe Bearer", None),
+            (b"Bearer \xff\x00x", Some(b"\xff\x00x")),
+        ];
+        for (value, expected) in cases {
+            let mut headers = http::HeaderMap::new();
+            // Values a client can send but `HeaderValue` refuses (NUL) never reach weir.
+            let Ok(v) = header::HeaderValue::from_bytes(value) else {
+                continue;
+            };
+            headers.insert(header::AUTHORIZATION, v);
+            assert_eq!(presented_token(&headers), *expected, "{value:?}");
+        }
+        assert_eq!(presented_token(&http::HeaderMap::new()), None);
+    }
 }
