@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# weir's production image: a static-enough binary on distroless (glibc, CA certificates, no
+# weir's production image: the release binary on distroless (glibc, CA certificates, no
 # shell), run as a numeric non-root user.
 #
 #   docker build --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -t weir .
