@@ -7,6 +7,7 @@
 //! lock), turned into weights for the next `Snapshot`; `webhook` announces events and asks the
 //! confirm gate; [`controller`] is the task that wakes at interval ends and on fast-fail.
 
+pub mod compare;
 mod machine;
 pub mod probe;
 pub mod webhook;
