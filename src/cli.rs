@@ -1,18 +1,20 @@
-//! The command line: `run`, `check`, `demo`. The only place that turns errors into exit codes.
+//! The command line: `run`, `check`, `demo`, `completions`, `man`. The only place that turns
+//! errors into exit codes.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
 
 use crate::config::{self, Config, ConfigErrors};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "weir",
-    version,
+    version = crate::LONG_VERSION,
     about = "A weighted L7 traffic-splitting reverse proxy"
 )]
 pub struct Cli {
@@ -26,6 +28,15 @@ pub struct Cli {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
     Text,
+    Json,
+}
+
+/// How `weir check` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// Errors on stderr, the route table on stdout.
+    Text,
+    /// One JSON document on stdout, valid or not (see docs/OPERATIONS.md).
     Json,
 }
 
@@ -46,16 +57,34 @@ pub enum Command {
         /// The running config, for policies that compare old and new.
         #[arg(long)]
         previous: Option<PathBuf>,
+        /// `json` prints one document on stdout for CI tools.
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
     },
     /// Internal: compiles and evaluates policies for a weir process, under its limits.
     #[command(name = "policy-sandbox", hide = true)]
     PolicySandbox,
-    /// A self-contained tour on loopback: two upstreams, weir in front, traffic, the live split.
+    /// A self-contained tour on loopback: a stable and a canary upstream, weir in front,
+    /// traffic, an automated rollout, then a broken canary rolled back.
     Demo {
-        /// How long to send traffic, e.g. 5s or 30s.
+        /// The longest the tour may take (it ends when its story does), e.g. 10s or 30s.
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
         duration: Duration,
+        /// Instead of the tour: serve a stand-in on every loopback endpoint of every upstream
+        /// in --config (each answers with its upstream's name and address) until Ctrl-C.
+        #[arg(long)]
+        upstreams: bool,
+        /// The config whose upstreams --upstreams stands in for.
+        #[arg(long, default_value = "config/weir.yaml", requires = "upstreams")]
+        config: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `weir man | man -l -`.
+    Man,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -65,16 +94,36 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo's live view owns the terminal: weir's own log stays off unless RUST_LOG asks.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "off",
+        _ => "info,weir::access=off",
+    };
     // Held to the end of main: dropping it flushes the log lines still queued. The policy
     // sandbox logs nothing (it writes only its answer) and starts no logging thread.
     let sandbox = matches!(cli.command, Command::PolicySandbox);
-    let _log_guard = (!sandbox).then(|| init_tracing(cli.log_format));
+    let _log_guard = (!sandbox).then(|| init_tracing(cli.log_format, default_filter));
     match cli.command {
         Command::PolicySandbox => config::policy::sandbox_main(),
         Command::Run { config, threads } => run(&config, threads),
-        Command::Check { config, previous } => check(&config, previous.as_deref()),
-        Command::Demo { duration } => {
-            match runtime(None).and_then(|rt| rt.block_on(crate::demo::run(duration))) {
+        Command::Check {
+            config,
+            previous,
+            format,
+        } => check(&config, previous.as_deref(), format),
+        Command::Demo {
+            duration,
+            upstreams,
+            config,
+        } => {
+            let result = runtime(None).and_then(|rt| {
+                if upstreams {
+                    rt.block_on(crate::demo::stand_in_upstreams(&config))
+                } else {
+                    rt.block_on(crate::demo::run(duration))
+                }
+            });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("weir demo: {e:#}");
@@ -82,7 +131,62 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "weir", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match man_page() {
+            Ok(page) => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(&page);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weir man: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// The man page: weir(1) with every subcommand's options in one page.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let command = Cli::command();
+    let mut page = Vec::new();
+    let man = clap_mangen::Man::new(command.clone());
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    // One section per subcommand, so `man weir` documents `weir check --format` too.
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("weir {}", sub.get_name());
+        writeln!(page, ".SH \"{}\"", name.to_uppercase())?;
+        let sub_man = clap_mangen::Man::new(sub.clone().bin_name(name));
+        let mut body = Vec::new();
+        sub_man.render_synopsis_section(&mut body)?;
+        sub_man.render_description_section(&mut body)?;
+        sub_man.render_options_section(&mut body)?;
+        page.extend(demote_sections(&body));
+    }
+    man.render_version_section(&mut page)?;
+    Ok(page)
+}
+
+/// Turns a rendered sub-page's `.SH` headings into `.SS`, so they nest under the subcommand.
+fn demote_sections(roff: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(roff);
+    let mut out = String::new();
+    for line in text.lines() {
+        match line.strip_prefix(".SH ") {
+            Some(rest) => out.push_str(&format!(".SS {rest}")),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
 }
 
 /// Lines the log queue holds. tracing-appender's default of 128,000 is an array of 32-byte slots
@@ -92,10 +196,13 @@ const LOG_QUEUE_LINES: usize = 8_192;
 /// Logs go to stderr through a background writer thread, so a request never waits on a write
 /// (the access log above all). When its queue of [`LOG_QUEUE_LINES`] is full, lines are dropped
 /// rather than slowing traffic.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_tracing(
+    format: LogFormat,
+    default_filter: &str,
+) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,weir::access=off"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_QUEUE_LINES)
@@ -134,7 +241,88 @@ fn print_errors(errors: &ConfigErrors) {
     }
 }
 
-fn check(path: &Path, previous: Option<&Path>) -> ExitCode {
+/// One config error as `weir check --format json` prints it.
+fn error_json(e: &config::ConfigError) -> Value {
+    json!({
+        "file": e.file,
+        "line": e.line,
+        "column": e.column,
+        "path": e.path,
+        "message": e.message,
+    })
+}
+
+/// `weir check --format json`: `{"config", "valid", "stage", "errors", "policies", "routes"}`.
+/// `stage` says what refused the file (`previous`, `validation` or `policies`; null when valid).
+pub fn check_json(path: &Path, previous: Option<&Path>) -> (bool, Value) {
+    let refused = |stage: &str, errors: &ConfigErrors| {
+        json!({
+            "config": path.display().to_string(),
+            "valid": false,
+            "stage": stage,
+            "errors": errors.0.iter().map(error_json).collect::<Vec<_>>(),
+            "routes": [],
+        })
+    };
+    let previous = match previous.map(config::load_file) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(errors)) => return (false, refused("previous", &errors)),
+    };
+    let config = match config::load_file(path) {
+        Ok(c) => c,
+        Err(errors) => return (false, refused("validation", &errors)),
+    };
+    if let Err(errors) = config.check_policies(previous.as_ref().map(|c| &c.spec)) {
+        return (false, refused("policies", &errors));
+    }
+    let routes: Vec<Value> = config
+        .spec
+        .routes
+        .iter()
+        .map(|r| {
+            let weights = || r.backends.iter().map(|b| b.weight);
+            let backends: Vec<Value> = r
+                .backends
+                .iter()
+                .map(|b| {
+                    json!({
+                        "upstream": b.upstream,
+                        "weight": b.weight,
+                        "share": config::share(b.weight, weights()),
+                    })
+                })
+                .collect();
+            json!({ "name": r.name, "backends": backends, "rollout": r.rollout })
+        })
+        .collect();
+    let value = json!({
+        "config": path.display().to_string(),
+        "valid": true,
+        "stage": null,
+        "errors": [],
+        "policies": {
+            "files": config.spec.policies.len(),
+            "against_previous": previous.is_some(),
+        },
+        "routes": routes,
+    });
+    (true, value)
+}
+
+fn check(path: &Path, previous: Option<&Path>, format: CheckFormat) -> ExitCode {
+    if format == CheckFormat::Json {
+        let (valid, value) = check_json(path, previous);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON values always serialize")
+        );
+        return if valid {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let previous = match previous.map(config::load_file) {
         None => Ok(None),
         Some(Ok(c)) => Ok(Some(c)),

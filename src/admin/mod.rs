@@ -1,5 +1,13 @@
 //! The admin API on `admin.address`: `/metrics`, `/healthz`, `/readyz`, `/config`, `/stats`,
-//! `/history` (SPEC.md, "Admin API"). Read-only; it stays up while the proxy drains.
+//! `/history` (SPEC.md, "Admin API"), the live page at `/`, and `POST /reload`. It stays up while
+//! the proxy drains.
+//!
+//! Access: `/healthz` and `/readyz` are always open (probes); reads are open unless
+//! `admin.reads: token`; `POST /reload`, the one state-changing call, always needs the bearer
+//! token of `admin.token_file` / `admin.token_env`, compared in constant time
+//! ([`crate::config::AdminToken`]). docs/OPERATIONS.md has the threat model.
+
+mod page;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::AdminReads;
 use crate::metrics::WINDOW_SECS;
 use crate::reload::Reloader;
 use crate::reload::revision::rfc3339;
@@ -43,7 +52,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(&state, &req)) }
+                        async move { Ok::<_, Infallible>(answer(&state, &req).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -70,24 +79,121 @@ fn respond(
 
 fn json_response(value: &impl Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec_pretty(value).expect("admin JSON always serializes");
-    respond(StatusCode::OK, "application/json", body)
+    let mut r = respond(StatusCode::OK, "application/json", body);
+    // The live page polls these; a cache must never answer for weir.
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    let known = [
-        "/metrics", "/healthz", "/readyz", "/config", "/stats", "/history",
-    ];
-    if !known.contains(&path) {
-        return respond(StatusCode::NOT_FOUND, TEXT, "not found\n");
+/// Every path the admin API answers, and who may call it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Probes: always open, so a kubelet needs no token.
+    Probe,
+    /// Reads: open, or token-only with `admin.reads: token`.
+    Read,
+    /// State-changing: always needs the token, and only `POST`.
+    Change,
+}
+
+fn access(path: &str) -> Option<Access> {
+    match path {
+        "/healthz" | "/readyz" => Some(Access::Probe),
+        "/" | "/metrics" | "/config" | "/stats" | "/history" => Some(Access::Read),
+        "/reload" => Some(Access::Change),
+        _ => None,
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return r;
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    r
+}
+
+/// The bearer token a request presents, if any (`Authorization: Bearer TOKEN`, the scheme in any
+/// case, spaces around the token ignored). Anything else, however malformed, is no token.
+pub fn presented_token(headers: &http::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| token.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// 401 with the challenge of RFC 6750: `error="invalid_token"` when a token was presented.
+fn unauthorized(presented: bool) -> Response<Full<Bytes>> {
+    let (challenge, body) = if presented {
+        (
+            r#"Bearer realm="weir admin", error="invalid_token""#,
+            "the bearer token is not valid\n",
+        )
+    } else {
+        (
+            r#"Bearer realm="weir admin""#,
+            "this admin path needs a bearer token (Authorization: Bearer TOKEN)\n",
+        )
+    };
+    let mut r = respond(StatusCode::UNAUTHORIZED, TEXT, body);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(challenge),
+    );
+    r
+}
+
+/// The refusal to send when `req` may not use a path of kind `access` under the running
+/// config; `None` when it may.
+fn refusal(
+    config: &crate::config::Config,
+    access: Access,
+    req: &Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    let needed = match access {
+        Access::Probe => false,
+        Access::Read => config.spec.admin.reads == AdminReads::Token,
+        Access::Change => true,
+    };
+    if !needed {
+        return None;
+    }
+    let Some(token) = &config.admin_token else {
+        return Some(respond(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "state-changing admin calls are off: no admin.token_file or admin.token_env is set\n",
+        ));
+    };
+    match presented_token(req.headers()) {
+        Some(t) if token.matches(t) => None,
+        Some(_) => Some(unauthorized(true)),
+        None => Some(unauthorized(false)),
+    }
+}
+
+pub async fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let Some(access) = access(path) else {
+        return respond(StatusCode::NOT_FOUND, TEXT, "not found\n");
+    };
+    let method = req.method();
+    if access == Access::Change {
+        if method != Method::POST {
+            return method_not_allowed("POST");
+        }
+    } else if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed("GET, HEAD");
+    }
+    let snapshot = state.reloader.snapshots.load_full();
+    if let Some(refused) = refusal(&snapshot.config, access, req) {
+        return refused;
     }
     match path {
         "/healthz" => respond(StatusCode::OK, TEXT, "ok\n"),
@@ -95,8 +201,8 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
             respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "draining\n")
         }
         "/readyz" => respond(StatusCode::OK, TEXT, "ready\n"),
+        "/" => page::response(),
         "/metrics" => {
-            let snapshot = state.reloader.snapshots.load_full();
             let backends = snapshot
                 .routes
                 .iter()
@@ -110,8 +216,40 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
         }
         "/config" => json_response(&config_json(&state.reloader)),
         "/stats" => json_response(&stats_json(&state.reloader)),
+        "/reload" => reload(&state.reloader).await,
         _ => json_response(&history_json(&state.reloader)),
     }
+}
+
+/// `POST /reload`: re-reads the config file now, as SIGHUP does. 200 when the file serves (new or
+/// unchanged), 422 with the errors when it was refused (now, or its same bytes before), 409 when
+/// weir runs without a file.
+async fn reload(reloader: &Arc<Reloader>) -> Response<Full<Bytes>> {
+    if reloader.path().is_none() {
+        return respond(
+            StatusCode::CONFLICT,
+            TEXT,
+            "this weir was started without a config file: nothing to reload\n",
+        );
+    }
+    // The control task reads, validates and checks the policies off the async workers.
+    // A refusal is in the record, which the answer shows.
+    let changed = reloader.reload().await.unwrap_or(true);
+    if changed {
+        tracing::info!("config reloaded on POST /reload");
+    }
+    let mut value = config_json(reloader);
+    let status = if value["last_reload"]["result"] == "success" {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let object = value.as_object_mut().expect("config_json is an object");
+    object.remove("config");
+    object.insert("changed".to_owned(), Value::Bool(changed));
+    let mut r = json_response(&value);
+    *r.status_mut() = status;
+    r
 }
 
 fn config_json(reloader: &Reloader) -> Value {
@@ -190,4 +328,37 @@ fn history_json(reloader: &Reloader) -> Value {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bearer_scheme_with_a_token_presents_one() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (b"Bearer abc", Some(b"abc")),
+            (b"bearer abc", Some(b"abc")),
+            (b"BEARER   abc  ", Some(b"abc")),
+            (b"Bearer", None),
+            (b"Bearer ", None),
+            (b"Bearer    ", None),
+            (b"Basic YWxhZGRpbjpvcGVuc2VzYW1l", None),
+            (b"Bearerabc", None),
+            (b" Bearer abc", None),
+            (b"", None),
+            (b"\xff\xfe Bearer", None),
+            (b"Bearer \xff\x00x", Some(b"\xff\x00x")),
+        ];
+        for (value, expected) in cases {
+            let mut headers = http::HeaderMap::new();
+            // Values a client can send but `HeaderValue` refuses (NUL) never reach weir.
+            let Ok(v) = header::HeaderValue::from_bytes(value) else {
+                continue;
+            };
+            headers.insert(header::AUTHORIZATION, v);
+            assert_eq!(presented_token(&headers), *expected, "{value:?}");
+        }
+        assert_eq!(presented_token(&http::HeaderMap::new()), None);
+    }
 }

@@ -95,6 +95,9 @@ impl Files {
         for p in &spec.policies {
             files.file(&base_dir.join(p));
         }
+        if let Some(token) = &spec.admin.token_file {
+            files.file(&base_dir.join(token));
+        }
         files
     }
 

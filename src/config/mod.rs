@@ -7,10 +7,12 @@
 //! error found) -> `files` (the one step that reads) -> `validate` (pure) -> [`Config`]; then
 //! `policy` checks it in a sandbox process.
 
+mod admin_token;
 mod decode;
 mod diag;
 mod duration;
 pub mod files;
+mod json_schema;
 mod load;
 mod model;
 pub mod policy;
@@ -18,9 +20,11 @@ mod scan;
 mod schema;
 mod validate;
 
+pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use diag::{ConfigError, ConfigErrors};
 pub use duration::{DurationSpec, parse_duration, rfc3339};
 pub use files::{Input, sha256_hex};
+pub use json_schema::config_schema;
 pub use load::{
     FileLoad, Loaded, MAX_FILE_BYTES, load_file, load_str, load_text, read_bytes, read_file,
     unreadable,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use serde::{Deserialize, Serialize};
 
+use super::admin_token::AdminToken;
 use super::diag::ConfigErrors;
 use super::files::Input;
 use super::policy::Policies;
@@ -27,6 +28,8 @@ pub struct Config {
     pub inputs: Vec<Input>,
     pub listeners: Vec<Listener>,
     pub admin_address: SocketAddr,
+    /// The bearer token of the admin API (`admin.token_file` / `admin.token_env`), if set.
+    pub admin_token: Option<AdminToken>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub limits: Limits,

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::DurationSpec;
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerSpec {
     pub name: String,
@@ -17,20 +18,20 @@ pub struct ListenerSpec {
     pub tls: Option<ListenerTlsSpec>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsSpec {
     pub certificates: Vec<CertificateSpec>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSpec {
     pub cert: String,
     pub key: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSpec {
     #[serde(default = "default_admin_address")]
@@ -38,6 +39,28 @@ pub struct AdminSpec {
     /// How many reload attempts `/history` keeps (an extension of SPEC.md).
     #[serde(default = "default_history")]
     pub history: usize,
+    /// A file holding the bearer token that state-changing admin calls (`POST /reload`) need;
+    /// relative to the config file. Re-read on every reload, and a change of it is a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// The name of an environment variable holding that token (instead of `token_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// `open` (default): reads need no token. `token`: every path but `/healthz` and `/readyz`
+    /// needs it too.
+    #[serde(default)]
+    pub reads: AdminReads,
+}
+
+/// Who may read the admin API (`/`, `/metrics`, `/stats`, `/config`, `/history`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminReads {
+    /// Anyone who reaches the admin address.
+    #[default]
+    Open,
+    /// Only callers with the bearer token (`/healthz` and `/readyz` stay open for probes).
+    Token,
 }
 
 impl Default for AdminSpec {
@@ -45,6 +68,9 @@ impl Default for AdminSpec {
         AdminSpec {
             address: default_admin_address(),
             history: default_history(),
+            token_file: None,
+            token_env: None,
+            reads: AdminReads::default(),
         }
     }
 }
@@ -57,7 +83,7 @@ fn default_admin_address() -> String {
     "127.0.0.1:9901".to_owned()
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -65,7 +91,7 @@ pub enum Protocol {
     Http2,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSpec {
     pub name: String,
@@ -78,7 +104,7 @@ pub struct UpstreamSpec {
     pub outlier: Option<OutlierSpec>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsSpec {
     #[serde(default)]
@@ -87,14 +113,14 @@ pub struct UpstreamTlsSpec {
     pub ca: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierSpec {
     pub consecutive_failures: u32,
     pub ejection: DurationSpec,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub name: String,
@@ -117,7 +143,7 @@ pub struct RouteSpec {
     pub rollout: Option<RolloutSpec>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     pub canary: String,
@@ -138,7 +164,7 @@ pub struct RolloutSpec {
     pub confirm: Option<ConfirmSpec>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdsSpec {
     #[serde(default = "defaults::success_rate")]
@@ -158,7 +184,7 @@ impl Default for ThresholdsSpec {
 
 /// Fast-fail: roll back mid-interval when at least `min_requests` canary requests of the interval
 /// succeed less often than `success_rate` (default: half of `thresholds.success_rate`).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FastFailSpec {
     #[serde(default = "defaults::enabled")]
@@ -179,7 +205,7 @@ impl Default for FastFailSpec {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     pub url: String,
@@ -188,7 +214,7 @@ pub struct WebhookSpec {
     pub on: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmSpec {
     pub url: String,
@@ -198,7 +224,7 @@ fn default_route_timeout() -> DurationSpec {
     DurationSpec::from_secs(30)
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,14 +233,14 @@ pub struct MatchSpec {
     pub path_prefix: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     pub upstream: String,
     pub weight: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StickySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,7 +249,7 @@ pub struct StickySpec {
     pub cookie: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideSpec {
     #[serde(rename = "match")]
@@ -231,7 +257,7 @@ pub struct OverrideSpec {
     pub upstream: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideMatchSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -243,21 +269,21 @@ pub struct OverrideMatchSpec {
 }
 
 /// An override condition's value: an exact value, or `{present: true|false}`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum MatchValue {
     Exact(String),
     Present { present: bool },
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorSpec {
     pub upstream: String,
     pub percent: f64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Pick {
     #[default]
@@ -265,7 +291,7 @@ pub enum Pick {
     RoundRobin,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetriesSpec {
     /// Retries after the first try (as Istio's `retries.attempts`).
@@ -275,14 +301,14 @@ pub struct RetriesSpec {
 }
 
 /// A retry condition: `connect`, `reset`, or a 5xx status code, written as a number or a string.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RetryOnSpec {
     Status(u16),
     Name(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     #[serde(default = "defaults::header_read_timeout")]
@@ -359,7 +385,7 @@ mod defaults {
 }
 
 /// How weir notices that the config changed (an extension of SPEC.md, which has the 2 s poll).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadSpec {
     /// How often the file (and every file it reads) is hashed, as a fallback for filesystems
@@ -378,17 +404,29 @@ impl Default for ReloadSpec {
 }
 
 /// The whole file with defaults filled in. Its JSON form is `/config`'s `config` and the
-/// `input.config` that policies see.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// `input.config` that policies see. `load` decodes it section by section; the `schemars`
+/// attributes tell the JSON Schema (config/weir.schema.json) which sections may be left out.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[schemars(
+    title = "weir configuration",
+    description = "The YAML file `weir run --config` serves (docs/CONFIGURATION.md).",
+    deny_unknown_fields
+)]
 pub struct ConfigSpec {
     pub listeners: Vec<ListenerSpec>,
+    #[schemars(default)]
     pub admin: AdminSpec,
+    #[schemars(default)]
     pub upstreams: Vec<UpstreamSpec>,
+    #[schemars(default)]
     pub routes: Vec<RouteSpec>,
+    #[schemars(default)]
     pub policies: Vec<String>,
+    #[schemars(default)]
     pub limits: LimitsSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout_state: Option<String>,
+    #[schemars(default)]
     pub reload: ReloadSpec,
 }
 

@@ -30,6 +30,13 @@ pub(super) fn validate(
 ) -> Option<Config> {
     let listeners = listeners(diag, &spec.listeners, &parsed.listeners, files, base_dir);
     let admin_address = admin(diag, &spec.admin);
+    let admin_token = match super::admin_token::token(&spec.admin, files, base_dir) {
+        Ok(token) => token,
+        Err(e) => {
+            diag.error(e.field, e.message);
+            None
+        }
+    };
     let upstreams = upstreams(diag, &spec.upstreams, &parsed.upstreams, files, base_dir);
     let refs = Refs {
         index: upstreams
@@ -54,6 +61,7 @@ pub(super) fn validate(
         inputs: files.inputs().to_vec(),
         listeners,
         admin_address: admin_address?,
+        admin_token,
         upstreams,
         routes,
         limits,

@@ -73,31 +73,44 @@ impl Probe {
 
     /// The measurement so far, without resetting it.
     pub fn peek(&self) -> Measurement {
-        self.measure(|a| a.load(Ordering::Relaxed))
+        measurement(&self.peek_stats())
     }
 
     /// The interval's measurement; starts the next interval from zero.
     pub fn take(&self) -> Measurement {
-        let m = self.measure(|a| a.swap(0, Ordering::Relaxed));
-        self.tripped.store(false, Ordering::Relaxed);
-        m
+        measurement(&self.take_stats())
     }
 
-    fn measure(&self, read: impl Fn(&AtomicU64) -> u64) -> Measurement {
+    /// The counts so far, as window statistics (percentiles, success rate).
+    pub fn peek_stats(&self) -> WindowStats {
+        self.stats(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// The counts so far, zeroed: the next interval starts.
+    pub fn take_stats(&self) -> WindowStats {
+        let s = self.stats(|a| a.swap(0, Ordering::Relaxed));
+        self.tripped.store(false, Ordering::Relaxed);
+        s
+    }
+
+    fn stats(&self, read: impl Fn(&AtomicU64) -> u64) -> WindowStats {
         let requests = read(&self.requests);
         let failures = read(&self.failures).min(requests);
-        let stats = WindowStats {
+        WindowStats {
             requests,
             successes: requests - failures,
             latency: self.latency.iter().map(read).collect(),
-        };
-        Measurement {
-            requests,
-            failures,
-            p99: stats
-                .percentile_ms(0.99)
-                .map(|ms| Duration::from_secs_f64(ms / 1e3)),
         }
+    }
+}
+
+fn measurement(s: &WindowStats) -> Measurement {
+    Measurement {
+        requests: s.requests,
+        failures: s.requests - s.successes,
+        p99: s
+            .percentile_ms(0.99)
+            .map(|ms| Duration::from_secs_f64(ms / 1e3)),
     }
 }
 

@@ -11,6 +11,7 @@
 //! carried out (the control task in `reload::control`) is not this module's business; `machine`
 //! is one rollout's state machine; `webhook` is the HTTP client the control task sends with.
 
+pub mod compare;
 mod machine;
 pub mod webhook;
 

@@ -192,37 +192,32 @@ fn the_demo_promotes_a_healthy_canary_and_rolls_back_a_broken_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
-    // The rollout events, as in /history, oldest first.
+    // The rollout events, as the live view prints them, oldest first.
     let events: Vec<&str> = text
         .lines()
-        .skip_while(|l| !l.starts_with("rollout events"))
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .map(|l| l.split_whitespace().next().unwrap())
+        .filter_map(|l| l.split_once(">> "))
+        .map(|(_, event)| event.split(':').next().unwrap())
         .collect();
     assert_eq!(
         events,
         [
-            "started",
-            "step",
-            "step",
-            "step",
-            "promoted",
-            "started",
-            "rolled_back"
+            "v2 started",
+            "v2 step",
+            "v2 step",
+            "v2 step",
+            "v2 promoted",
+            "v3 started",
+            "v3 rolled back"
         ],
         "{text}"
     );
     assert!(text.contains("fast-fail"), "{text}");
     // The live view showed the weight bar move.
-    assert!(
-        text.contains("canary [##########..........]  50%"),
-        "{text}"
-    );
-    // weir's own measurements: after the rollback the stable has all the weight.
+    assert!(text.contains(" 50% [#####.....]"), "{text}");
+    // weir's own measurements: after the rollback the stable (v2, promoted) has all the weight.
     let stable = text
         .lines()
-        .find(|l| l.trim_start().starts_with("stable") && l.contains("weight"))
-        .unwrap_or_else(|| panic!("no stable line in:\n{text}"));
+        .find(|l| l.trim_start().starts_with("v2") && l.contains("weight"))
+        .unwrap_or_else(|| panic!("no v2 line in:\n{text}"));
     assert!(stable.contains("weight 100"), "{stable}");
 }
