@@ -219,5 +219,11 @@ async fn a_second_unreadable_file_reports_its_own_error() {
     let config = get(&http1_client(), w.admin, "/config").await;
     let config: Value = serde_json::from_slice(&config.body).unwrap();
     assert_eq!(config["last_reload"]["error"], dir["error"]);
+    // A symlink loop in its place: a third error, reported as such.
+    std::fs::remove_dir(&w.path).unwrap();
+    std::os::unix::fs::symlink(&w.path, &w.path).unwrap();
+    let looped = newest_attempt(&w, 4).await;
+    let error = looped["error"].as_str().unwrap();
+    assert!(error.contains("symbolic links"), "{error}");
     assert_eq!(tally(w.address, 10).await.get("stable"), Some(&10));
 }
