@@ -92,9 +92,8 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = poll => {
-                let r = reloader.clone();
-                let read = tokio::task::spawn_blocking(move || r.read_if_changed()).await;
-                if let Ok(Some(read)) = read {
+                // A poll can land in the middle of a write as an event can.
+                if let Some(read) = settled_read(&reloader).await {
                     submit(&reloader, read).await;
                 }
                 if let Some(w) = &mut watcher {
