@@ -34,6 +34,7 @@ pub struct Metrics {
     pub rollout_state: IntGaugeVec,
     active_connections: IntGaugeVec,
     tls_errors: IntCounterVec,
+    client_errors: IntCounterVec,
     mirror_requests: IntCounterVec,
     mirror_duration: HistogramVec,
     mirror_dropped: IntCounterVec,
@@ -142,6 +143,11 @@ impl Metrics {
                 "TLS handshakes that failed (plaintext, bad hello, aborted) or timed out, per listener.",
                 &["listener", "reason"],
             ),
+            client_errors: counter(
+                "weir_client_errors_total",
+                "Requests that failed by the client's fault (framing, body, timeout, closed), per listener; never counted against a backend.",
+                &["listener", "kind"],
+            ),
             mirror_requests: counter(
                 "weir_mirror_requests_total",
                 "Shadow copies answered by the mirror upstream (answers discarded), by route, mirror backend and status code.",
@@ -237,6 +243,10 @@ impl Metrics {
             active: self.active_connections.with_label_values(&[name]),
             tls_failed: self.tls_errors.with_label_values(&[name, "failed"]),
             tls_timeout: self.tls_errors.with_label_values(&[name, "timeout"]),
+            client_errors: ClientErrors {
+                by_kind: ClientErrorKind::ALL
+                    .map(|k| self.client_errors.with_label_values(&[name, k.label()])),
+            },
         }
     }
 
@@ -421,6 +431,51 @@ pub struct ListenerMetrics {
     pub active: IntGauge,
     pub tls_failed: IntCounter,
     pub tls_timeout: IntCounter,
+    pub client_errors: ClientErrors,
+}
+
+/// Why a request failed by the client's fault: the `kind` label of `weir_client_errors_total`.
+/// None of these counts against a backend (its metrics, outlier state or a rollout's analysis).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientErrorKind {
+    /// A request head weir refuses: ambiguous framing or authority, a forbidden method or upgrade.
+    Framing,
+    /// The request body broke while weir read or forwarded it (bad chunked framing, an abort).
+    Body,
+    /// The client did not send its head or body in time.
+    Timeout,
+    /// The client went away before its response ended.
+    Closed,
+}
+
+impl ClientErrorKind {
+    pub const ALL: [ClientErrorKind; 4] = [
+        ClientErrorKind::Framing,
+        ClientErrorKind::Body,
+        ClientErrorKind::Timeout,
+        ClientErrorKind::Closed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientErrorKind::Framing => "framing",
+            ClientErrorKind::Body => "body",
+            ClientErrorKind::Timeout => "timeout",
+            ClientErrorKind::Closed => "closed",
+        }
+    }
+}
+
+/// A listener's `weir_client_errors_total` counters, one per kind, resolved once.
+#[derive(Clone)]
+pub struct ClientErrors {
+    by_kind: [IntCounter; 4],
+}
+
+impl ClientErrors {
+    pub fn count(&self, kind: ClientErrorKind) {
+        self.by_kind[kind as usize].inc();
+    }
 }
 
 /// A connection's place in `weir_active_connections`: counted while it lives.
@@ -450,6 +505,19 @@ mod tests {
         assert_eq!(latency_bucket(Duration::from_micros(501)), 1);
         assert_eq!(latency_bucket(Duration::from_secs(30)), 31);
         assert_eq!(latency_bucket(Duration::from_secs(31)), 32);
+    }
+
+    #[test]
+    fn client_error_series_exist_from_the_start_and_count_by_kind() {
+        let m = Metrics::new();
+        let l = m.listener("public");
+        l.client_errors.count(ClientErrorKind::Body);
+        let text = String::from_utf8(m.render(std::iter::empty())).unwrap();
+        for (kind, n) in [("framing", 0), ("body", 1), ("timeout", 0), ("closed", 0)] {
+            let line =
+                format!("weir_client_errors_total{{kind=\"{kind}\",listener=\"public\"}} {n}");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]

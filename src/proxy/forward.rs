@@ -27,6 +27,8 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     /// `http` or `https`, for `x-forwarded-proto`.
     pub scheme: &'static str,
+    /// The listener's `weir_client_errors_total` counters.
+    pub client_errors: crate::metrics::ClientErrors,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -75,6 +77,17 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Reset { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The client error kind when the client is the cause, else `None`.
+    pub fn client_kind(&self) -> Option<crate::metrics::ClientErrorKind> {
+        use crate::metrics::ClientErrorKind;
+        match self {
+            ProxyError::BadRequest => Some(ClientErrorKind::Framing),
+            ProxyError::ClientBody(_) => Some(ClientErrorKind::Body),
+            ProxyError::ClientTimeout => Some(ClientErrorKind::Timeout),
+            _ => None,
         }
     }
 

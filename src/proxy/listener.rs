@@ -133,6 +133,7 @@ async fn serve_http<I>(
             client: peer,
             listener: ctx.name.clone(),
             scheme,
+            client_errors: ctx.metrics.client_errors.clone(),
         },
         requests: AtomicU64::new(0),
     });

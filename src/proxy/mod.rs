@@ -74,6 +74,9 @@ pub async fn handle(
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
             }
+            if let Some(kind) = e.client_kind() {
+                conn.client_errors.count(kind);
+            }
             // Metrics and the access log name the HTTP status of the failure, also when a gRPC
             // caller got it as HTTP 200 with a grpc-status.
             (forward::error_response(&e, grpc), e.status())
