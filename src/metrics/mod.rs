@@ -6,6 +6,8 @@
 //! in a table of lazily created handles, the histogram handle is pre-resolved, and no label is
 //! formatted on the request path.
 
+pub mod process;
+pub mod telemetry;
 mod window;
 
 use std::sync::{Arc, OnceLock};
