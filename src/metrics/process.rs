@@ -216,6 +216,8 @@ mod linux {
         };
         // SAFETY: getrlimit writes one rlimit into the struct we pass.
         let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        // rlim_t is 64 bits here but 32 on some 32-bit targets.
+        #[allow(clippy::unnecessary_cast)]
         (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
     }
 }

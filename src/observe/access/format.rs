@@ -231,7 +231,7 @@ fn text(r: &AccessRecord, time: SystemTime, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant, UNIX_EPOCH};
 

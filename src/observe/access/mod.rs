@@ -272,3 +272,165 @@ impl AccessLog {
         self.done.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::format::tests::record;
+    use super::*;
+
+    fn counters() -> AccessLogCounters {
+        let c = |name: &str| IntCounter::new(name, "test").unwrap();
+        AccessLogCounters {
+            written: c("written"),
+            dropped_full: c("dropped_full"),
+            dropped_write_error: c("dropped_write_error"),
+        }
+    }
+
+    fn file_settings(path: &std::path::Path, format: Format) -> AccessLogSettings {
+        AccessLogSettings {
+            format,
+            output: Output::File(path.to_path_buf()),
+        }
+    }
+
+    /// Logs `n` records numbered by `bytes_sent`, then closes the log and waits for its writer.
+    fn write(log: AccessLog, n: u64) {
+        let done = log.done();
+        for i in 0..n {
+            let mut r = record();
+            r.bytes_sent = i;
+            log.log(r);
+        }
+        drop(log);
+        assert!(done.wait(Duration::from_secs(30)), "the writer ended");
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_json_log_written_to_a_file_reads_back_one_object_per_line_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let c = counters();
+        let log = AccessLog::start(file_settings(&path, Format::Json), c.clone()).unwrap();
+        write(log, 3_000);
+        let got = lines(&path);
+        assert_eq!(got.len(), 3_000);
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(v["bytes_sent"], i as u64);
+            assert_eq!(v["route"], "app");
+            assert_eq!(v["duration_ms"], 12.5);
+            assert_eq!(v["request_id"], "919108f7-52d1-4320-9bac-f847db4148a8");
+            assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        }
+        assert_eq!(c.written.get(), 3_000);
+        assert_eq!(c.dropped_full.get() + c.dropped_write_error.get(), 0);
+    }
+
+    #[test]
+    fn a_reload_that_keeps_the_settings_keeps_the_writer_and_a_new_path_starts_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let c = counters();
+        let running =
+            Arc::new(AccessLog::start(file_settings(&a, Format::Json), c.clone()).unwrap());
+        let same =
+            AccessLog::keep_or_start(Some(&running), &file_settings(&a, Format::Json), &c).unwrap();
+        assert!(Arc::ptr_eq(&running, &same));
+        let text =
+            AccessLog::keep_or_start(Some(&running), &file_settings(&a, Format::Text), &c).unwrap();
+        assert!(!Arc::ptr_eq(&running, &text));
+        let other =
+            AccessLog::keep_or_start(Some(&running), &file_settings(&b, Format::Json), &c).unwrap();
+        let done = [running.done(), text.done(), other.done()];
+        running.log(record());
+        text.log(record());
+        other.log(record());
+        drop((running, same, text, other));
+        assert!(done.iter().all(|d| d.wait(Duration::from_secs(30))));
+        let a_text = std::fs::read_to_string(&a).unwrap();
+        assert_eq!(a_text.lines().count(), 2, "{a_text}");
+        assert!(a_text.lines().any(|l| l.starts_with('{')));
+        assert!(a_text.lines().any(|l| l.starts_with('[')));
+        assert_eq!(lines(&b).len(), 1);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("access.log");
+        let err = AccessLog::start(file_settings(&path, Format::Json), counters())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("missing-dir/access.log"), "{err}");
+    }
+
+    #[test]
+    fn a_rotated_file_is_reopened_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let rotated = dir.path().join("access.log.1");
+        let log = AccessLog::start(file_settings(&path, Format::Json), counters()).unwrap();
+        let done = log.done();
+        log.log(record());
+        // Wait until the line is written, then rotate as logrotate does (rename, no copy).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&path).map_or(0, |m| m.len()) == 0 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::rename(&path, &rotated).unwrap();
+        // The writer checks for rotation at most once a second.
+        std::thread::sleep(Duration::from_millis(1_100));
+        log.log(record());
+        drop(log);
+        assert!(done.wait(Duration::from_secs(30)));
+        assert_eq!(lines(&rotated).len(), 1);
+        assert_eq!(
+            lines(&path).len(),
+            1,
+            "the new file at the path got the next line"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        // A log whose writer never reads: the queue fills, then every record is dropped and
+        // counted, and `log` returns at once.
+        let (queue, _unread) = mpsc::channel(QUEUE);
+        let c = counters();
+        let log = AccessLog {
+            settings: AccessLogSettings::default(),
+            queue,
+            dropped_full: c.dropped_full.clone(),
+            done: writer::Done::default(),
+        };
+        for _ in 0..QUEUE + 500 {
+            log.log(record());
+        }
+        assert_eq!(c.dropped_full.get(), 500);
+    }
+
+    #[test]
+    fn response_flags_print_as_envoys_short_codes() {
+        assert_eq!(ResponseFlags::NONE.to_string(), "-");
+        assert_eq!(ResponseFlags::NO_ROUTE.to_string(), "NR");
+        let mut f = ResponseFlags::RETRY_LIMIT_EXCEEDED;
+        f.insert(ResponseFlags::UPSTREAM_CONNECT_FAILURE);
+        assert_eq!(f.to_string(), "UF,URX");
+        assert!(f.contains(ResponseFlags::UPSTREAM_CONNECT_FAILURE));
+        let all = ResponseFlags::TABLE
+            .iter()
+            .fold(ResponseFlags::NONE, |acc, (flag, _)| acc | *flag);
+        assert_eq!(all.to_string(), "NR,UH,UF,UT,UR,UPE,URX,DC,DR,DPE,SI");
+    }
+}
