@@ -136,9 +136,19 @@ fn main() {
         return;
     }
     let n = 10_000;
-    let print = |what: &str, per_call: f64| println!("allocations per call: {what}: {per_call:.2}");
-    print(
-        "request_id::ensure, valid incoming ID kept",
+    // OBSERVE_ONLY=N runs only the Nth of these (0-4) and no criterion bench, so that
+    // `valgrind --tool=callgrind` can count the instructions of one operation per run.
+    let only: Option<usize> = std::env::var("OBSERVE_ONLY")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut index = 0;
+    let mut print = |what: &str, run: &mut dyn FnMut() -> f64| {
+        if only.is_none_or(|o| o == index) {
+            println!("allocations per call: {what}: {:.2}", run());
+        }
+        index += 1;
+    };
+    print("request_id::ensure, valid incoming ID kept", &mut || {
         allocations(
             (0..n)
                 .map(|_| headers(&[("x-request-id", "abc-123")]))
@@ -146,36 +156,39 @@ fn main() {
             |mut h| {
                 black_box(request_id::ensure(&mut h));
             },
-        ),
-    );
+        )
+    });
     print(
         "request_id::ensure, none incoming: generate + insert",
-        allocations((0..n).map(|_| headers(&[])).collect(), |mut h| {
-            black_box(request_id::ensure(&mut h));
-        }),
+        &mut || {
+            allocations((0..n).map(|_| headers(&[])).collect(), |mut h| {
+                black_box(request_id::ensure(&mut h));
+            })
+        },
     );
     print(
         "trace_context::propagate, caller's traceparent + tracestate continued",
-        allocations(
-            (0..n)
-                .map(|_| {
-                    headers(&[
-                        ("traceparent", CALLER),
-                        ("tracestate", "rojo=00f067aa0ba902b7"),
-                    ])
-                })
-                .collect(),
-            |mut h| {
-                black_box(trace_context::propagate(&mut h, Sampler::new(0.1)));
-            },
-        ),
+        &mut || {
+            allocations(
+                (0..n)
+                    .map(|_| {
+                        headers(&[
+                            ("traceparent", CALLER),
+                            ("tracestate", "rojo=00f067aa0ba902b7"),
+                        ])
+                    })
+                    .collect(),
+                |mut h| {
+                    black_box(trace_context::propagate(&mut h, Sampler::new(0.1)));
+                },
+            )
+        },
     );
-    print(
-        "trace_context::propagate, new trace started",
+    print("trace_context::propagate, new trace started", &mut || {
         allocations((0..n).map(|_| headers(&[])).collect(), |mut h| {
             black_box(trace_context::propagate(&mut h, Sampler::new(0.1)));
-        }),
-    );
+        })
+    });
     let counters = AccessLogCounters {
         written: counter("w"),
         dropped_full: counter("f"),
@@ -191,8 +204,11 @@ fn main() {
     .unwrap();
     print(
         "AccessLog::log (record built from values the request holds, queued)",
-        allocations((0..n).map(|_| record()).collect(), |r| log.log(r)),
+        &mut || allocations((0..n).map(|_| record()).collect(), |r| log.log(r)),
     );
+    if only.is_some() {
+        return;
+    }
 
     let mut c = Criterion::default().configure_from_args();
     c.bench_function("request_id_generate_and_format", |b| {

@@ -172,17 +172,35 @@ pub fn parse_traceparent(value: &[u8]) -> Result<TraceParent, TraceParentError> 
     })
 }
 
+/// The value of each lower-case hex digit, [`NOT_HEX`] for every other byte: one table load per
+/// character instead of a chain of range checks.
+const UNHEX: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+const NOT_HEX: u8 = 0xFF;
+
 /// Lower-case hex only: the specification's `HEXDIGLC`.
 fn hex_decode(text: &[u8], out: &mut [u8]) -> Result<(), TraceParentError> {
-    fn nibble(c: u8) -> Result<u8, TraceParentError> {
-        match c {
-            b'0'..=b'9' => Ok(c - b'0'),
-            b'a'..=b'f' => Ok(c - b'a' + 10),
-            _ => Err(TraceParentError::Hex),
-        }
-    }
+    let mut bad = 0u8;
     for (pair, byte) in text.chunks_exact(2).zip(out.iter_mut()) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (hi, lo) = (UNHEX[usize::from(pair[0])], UNHEX[usize::from(pair[1])]);
+        // Both are below 16 for a digit; any NOT_HEX sets the high bits.
+        bad |= hi | lo;
+        *byte = (hi << 4) | (lo & 0xF);
+    }
+    if bad & 0xF0 != 0 {
+        return Err(TraceParentError::Hex);
     }
     Ok(())
 }
