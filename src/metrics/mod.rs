@@ -7,6 +7,8 @@
 //! formatted on the request path.
 
 pub mod probe;
+pub mod process;
+pub mod telemetry;
 mod window;
 
 use std::sync::{Arc, OnceLock};
