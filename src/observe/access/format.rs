@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use http::Version;
 
-use super::{AccessRecord, Format};
+use super::record::{AccessRecord, Format};
 
 /// Appends one line (with its `\n`) for `record` to `out`; `time` is when the request arrived.
 pub fn write_line(format: Format, record: &AccessRecord, time: SystemTime, out: &mut Vec<u8>) {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::{AccessLogCounters, AccessLogError, AccessLogSettings, AccessRecord, Format, Output};
+use super::record::{
+    AccessLogCounters, AccessLogError, AccessLogSettings, AccessRecord, Format, Output,
+};
 
 /// The most records written in one batch (and so the largest buffer: about 500 bytes each).
 const MAX_BATCH: usize = 1_024;
