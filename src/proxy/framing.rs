@@ -34,6 +34,11 @@ impl Verdict {
     pub fn refuses(&self, n: u64) -> bool {
         self.refused.load(Ordering::Relaxed) == n
     }
+
+    /// The number of the refused request, if one was.
+    pub fn refused(&self) -> Option<u64> {
+        Some(self.refused.load(Ordering::Relaxed)).filter(|&n| n != 0)
+    }
 }
 
 /// A client connection whose incoming bytes are followed by a [`Scanner`].
