@@ -122,18 +122,33 @@ struct Connection {
 
 /// One request of a connection in flight: from the start of its service call (a call dropped
 /// early, by a reset stream, included) until hyper drops its response body.
-struct InFlight(Arc<Connection>);
+struct InFlight {
+    conn: Arc<Connection>,
+    /// Set once the service call returned a response. A call dropped before that was given up
+    /// by hyper because the client went away (closed its connection, reset its stream): the
+    /// client's fault, counted as `closed`, and never recorded against a backend.
+    answered: bool,
+}
 
 impl InFlight {
     fn new(conn: Arc<Connection>) -> InFlight {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(conn)
+        InFlight {
+            conn,
+            answered: false,
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            self.conn
+                .info
+                .client_errors
+                .count(crate::metrics::ClientErrorKind::Closed);
+        }
     }
 }
 
@@ -169,7 +184,7 @@ async fn serve_request(
     req: http::Request<hyper::body::Incoming>,
 ) -> Response<Tracked> {
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let in_flight = InFlight::new(conn.clone());
+    let mut in_flight = InFlight::new(conn.clone());
     let response = if conn.verdict.refuses(n) {
         // hyper kept one of the ambiguous headers and would forward the rest; weir refuses the
         // request and closes the connection, whose next bytes cannot be trusted.
@@ -185,6 +200,7 @@ async fn serve_request(
     } else {
         super::handle(&conn.snapshots, &conn.info, req).await
     };
+    in_flight.answered = true;
     response.map(|body| Tracked {
         body,
         _in_flight: in_flight,

@@ -166,7 +166,7 @@ async fn exchange(
             Err(_) => return Err(ProxyError::ClientTimeout),
             Ok(Ok(r)) => (None, Some(r)),
             Ok(Err(NotReplayable::TooLarge(b))) => (Some(b), None),
-            Ok(Err(NotReplayable::Broken(e))) if e.is_incomplete_message() => {
+            Ok(Err(NotReplayable::Broken(e))) if request::went_away(&e) => {
                 return Err(ProxyError::ClientGone(e.into()));
             }
             Ok(Err(NotReplayable::Broken(e))) => return Err(ProxyError::ClientBody(e.into())),

@@ -302,15 +302,14 @@ async fn an_http2_host_that_differs_from_the_authority_is_refused() {
     let w = weir(&one_route(up.address, "", "", "")).await;
     let client = h2c_client();
     let req = |host: &str| {
-        Request::get(format!("http://app.example.com:{}/headers", w.address.port()))
+        Request::get(format!("http://{}/headers", w.address))
             .header("host", host)
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
     let a = send(&client, req("other.example.com")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    let same = format!("app.example.com:{}", w.address.port());
-    let a = send(&client, req(&same)).await;
+    let a = send(&client, req(&w.address.to_string())).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(up.hits(), 1);
 }
@@ -496,11 +495,11 @@ async fn the_admin_api_caps_its_connections_and_closes_silent_ones() {
 #[tokio::test]
 async fn the_header_count_limit_is_configurable() {
     let up = upstream("app").await;
-    let w = weir(&one_route(up.address, "", "", "  max_headers: 200\n")).await;
-    let fields: String = (0..150).map(|i| format!("x-{i}: v\r\n")).collect();
+    let w = weir(&one_route(up.address, "", "", "  max_headers: 50\n")).await;
+    let fields: String = (0..40).map(|i| format!("x-{i}: v\r\n")).collect();
     let a = raw(w.address, format!("GET / HTTP/1.1\r\nhost: a\r\n{fields}\r\n").as_bytes()).await;
     assert_eq!(a.status, 200, "{}", a.text);
-    let fields: String = (0..250).map(|i| format!("x-{i}: v\r\n")).collect();
+    let fields: String = (0..60).map(|i| format!("x-{i}: v\r\n")).collect();
     let a = raw(w.address, format!("GET / HTTP/1.1\r\nhost: a\r\n{fields}\r\n").as_bytes()).await;
     assert_eq!(a.status, 431, "{}", a.text);
     assert_eq!(up.hits(), 1);

@@ -457,7 +457,7 @@ pub struct RawAnswer {
 }
 
 /// Writes `bytes` to a new connection to `address` and reads one response (head and a
-/// `content-length` body), or until weir closes the connection; at most 10 s.
+/// `content-length` body), or until weir closes the connection; at most 30 s.
 pub async fn raw(address: SocketAddr, bytes: &[u8]) -> RawAnswer {
     use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -493,7 +493,7 @@ pub async fn read_response(s: &mut tokio::net::TcpStream) -> RawAnswer {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .strip_prefix("HTTP/1.1 ")
