@@ -561,7 +561,9 @@ mod tests {
         }
         let text = String::from_utf8(m.render(std::iter::once(&b))).unwrap();
         for code in ["599", "600", "999"] {
-            let line = format!("weir_requests_total{{backend=\"stable\",code=\"{code}\",route=\"app\"}} 1");
+            let line = format!(
+                "weir_requests_total{{backend=\"stable\",code=\"{code}\",route=\"app\"}} 1"
+            );
             assert!(text.contains(&line), "{code}: {text}");
         }
     }

@@ -219,9 +219,7 @@ pub async fn send(
         frame_as_chunked(&mut req);
     }
     // What the 101 must answer, for an upgrade weir tunnels.
-    let asked = downstream
-        .as_ref()
-        .map(|_| Upgrade::asked(req.headers()));
+    let asked = downstream.as_ref().map(|_| Upgrade::asked(req.headers()));
     if pool.origin_form() {
         set_origin_form(&mut req, pool.endpoint(endpoint))?;
     } else {
@@ -313,7 +311,9 @@ fn blame(e: ProxyError, progress: Option<&Progress>) -> ProxyError {
         (ProxyError::Reset { source, .. }, Some(ClientFault::Broken)) => {
             ProxyError::ClientBody(source)
         }
-        (ProxyError::Reset { source, .. }, Some(ClientFault::Gone)) => ProxyError::ClientGone(source),
+        (ProxyError::Reset { source, .. }, Some(ClientFault::Gone)) => {
+            ProxyError::ClientGone(source)
+        }
         (ProxyError::Timeout { .. }, Some(_)) => ProxyError::ClientTimeout,
         (e, _) => e,
     }
@@ -328,8 +328,10 @@ fn frame_as_chunked(req: &mut Request<RequestBody>) {
         && body.size_hint().exact().is_none()
         && !req.headers().contains_key(header::CONTENT_LENGTH)
     {
-        req.headers_mut()
-            .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        req.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
     }
 }
 
@@ -391,7 +393,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {
-        let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= group.len() {
@@ -480,7 +486,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             for name in value.to_str().unwrap_or("").split(',') {
                 let name = name.trim();
                 let kept = (keep_upgrade && name.eq_ignore_ascii_case("upgrade"))
-                    || END_TO_END.iter().any(|h| name.eq_ignore_ascii_case(h.as_str()));
+                    || END_TO_END
+                        .iter()
+                        .any(|h| name.eq_ignore_ascii_case(h.as_str()));
                 if !name.is_empty() && !kept {
                     headers.remove(name);
                 }

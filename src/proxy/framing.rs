@@ -386,7 +386,9 @@ mod tests {
             fine.extend_from_slice(chunked);
             fine.extend_from_slice(post);
             fine.extend_from_slice(b"\r\n");
-            fine.extend_from_slice(b"GET / HTTP/1.1\r\nTransfer-Encoding:\tCHUNKED \r\n\r\n0\r\n\r\n");
+            fine.extend_from_slice(
+                b"GET / HTTP/1.1\r\nTransfer-Encoding:\tCHUNKED \r\n\r\n0\r\n\r\n",
+            );
         }
         for step in [1, 3, 4096] {
             assert_eq!(refused(&fine, step), (0, true), "step {step}");
@@ -410,7 +412,10 @@ mod tests {
                 "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabcd\r\n",
                 "data longer than its size",
             ),
-            ("POST / HTTP/1.1\r\ncontent-length: -1\r\n\r\n", "a bad length"),
+            (
+                "POST / HTTP/1.1\r\ncontent-length: -1\r\n\r\n",
+                "a bad length",
+            ),
         ] {
             let mut stream = bytes.as_bytes().to_vec();
             stream.extend_from_slice(

@@ -146,7 +146,12 @@ mod tests {
 
     #[test]
     fn the_target_or_authority_must_name_the_host() {
-        let absolute = |host| check(&req(Version::HTTP_11, "http://a.com/x", &[("host", host)]), 100);
+        let absolute = |host| {
+            check(
+                &req(Version::HTTP_11, "http://a.com/x", &[("host", host)]),
+                100,
+            )
+        };
         assert_eq!(absolute("A.com"), Ok(()));
         assert_eq!(absolute("b.com"), Err(Refusal::Authority));
         assert_eq!(absolute("a.com:80"), Err(Refusal::Authority));
@@ -162,7 +167,10 @@ mod tests {
     fn framing_must_mean_one_thing() {
         let te = ("transfer-encoding", "chunked");
         assert_eq!(h1(&[("host", "a"), te]), Ok(()));
-        assert_eq!(h1(&[("host", "a"), ("transfer-encoding", "CHUNKED")]), Ok(()));
+        assert_eq!(
+            h1(&[("host", "a"), ("transfer-encoding", "CHUNKED")]),
+            Ok(())
+        );
         assert_eq!(h1(&[("host", "a"), ("content-length", "3")]), Ok(()));
         for bad in [
             &[te, ("content-length", "3")][..],
@@ -187,7 +195,11 @@ mod tests {
             .unwrap();
         assert_eq!(check(&connect, 100), Err(Refusal::Connect));
         assert_eq!(
-            h1(&[("host", "a"), ("upgrade", "foo, H2C"), ("connection", "upgrade")]),
+            h1(&[
+                ("host", "a"),
+                ("upgrade", "foo, H2C"),
+                ("connection", "upgrade")
+            ]),
             Err(Refusal::H2c)
         );
         assert_eq!(h1(&[("host", "a"), ("upgrade", "websocket")]), Ok(()));

@@ -100,9 +100,9 @@ impl AcceptFailures {
         } else {
             self.unlogged += 1;
         }
-        let pause = self
-            .pause
-            .map_or(Duration::from_millis(10), |p| (p * 2).min(Duration::from_secs(1)));
+        let pause = self.pause.map_or(Duration::from_millis(10), |p| {
+            (p * 2).min(Duration::from_secs(1))
+        });
         self.pause = Some(pause);
         pause
     }
@@ -189,7 +189,9 @@ async fn serve_request(
         // hyper kept one of the ambiguous headers and would forward the rest; weir refuses the
         // request and closes the connection, whose next bytes cannot be trusted.
         let e = ProxyError::Refused(Refusal::Framing);
-        conn.info.client_errors.count(crate::metrics::ClientErrorKind::Framing);
+        conn.info
+            .client_errors
+            .count(crate::metrics::ClientErrorKind::Framing);
         tracing::debug!(client = %conn.info.client, error = %e, "request refused");
         let mut r = super::forward::error_response(&e, false).map(|b| ResponseBody::new(b, None));
         r.headers_mut().insert(

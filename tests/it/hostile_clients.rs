@@ -24,7 +24,10 @@ fn one_route(up: SocketAddr, upstream_extra: &str, route_extra: &str, limits: &s
         &[("app", &[up])],
         &format!("  - name: app\n{route_extra}    backends: [{{ upstream: app, weight: 1 }}]\n"),
     )
-    .replace("    endpoints: [", &format!("{upstream_extra}    endpoints: ["));
+    .replace(
+        "    endpoints: [",
+        &format!("{upstream_extra}    endpoints: ["),
+    );
     if !limits.is_empty() {
         y.push_str("limits:\n");
         y.push_str(limits);
@@ -35,7 +38,12 @@ fn one_route(up: SocketAddr, upstream_extra: &str, route_extra: &str, limits: &s
 const OUTLIER: &str = "    outlier: { consecutive_failures: 5, ejection: 30s }\n";
 
 async fn client_errors(w: &Weir, kind: &str) -> f64 {
-    metric(w, "weir_client_errors_total", &[("listener", "main"), ("kind", kind)]).await
+    metric(
+        w,
+        "weir_client_errors_total",
+        &[("listener", "main"), ("kind", kind)],
+    )
+    .await
 }
 
 async fn upstream_errors(w: &Weir) -> f64 {
@@ -54,7 +62,13 @@ async fn recorded_codes(w: &Weir) -> Vec<String> {
         .lines()
         .filter(|l| l.starts_with("weir_requests_total{"))
         .map(|l| {
-            let code = l.split("code=\"").nth(1).unwrap().split('"').next().unwrap();
+            let code = l
+                .split("code=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
             format!("{code} {}", l.rsplit_once(' ').unwrap().1)
         })
         .collect()
@@ -63,7 +77,10 @@ async fn recorded_codes(w: &Weir) -> Vec<String> {
 /// Chunked bodies that hyper refuses, each a POST of its own on a new connection.
 const BROKEN_BODIES: [(&str, &str); 7] = [
     ("chunk size zz", "zz\r\nabc\r\n0\r\n\r\n"),
-    ("chunk size past 64 bits", "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n"),
+    (
+        "chunk size past 64 bits",
+        "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+    ),
     ("negative chunk size", "-1\r\nabc\r\n0\r\n\r\n"),
     ("chunk size 0x5", "0x5\r\nabcde\r\n0\r\n\r\n"),
     ("data longer than its size", "2\r\nabcdef\r\n0\r\n\r\n"),
@@ -99,9 +116,16 @@ async fn broken_chunked_bodies_are_400_and_never_eject_the_only_endpoint() {
     assert_eq!(get(&http1_client(), w.address, "/").await.text(), "app");
     let endpoint = up.address.to_string();
     let labels = [("backend", "app"), ("endpoint", endpoint.as_str())];
-    assert_eq!(metric(&w, "weir_outlier_ejections_total", &labels).await, 0.0);
+    assert_eq!(
+        metric(&w, "weir_outlier_ejections_total", &labels).await,
+        0.0
+    );
     assert_eq!(upstream_errors(&w).await, 0.0);
-    assert_eq!(recorded_codes(&w).await, ["200 1"], "only the good request is the backend's");
+    assert_eq!(
+        recorded_codes(&w).await,
+        ["200 1"],
+        "only the good request is the backend's"
+    );
     assert_eq!(client_errors(&w, "body").await, 14.0);
 }
 
@@ -111,9 +135,11 @@ async fn an_aborted_upload_is_counted_as_the_client_gone() {
     let w = weir(&one_route(up.address, OUTLIER, "", "")).await;
     for _ in 0..6 {
         let mut s = TcpStream::connect(w.address).await.unwrap();
-        s.write_all(b"POST /record HTTP/1.1\r\nhost: app\r\ncontent-length: 1000\r\n\r\n0123456789")
-            .await
-            .unwrap();
+        s.write_all(
+            b"POST /record HTTP/1.1\r\nhost: app\r\ncontent-length: 1000\r\n\r\n0123456789",
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         drop(s);
     }
@@ -159,11 +185,19 @@ async fn an_upstream_fault_still_counts_against_the_backend() {
     .await;
     let w = weir(&one_route(rude, OUTLIER, "", "")).await;
     for _ in 0..5 {
-        let a = raw(w.address, b"POST / HTTP/1.1\r\nhost: app\r\ncontent-length: 3\r\n\r\nabc").await;
+        let a = raw(
+            w.address,
+            b"POST / HTTP/1.1\r\nhost: app\r\ncontent-length: 3\r\n\r\nabc",
+        )
+        .await;
         assert_eq!(a.status, 502, "{}", a.text);
     }
     let a = get(&http1_client(), w.address, "/").await;
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "ejected after five resets");
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ejected after five resets"
+    );
     let reset = [("backend", "app"), ("kind", "reset")];
     assert_eq!(metric(&w, "weir_upstream_errors_total", &reset).await, 5.0);
     assert_eq!(recorded_codes(&w).await, ["502 5", "503 1"]);
@@ -189,8 +223,14 @@ async fn broken_bodies_sent_to_the_canary_never_roll_it_back() {
     }
     let stats = get(&http1_client(), w.admin, "/stats").await;
     let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
-    assert_eq!(stats["routes"][0]["rollout"]["state"], "progressing", "{stats:#}");
-    assert_eq!(metric(&w, "weir_rollout_state", &[("route", "app")]).await, 1.0);
+    assert_eq!(
+        stats["routes"][0]["rollout"]["state"], "progressing",
+        "{stats:#}"
+    );
+    assert_eq!(
+        metric(&w, "weir_rollout_state", &[("route", "app")]).await,
+        1.0
+    );
     assert_eq!(client_errors(&w, "body").await, 30.0);
 }
 
@@ -222,7 +262,10 @@ async fn an_upstream_that_answers_a_stalled_upload_early_is_not_reused() {
         let a = get(&client, w.address, "/").await;
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.text(), "early");
-        assert!(started.elapsed() < Duration::from_secs(2), "waited for the route timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited for the route timeout"
+        );
     }
     drop(stalled);
 }
@@ -232,19 +275,63 @@ async fn ambiguous_framing_and_host_are_refused_with_400_and_never_forwarded() {
     let up = upstream("app").await;
     let w = weir(&one_route(up.address, "", "", "")).await;
     let cases: [(&str, &str, u16); 14] = [
-        ("two Host", "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", 400),
+        (
+            "two Host",
+            "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+            400,
+        ),
         ("no Host", "GET / HTTP/1.1\r\n\r\n", 400),
         ("an empty Host", "GET / HTTP/1.1\r\nhost:\r\n\r\n", 400),
-        ("a target naming another host", "GET http://b.example/ HTTP/1.1\r\nhost: a.example\r\n\r\n", 400),
-        ("CL then TE", "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-        ("TE then CL", "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n", 400),
-        ("CHUNKED with CL", "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: CHUNKED\r\ncontent-length: 5\r\n\r\n0\r\n\r\n", 400),
-        ("tab chunked with CL", "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding:\tchunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n", 400),
-        ("identity, chunked", "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: identity, chunked\r\n\r\n0\r\n\r\n", 400),
-        ("two TE", "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-        ("the same CL twice", "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\nabc", 400),
-        ("CONNECT", "CONNECT a.example:443 HTTP/1.1\r\nhost: a.example:443\r\n\r\n", 501),
-        ("Upgrade: h2c", "GET / HTTP/1.1\r\nhost: a\r\nconnection: upgrade, http2-settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n", 400),
+        (
+            "a target naming another host",
+            "GET http://b.example/ HTTP/1.1\r\nhost: a.example\r\n\r\n",
+            400,
+        ),
+        (
+            "CL then TE",
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "TE then CL",
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "CHUNKED with CL",
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: CHUNKED\r\ncontent-length: 5\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "tab chunked with CL",
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding:\tchunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "identity, chunked",
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "two TE",
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "the same CL twice",
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\nabc",
+            400,
+        ),
+        (
+            "CONNECT",
+            "CONNECT a.example:443 HTTP/1.1\r\nhost: a.example:443\r\n\r\n",
+            501,
+        ),
+        (
+            "Upgrade: h2c",
+            "GET / HTTP/1.1\r\nhost: a\r\nconnection: upgrade, http2-settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n",
+            400,
+        ),
         ("101 headers", "", 431),
     ];
     for (case, bytes, status) in cases {
@@ -363,7 +450,10 @@ async fn a_gets_chunked_body_is_forwarded() {
 async fn status_codes_past_599_are_recorded_as_they_are() {
     let up = fixed_upstream(600, Duration::ZERO).await;
     let w = weir(&one_route(up.address, "", "", "")).await;
-    assert_eq!(get(&http1_client(), w.address, "/").await.status.as_u16(), 600);
+    assert_eq!(
+        get(&http1_client(), w.address, "/").await.status.as_u16(),
+        600
+    );
     assert_eq!(recorded_codes(&w).await, ["600 1"]);
 }
 
@@ -415,12 +505,21 @@ async fn tiny_request_chunks_are_gathered_before_they_go_upstream() {
         .await
         .unwrap();
     assert_eq!(a.status, 200, "{}", a.text);
-    let (frames, bytes) = a.text.rsplit_once("\r\n\r\n").unwrap().1.split_once(' ').unwrap();
+    let (frames, bytes) = a
+        .text
+        .rsplit_once("\r\n\r\n")
+        .unwrap()
+        .1
+        .split_once(' ')
+        .unwrap();
     assert_eq!(bytes, chunks.to_string(), "every byte arrives");
     let frames: u64 = frames.parse().unwrap();
     // One frame per client chunk before; a frame now gathers what the client's connection had
     // read (at most 16 KiB). The bound leaves a factor of 10 for a slow, busy machine.
-    assert!(frames <= chunks as u64 / 10, "{frames} frames for {chunks} chunks");
+    assert!(
+        frames <= chunks as u64 / 10,
+        "{frames} frames for {chunks} chunks"
+    );
 }
 
 #[tokio::test]
@@ -434,10 +533,16 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .await
         .unwrap();
-    for (name, s) in [("silent TCP", &mut silent), ("HTTP/2 preface only", &mut h2)] {
+    for (name, s) in [
+        ("silent TCP", &mut silent),
+        ("HTTP/2 preface only", &mut h2),
+    ] {
         let mut sink = Vec::new();
         let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await;
-        assert!(closed.is_ok(), "{name}: still open after 10 s (idle_timeout is 60 s)");
+        assert!(
+            closed.is_ok(),
+            "{name}: still open after 10 s (idle_timeout is 60 s)"
+        );
     }
     assert_eq!(client_errors(&w, "timeout").await, 2.0);
 }
@@ -465,7 +570,10 @@ async fn an_idle_http2_client_that_ignores_goaway_and_ping_is_closed() {
     // Then it reads, and answers nothing: no SETTINGS ack, no PING ack, GOAWAY ignored.
     let mut seen = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut seen)).await;
-    assert!(closed.is_ok(), "an idle HTTP/2 connection that ignores weir stayed open");
+    assert!(
+        closed.is_ok(),
+        "an idle HTTP/2 connection that ignores weir stayed open"
+    );
     assert_eq!(up.hits(), 1, "its request was served first");
 }
 
@@ -489,7 +597,10 @@ async fn the_admin_api_caps_its_connections_and_closes_silent_ones() {
         let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await;
         assert!(closed.is_ok(), "a silent admin connection stayed open");
     }
-    assert_eq!(get(&http1_client(), w.admin, "/healthz").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&http1_client(), w.admin, "/healthz").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -497,10 +608,18 @@ async fn the_header_count_limit_is_configurable() {
     let up = upstream("app").await;
     let w = weir(&one_route(up.address, "", "", "  max_headers: 50\n")).await;
     let fields: String = (0..40).map(|i| format!("x-{i}: v\r\n")).collect();
-    let a = raw(w.address, format!("GET / HTTP/1.1\r\nhost: a\r\n{fields}\r\n").as_bytes()).await;
+    let a = raw(
+        w.address,
+        format!("GET / HTTP/1.1\r\nhost: a\r\n{fields}\r\n").as_bytes(),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text);
     let fields: String = (0..60).map(|i| format!("x-{i}: v\r\n")).collect();
-    let a = raw(w.address, format!("GET / HTTP/1.1\r\nhost: a\r\n{fields}\r\n").as_bytes()).await;
+    let a = raw(
+        w.address,
+        format!("GET / HTTP/1.1\r\nhost: a\r\n{fields}\r\n").as_bytes(),
+    )
+    .await;
     assert_eq!(a.status, 431, "{}", a.text);
     assert_eq!(up.hits(), 1);
 }
