@@ -31,6 +31,8 @@ pub struct Route {
     pub timeout: Duration,
     pub mirror: Option<RouteMirror>,
     pub retries: Option<Retries>,
+    /// The `Upgrade` protocols this route tunnels.
+    pub upgrades: Box<[Box<str>]>,
 }
 
 /// What a route with a running rollout takes instead of its file's weights: the weights of its
@@ -158,6 +160,7 @@ impl Snapshot {
                     timeout: r.timeout,
                     mirror,
                     retries: r.retries.clone(),
+                    upgrades: r.upgrades.clone(),
                 }
             })
             .collect();

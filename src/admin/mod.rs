@@ -18,7 +18,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -37,8 +37,16 @@ pub struct AdminState {
     pub draining: Arc<AtomicBool>,
 }
 
-/// Serves the admin API until `stop` turns true.
+/// At most this many admin connections are open at once; more are closed as they come, so
+/// the admin API never takes the descriptors the proxy needs.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Serves the admin API until `stop` turns true. Each connection lives under the proxy's
+/// limits: its request heads within `limits.header_read_timeout` (the first one included), and
+/// it is closed after `limits.idle_timeout` without a request (HTTP/2: GOAWAY, then closed).
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failing = crate::proxy::listener::AcceptFailures::default();
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -47,17 +55,73 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                 }
             }
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        let pause = failing.failed("admin", &e);
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!("admin connection refused: {MAX_CONNECTIONS} are open");
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(&state, &req).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    connection(stream, state).await;
+                    drop(slot);
                 });
+            }
+        }
+    }
+}
+
+async fn connection(stream: tokio::net::TcpStream, state: Arc<AdminState>) {
+    let limits = state.reloader.snapshots.load().config.limits;
+    let service_state = state.clone();
+    let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = requests.clone();
+    let service = service_fn(move |req| {
+        let state = service_state.clone();
+        counted.fetch_add(1, Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(answer(&state, &req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout / 4)
+        .keep_alive_timeout(limits.header_read_timeout)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let serving = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(serving);
+    // The first request must start within the head's deadline; then each quiet stretch may last
+    // `idle_timeout`; asked to close, the connection gets one more `header_read_timeout`.
+    let mut deadline = limits.header_read_timeout;
+    let mut seen = 0;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = serving.as_mut() => return,
+            () = tokio::time::sleep(deadline) => {
+                let now = requests.load(Ordering::Relaxed);
+                if closing || now == 0 {
+                    return;
+                }
+                if now == seen {
+                    serving.as_mut().graceful_shutdown();
+                    closing = true;
+                    deadline = limits.header_read_timeout;
+                } else {
+                    seen = now;
+                    deadline = limits.idle_timeout;
+                }
             }
         }
     }

@@ -96,6 +96,8 @@ pub struct Route {
     pub mirror: Option<Mirror>,
     pub retries: Option<Retries>,
     pub rollout: Option<Rollout>,
+    /// The `Upgrade` protocols tunnelled, lower case (`websocket` by default).
+    pub upgrades: Box<[Box<str>]>,
 }
 
 /// A route's automated rollout: weir drives the weight of `backends[canary]`.
@@ -194,6 +196,7 @@ pub struct PathPrefix(pub Option<Box<str>>);
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    pub max_headers: usize,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,

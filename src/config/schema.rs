@@ -141,6 +141,10 @@ pub struct RouteSpec {
     pub retries: Option<RetriesSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
+    /// The `Upgrade` protocols tunnelled to the upstream; any other `Upgrade` is dropped and the
+    /// request goes on as a plain one. `h2c` is never tunnelled.
+    #[serde(default = "defaults::upgrades")]
+    pub upgrades: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -315,6 +319,9 @@ pub struct LimitsSpec {
     pub header_read_timeout: DurationSpec,
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// The most header fields a request head may have (more: 431).
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
     #[serde(default = "defaults::idle_timeout")]
     pub idle_timeout: DurationSpec,
     #[serde(default = "defaults::connect_timeout")]
@@ -328,6 +335,7 @@ impl Default for LimitsSpec {
         LimitsSpec {
             header_read_timeout: defaults::header_read_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
+            max_headers: defaults::max_headers(),
             idle_timeout: defaults::idle_timeout(),
             connect_timeout: defaults::connect_timeout(),
             drain_timeout: defaults::drain_timeout(),
@@ -369,6 +377,12 @@ mod defaults {
     }
     pub fn max_header_bytes() -> usize {
         65_536
+    }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn upgrades() -> Vec<String> {
+        vec!["websocket".to_owned()]
     }
     pub fn idle_timeout() -> DurationSpec {
         DurationSpec::from_secs(60)

@@ -19,6 +19,9 @@ use super::schema::*;
 
 /// hyper's HTTP/1 read buffer, which bounds the request head, cannot be smaller than this.
 const MIN_HEADER_BYTES: usize = 8192;
+/// `limits.max_headers`: hyper parses heads with an array of this many fields.
+const MIN_HEADERS: usize = 8;
+const MAX_HEADERS: usize = 4096;
 
 /// Validates `spec`, whose files are in `files`; `None` when any error was recorded.
 pub(super) fn validate(
@@ -416,7 +419,34 @@ fn route(diag: &mut Diagnostics, r: &RouteSpec, path: &str, refs: &Refs) -> Rout
         mirror,
         retries,
         rollout,
+        upgrades: upgrades(diag, &r.upgrades, &format!("{path}.upgrades")),
     }
+}
+
+/// Protocol names as `Upgrade` carries them; `h2c` is refused (an HTTP/1.1 connection stays
+/// HTTP/1.1 through weir).
+fn upgrades(diag: &mut Diagnostics, names: &[String], path: &str) -> Box<[Box<str>]> {
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            diag.error(
+                &format!("{path}[{i}]"),
+                format!("`{name}` is not a protocol name (a token such as `websocket`)"),
+            );
+        } else if name.eq_ignore_ascii_case("h2c") {
+            diag.error(
+                &format!("{path}[{i}]"),
+                "`h2c` cannot be tunnelled: clients that want HTTP/2 connect with it directly",
+            );
+        } else {
+            out.push(name.to_ascii_lowercase().into_boxed_str());
+        }
+    }
+    out.into()
 }
 
 fn backends(
@@ -831,6 +861,15 @@ fn limits(diag: &mut Diagnostics, l: &LimitsSpec) -> Limits {
             ),
         );
     }
+    if !(MIN_HEADERS..=MAX_HEADERS).contains(&l.max_headers) {
+        diag.error(
+            "limits.max_headers",
+            format!(
+                "expected {MIN_HEADERS} to {MAX_HEADERS}, found {}",
+                l.max_headers
+            ),
+        );
+    }
     for (field, d) in [
         ("header_read_timeout", l.header_read_timeout),
         ("idle_timeout", l.idle_timeout),
@@ -843,6 +882,7 @@ fn limits(diag: &mut Diagnostics, l: &LimitsSpec) -> Limits {
     Limits {
         header_read_timeout: l.header_read_timeout.get(),
         max_header_bytes: l.max_header_bytes,
+        max_headers: l.max_headers,
         idle_timeout: l.idle_timeout.get(),
         connect_timeout: l.connect_timeout.get(),
         drain_timeout: l.drain_timeout.get(),

@@ -37,6 +37,7 @@ pub struct Metrics {
     active_connections: IntGaugeVec,
     tls_errors: IntCounterVec,
     client_errors: IntCounterVec,
+    accept_errors: IntCounterVec,
     mirror_requests: IntCounterVec,
     mirror_duration: HistogramVec,
     mirror_dropped: IntCounterVec,
@@ -150,6 +151,11 @@ impl Metrics {
                 "Requests that failed by the client's fault (framing, body, timeout, closed), per listener; never counted against a backend.",
                 &["listener", "kind"],
             ),
+            accept_errors: counter(
+                "weir_accept_errors_total",
+                "Failed accepts (out of file descriptors, say) per listener; the listener pauses and retries.",
+                &["listener"],
+            ),
             mirror_requests: counter(
                 "weir_mirror_requests_total",
                 "Shadow copies answered by the mirror upstream (answers discarded), by route, mirror backend and status code.",
@@ -245,6 +251,7 @@ impl Metrics {
             active: self.active_connections.with_label_values(&[name]),
             tls_failed: self.tls_errors.with_label_values(&[name, "failed"]),
             tls_timeout: self.tls_errors.with_label_values(&[name, "timeout"]),
+            accept_errors: self.accept_errors.with_label_values(&[name]),
             client_errors: ClientErrors {
                 by_kind: ClientErrorKind::ALL
                     .map(|k| self.client_errors.with_label_values(&[name, k.label()])),
@@ -295,8 +302,9 @@ impl Metrics {
     }
 }
 
-/// Status codes 100..=599 have a counter slot each.
-const CODES: usize = 500;
+/// Status codes 100..=999 (all that HTTP's three digits and `http::StatusCode` allow, 6xx to 9xx
+/// included: an upstream may send them) have a counter slot each.
+const CODES: usize = 900;
 
 /// A counter per status code and a latency histogram for one (route, backend) of one pair of
 /// families (the real traffic's, or the mirror's).
@@ -370,8 +378,8 @@ impl BackendMetrics {
 /// Interns a status-code string (`"200"`) as `&'static str`; called once per code per backend.
 fn static_code(code: &str) -> &'static str {
     static CODES_TEXT: OnceLock<Vec<String>> = OnceLock::new();
-    let table = CODES_TEXT.get_or_init(|| (100..600).map(|c| c.to_string()).collect());
-    let i: usize = code.parse::<usize>().map_or(0, |c| c.clamp(100, 599) - 100);
+    let table = CODES_TEXT.get_or_init(|| (100..1000).map(|c| c.to_string()).collect());
+    let i: usize = code.parse::<usize>().map_or(0, |c| c.clamp(100, 999) - 100);
     &table[i]
 }
 
@@ -433,6 +441,7 @@ pub struct ListenerMetrics {
     pub active: IntGauge,
     pub tls_failed: IntCounter,
     pub tls_timeout: IntCounter,
+    pub accept_errors: IntCounter,
     pub client_errors: ClientErrors,
 }
 
@@ -543,5 +552,21 @@ mod tests {
                 "weir_request_duration_seconds_count{backend=\"stable\",route=\"app\"} 3"
             )
         );
+    }
+
+    #[test]
+    fn status_codes_past_599_keep_their_own_number() {
+        let m = Metrics::new();
+        let b = m.backend("app", "stable");
+        for code in [599, 600, 999] {
+            b.record(StatusCode::from_u16(code).unwrap(), Duration::ZERO, 0, true);
+        }
+        let text = String::from_utf8(m.render(std::iter::once(&b))).unwrap();
+        for code in ["599", "600", "999"] {
+            let line = format!(
+                "weir_requests_total{{backend=\"stable\",code=\"{code}\",route=\"app\"}} 1"
+            );
+            assert!(text.contains(&line), "{code}: {text}");
+        }
     }
 }

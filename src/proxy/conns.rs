@@ -15,7 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::request::RequestBody;
+use super::request::{Progress, RequestBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -39,13 +39,18 @@ pub struct Http1Pool {
 pub struct Lease {
     sender: SendRequest<RequestBody>,
     home: Arc<ArrayQueue<SendRequest<RequestBody>>>,
+    /// The request body's progress, when it streamed: an upstream may answer before the body
+    /// is sent, and the connection is reusable only once both directions are complete.
+    request: Option<Arc<Progress>>,
 }
 
 impl Lease {
     /// Puts the connection back for the next request; a closed one is dropped, and so is one
-    /// past the queue's capacity (it closes instead of idling).
+    /// past the queue's capacity (it closes instead of idling), and one whose request body has
+    /// not ended (the next request would wait behind it).
     pub fn give_back(self) {
-        if !self.sender.is_closed() {
+        let sent = self.request.as_ref().is_none_or(|p| p.ended());
+        if sent && !self.sender.is_closed() {
             let _ = self.home.push(self.sender);
         }
     }
@@ -71,12 +76,13 @@ impl Http1Pool {
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let home = &self.idle[endpoint];
+        let progress = req.body().progress();
         while let Some(mut sender) = home.pop() {
             if sender.is_closed() || sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, self.lease(sender, endpoint))),
+                Ok(response) => return Ok((response, self.lease(sender, endpoint, progress))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(SendError::Reset(e.into_error().into())),
@@ -85,15 +91,21 @@ impl Http1Pool {
         }
         let mut sender = self.connect(authority).await?;
         match sender.send_request(req).await {
-            Ok(response) => Ok((response, self.lease(sender, endpoint))),
+            Ok(response) => Ok((response, self.lease(sender, endpoint, progress))),
             Err(e) => Err(SendError::Reset(e.into())),
         }
     }
 
-    fn lease(&self, sender: SendRequest<RequestBody>, endpoint: usize) -> Lease {
+    fn lease(
+        &self,
+        sender: SendRequest<RequestBody>,
+        endpoint: usize,
+        request: Option<Arc<Progress>>,
+    ) -> Lease {
         Lease {
             sender,
             home: self.idle[endpoint].clone(),
+            request,
         }
     }
 

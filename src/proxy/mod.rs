@@ -5,6 +5,8 @@
 pub mod body;
 pub mod conns;
 pub mod forward;
+pub mod framing;
+pub mod head;
 pub mod listener;
 pub mod mirror;
 pub mod pool;
@@ -49,8 +51,11 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let snapshot = snapshots.load_full();
     let started = Instant::now();
-    let host = router::request_host(&req);
     let grpc = forward::is_grpc(&req);
+    if let Err(refusal) = head::check(&req, snapshot.config.limits.max_headers) {
+        return refuse(conn, ProxyError::Refused(refusal), grpc);
+    }
+    let host = router::request_host(&req);
     let Some(route) = router::find(&snapshot.routes, host, req.uri().path()) else {
         return forward::error_response(&ProxyError::NoRoute, grpc)
             .map(|b| ResponseBody::new(b, None));
@@ -64,19 +69,23 @@ pub async fn handle(
         .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
     let backend = &route.backends
         [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
+    let mut client_fault = false;
     let (response, status) = match exchange(route, backend, req, conn, started, timeout).await {
         Ok(r) => {
             let status = r.status();
             (r.map(body::Inner::Upstream), status)
         }
         Err(e) => {
-            tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
+            if let Some(kind) = e.client_kind() {
+                tracing::debug!(route = &*route.name, error = %e, "the client failed its request");
+                conn.client_errors.count(kind);
+            } else {
+                tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
+            }
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
             }
-            if let Some(kind) = e.client_kind() {
-                conn.client_errors.count(kind);
-            }
+            client_fault = e.client_kind().is_some();
             // Metrics and the access log name the HTTP status of the failure, also when a gRPC
             // caller got it as HTTP 200 with a grpc-status.
             (forward::error_response(&e, grpc), e.status())
@@ -88,11 +97,15 @@ pub async fn handle(
     // fault, not the backend's.
     let success = !status.is_server_error();
     let elapsed = finished - started;
-    backend
-        .metrics
-        .record(status, elapsed, snapshot.metrics.second(finished), success);
-    if let Some(probe) = &backend.probe {
-        probe.record(success, crate::metrics::latency_bucket(elapsed));
+    // A client's fault (its body broke or stalled, it went away) is never recorded against the
+    // backend: not in its metrics, its window, nor a rollout's probe.
+    if !client_fault {
+        backend
+            .metrics
+            .record(status, elapsed, snapshot.metrics.second(finished), success);
+        if let Some(probe) = &backend.probe {
+            probe.record(success, crate::metrics::latency_bucket(elapsed));
+        }
     }
     let access = logged.map(|(method, path)| {
         Box::new(Access {
@@ -110,6 +123,15 @@ pub async fn handle(
     response.map(|b| ResponseBody::new(b, access))
 }
 
+/// weir's answer to a request it refuses before routing: counted as the client's error only.
+fn refuse(conn: &ConnInfo, e: ProxyError, grpc: bool) -> Response<ResponseBody> {
+    tracing::debug!(client = %conn.client, error = %e, "request refused");
+    if let Some(kind) = e.client_kind() {
+        conn.client_errors.count(kind);
+    }
+    forward::error_response(&e, grpc).map(|b| ResponseBody::new(b, None))
+}
+
 /// Sends the request to `backend`: one try, or more when the route retries and the request may
 /// be repeated; and a shadow copy when the route mirrors and this request is drawn.
 async fn exchange(
@@ -122,7 +144,11 @@ async fn exchange(
 ) -> Result<Response<body::UpstreamBody>, ProxyError> {
     let pool = &backend.pool;
     let (mut head, body) = req.into_parts();
-    let upgrade = pool.version == Version::HTTP_11 && forward::is_upgrade(&head);
+    // Only the protocols the route allows are tunnelled; another `Upgrade` is dropped as a
+    // hop-by-hop header and the request goes on as a plain one.
+    let upgrade = pool.version == Version::HTTP_11
+        && forward::is_upgrade(&head)
+        && forward::upgrade_allowed(&head, &route.upgrades);
     forward::prepare(&mut head, conn, upgrade)?;
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let retries = route.retries.as_ref().filter(|_| !upgrade);
@@ -140,7 +166,10 @@ async fn exchange(
             Err(_) => return Err(ProxyError::ClientTimeout),
             Ok(Ok(r)) => (None, Some(r)),
             Ok(Err(NotReplayable::TooLarge(b))) => (Some(b), None),
-            Ok(Err(NotReplayable::Broken(e))) => return Err(ProxyError::ClientBody(e)),
+            Ok(Err(NotReplayable::Broken(e))) if request::went_away(&e) => {
+                return Err(ProxyError::ClientGone(e.into()));
+            }
+            Ok(Err(NotReplayable::Broken(e))) => return Err(ProxyError::ClientBody(e.into())),
         }
     } else {
         (Some(body), None)
@@ -173,7 +202,7 @@ async fn exchange(
         };
         let req_body = match (&replay, body.take()) {
             (Some(r), _) => r.body(),
-            (None, Some(b)) => RequestBody::Streaming(b),
+            (None, Some(b)) => RequestBody::streaming(b),
             (None, None) => unreachable!("a streamed body is sent once, on the only try"),
         };
         let result = forward::try_endpoint(

@@ -90,7 +90,7 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &GOOD.replace("    backends:", "    bakends:"),
             &[
-                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`",
+                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`",
             ],
         ),
         (
@@ -181,6 +181,17 @@ fn bad_files_are_refused_with_located_messages() {
             &[
                 "t.yaml:14:5: routes[0].rollout: a rollout needs another backend with a positive weight to roll back to",
             ],
+        ),
+        (
+            &(GOOD.to_owned() + "    upgrades: [websocket, h2c, \"a b\"]\n"),
+            &[
+                "t.yaml:14:27: routes[0].upgrades[1]: `h2c` cannot be tunnelled: clients that want HTTP/2 connect with it directly",
+                "t.yaml:14:32: routes[0].upgrades[2]: `a b` is not a protocol name (a token such as `websocket`)",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "limits:\n  max_headers: 4\n"),
+            &["t.yaml:15:3: limits.max_headers: expected 8 to 4096, found 4"],
         ),
         (
             &(GOOD.to_owned() + "    sticky: { header: x-user, cookie: session }\n"),
@@ -301,7 +312,7 @@ fn every_decode_error_inside_one_element_is_reported() {
             "t.yaml:13:29: routes[0].backends[1].weight: invalid value: integer `-1`, expected u32",
             "t.yaml:14:5: routes[0].timeout: invalid value: string \"soon\", expected a duration such as 250ms, 15s or 2m",
             "t.yaml:15:5: routes[0].pick: unknown variant `sometimes`, expected `random` or `round_robin`",
-            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`",
+            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`",
         ],
     );
     // A missing required field is reported too, unless a misspelled one explains it.

@@ -10,6 +10,7 @@ mod deploy;
 mod forwarding;
 mod grpc;
 mod hostile;
+mod hostile_clients;
 mod lifecycle;
 mod limits;
 mod live_page;

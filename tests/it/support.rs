@@ -417,3 +417,88 @@ pub async fn tally(address: SocketAddr, n: usize) -> std::collections::BTreeMap<
     }
     counts
 }
+
+/// A misbehaving upstream: `handler` gets each accepted TCP connection as it is, to read and
+/// write whatever bytes it wants.
+pub async fn raw_upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handler(stream));
+        }
+    });
+    address
+}
+
+/// Reads one HTTP/1.1 request head from `stream` (up to the empty line); `None` at its end.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// What weir answered to raw bytes: the status (0 when the connection closed without one) and
+/// the whole response text.
+pub struct RawAnswer {
+    pub status: u16,
+    pub text: String,
+}
+
+/// Writes `bytes` to a new connection to `address` and reads one response (head and a
+/// `content-length` body), or until weir closes the connection; at most 30 s.
+pub async fn raw(address: SocketAddr, bytes: &[u8]) -> RawAnswer {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_response(&mut s).await
+}
+
+/// Reads one response from `s` as [`raw`] does.
+pub async fn read_response(s: &mut tokio::net::TcpStream) -> RawAnswer {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            out.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&out);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    RawAnswer { status, text }
+}
