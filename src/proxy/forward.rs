@@ -15,8 +15,8 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
 use super::body::{RequestBody, UpstreamBody};
-use super::conns::{BoxError, SendError};
-use super::pool::{Outcome, UpstreamPool};
+use super::conns::{BoxError, SendError, framing_problem};
+use super::pool::UpstreamPool;
 use crate::metrics::UpstreamErrorKind;
 
 use super::body::Inner as ProxyBody;
@@ -29,6 +29,9 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The listener's `weir_client_errors_total` counters.
     pub client_errors: crate::metrics::ClientErrors,
+    /// What the connection's response bodies report: progress (the write-stall timeout) and
+    /// the client going away.
+    pub delivery: Arc<super::body::Delivery>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -49,8 +52,18 @@ pub enum ProxyError {
         upstream: Arc<str>,
         source: BoxError,
     },
+    #[error("TLS handshake with upstream `{upstream}` failed: {source}")]
+    Tls {
+        upstream: Arc<str>,
+        source: BoxError,
+    },
     #[error("upstream `{upstream}` failed before answering: {source}")]
     Reset {
+        upstream: Arc<str>,
+        source: BoxError,
+    },
+    #[error("upstream `{upstream}` broke HTTP's framing rules: {source}")]
+    Protocol {
         upstream: Arc<str>,
         source: BoxError,
     },
@@ -75,7 +88,10 @@ impl ProxyError {
             ProxyError::BadRequest | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoHealthyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Reset { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Tls { .. }
+            | ProxyError::Reset { .. }
+            | ProxyError::Protocol { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -100,7 +116,9 @@ impl ProxyError {
             | ProxyError::ClientTimeout
             | ProxyError::NoHealthyEndpoint { .. } => None,
             ProxyError::Connect { .. } => Some(UpstreamErrorKind::Connect),
+            ProxyError::Tls { .. } => Some(UpstreamErrorKind::Tls),
             ProxyError::Reset { .. } => Some(UpstreamErrorKind::Reset),
+            ProxyError::Protocol { .. } => Some(UpstreamErrorKind::Protocol),
             ProxyError::Timeout { .. } => Some(UpstreamErrorKind::Timeout),
         }
     }
@@ -146,7 +164,9 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
                 ("14", "weir: no healthy endpoint in the upstream")
             }
             ProxyError::Connect { .. } => ("14", "weir: cannot connect to the upstream"),
+            ProxyError::Tls { .. } => ("14", "weir: the TLS handshake with the upstream failed"),
             ProxyError::Reset { .. } => ("14", "weir: the upstream closed the connection"),
+            ProxyError::Protocol { .. } => ("14", "weir: the upstream's answer was malformed"),
             ProxyError::Timeout { .. } => ("4", "weir: the upstream did not answer in time"),
         };
         let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::new())));
@@ -167,7 +187,9 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
         }
         ProxyError::NoHealthyEndpoint { .. } => "weir: no healthy endpoint in the upstream\n",
         ProxyError::Connect { .. } => "weir: cannot connect to the upstream\n",
+        ProxyError::Tls { .. } => "weir: the TLS handshake with the upstream failed\n",
         ProxyError::Reset { .. } => "weir: the upstream closed the connection\n",
+        ProxyError::Protocol { .. } => "weir: the upstream's answer was malformed\n",
         ProxyError::Timeout { .. } => "weir: the upstream did not answer in time\n",
     };
     let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from_static(
@@ -200,21 +222,41 @@ pub async fn send(
             pool.version,
         )?;
     }
+    let upstream = || pool.name.clone();
     let (mut response, lease) = match pool.send(endpoint, req).await {
         Err(SendError::Connect(source)) => {
             return Err(ProxyError::Connect {
-                upstream: pool.name.clone(),
+                upstream: upstream(),
+                source,
+            });
+        }
+        Err(SendError::Tls(source)) => {
+            return Err(ProxyError::Tls {
+                upstream: upstream(),
                 source,
             });
         }
         Err(SendError::Reset(source)) => {
             return Err(ProxyError::Reset {
-                upstream: pool.name.clone(),
+                upstream: upstream(),
+                source,
+            });
+        }
+        Err(SendError::Protocol(source)) => {
+            return Err(ProxyError::Protocol {
+                upstream: upstream(),
                 source,
             });
         }
         Ok(r) => r,
     };
+    // Dropped with its lease, the connection closes: what follows on it cannot be trusted.
+    if let Some(why) = framing_problem(&response) {
+        return Err(ProxyError::Protocol {
+            upstream: upstream(),
+            source: why.into(),
+        });
+    }
     match downstream {
         Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             tunnel(
@@ -230,9 +272,10 @@ pub async fn send(
     Ok(response.map(|b| UpstreamBody::new(b, lease)))
 }
 
-/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`), with
-/// the try's outcome reported to the endpoint's outlier count. Real requests and shadow copies
-/// both go through here.
+/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`). Real
+/// requests and shadow copies both go through here; what the outcome means for the endpoint's
+/// outlier count is the caller's business (real requests only: `proxy::exchange` for a try that
+/// got no response, `ResponseBody` when a response ends).
 pub async fn try_endpoint(
     pool: &UpstreamPool,
     endpoint: usize,
@@ -241,20 +284,14 @@ pub async fn try_endpoint(
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
-    let result = tokio::time::timeout_at(deadline, send(pool, endpoint, req, downstream))
+    tokio::time::timeout_at(deadline, send(pool, endpoint, req, downstream))
         .await
         .unwrap_or_else(|_| {
             Err(ProxyError::Timeout {
                 upstream: pool.name.clone(),
                 timeout,
             })
-        });
-    let outcome = match &result {
-        Ok(r) if !r.status().is_server_error() => Outcome::Success,
-        _ => Outcome::Failure,
-    };
-    pool.report(endpoint, outcome);
-    result
+        })
 }
 
 /// A copy of a prepared request head, for a second try or a shadow copy. Extensions (hyper's

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::body::{Delivery, STALL_CHECKS, StallCheck};
 use super::forward::ConnInfo;
 use crate::config::Limits;
 use crate::metrics::{ConnectionGauge, ListenerMetrics};
@@ -134,6 +135,7 @@ async fn serve_http<I>(
             listener: ctx.name.clone(),
             scheme,
             client_errors: ctx.metrics.client_errors.clone(),
+            delivery: Arc::new(Delivery::new(ctx.metrics.client_errors.clone())),
         },
         requests: AtomicU64::new(0),
     });
@@ -148,6 +150,11 @@ async fn serve_http<I>(
     let mut idle_check = tokio::time::interval(limits.idle_timeout / IDLE_CHECKS);
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_seen, mut quiet_checks) = (0, 0);
+    // nginx's `send_timeout`: a client that stops reading a response (a full socket, a zero
+    // HTTP/2 window) would hold the upstream connection behind it for as long as it likes.
+    let mut stall_check = tokio::time::interval(limits.write_stall_timeout / STALL_CHECKS);
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stall = StallCheck::default();
     let mut closing = *ctx.shutdown.borrow();
     if closing {
         serving.as_mut().graceful_shutdown();
@@ -164,6 +171,12 @@ async fn serve_http<I>(
                 // Finish the request in flight, then close (HTTP/2: GOAWAY).
                 serving.as_mut().graceful_shutdown();
                 closing = true;
+            }
+            _ = stall_check.tick() => {
+                if conn.info.delivery.stalled(&mut stall) {
+                    tracing::debug!(client = %peer, timeout = ?limits.write_stall_timeout, "closing a connection whose client stopped reading");
+                    break;
+                }
             }
             _ = idle_check.tick(), if !closing => {
                 let seen = conn.requests.load(Ordering::Relaxed);
