@@ -417,7 +417,11 @@ fn route(diag: &mut Diagnostics, r: &RouteSpec, path: &str, refs: &Refs) -> Rout
         retries,
         rollout,
         grpc_failures: r.grpc.as_ref().map_or(GrpcCodes::DEFAULT_FAILURES, |g| {
-            grpc_failures(diag, &g.failure_codes, &format!("{path}.grpc.failure_codes"))
+            grpc_failures(
+                diag,
+                &g.failure_codes,
+                &format!("{path}.grpc.failure_codes"),
+            )
         }),
     }
 }

@@ -287,9 +287,11 @@ impl Metrics {
         }
         for (i, slot) in b.by_grpc_status.iter().enumerate() {
             if slot.get().is_some() {
-                let _ = self
-                    .grpc_responses
-                    .remove_label_values(&[labels[0], labels[1], GRPC_STATUS_LABELS[i]]);
+                let _ = self.grpc_responses.remove_label_values(&[
+                    labels[0],
+                    labels[1],
+                    GRPC_STATUS_LABELS[i],
+                ]);
             }
         }
         let _ = self.weight.remove_label_values(&labels);

@@ -261,10 +261,15 @@ impl ResponseBody {
     /// answer for a failed backend) is recorded at once: hyper may never poll it.
     pub fn recording(mut self, record: Record, delivery: Arc<Delivery>) -> ResponseBody {
         self.record = Some(record);
-        self.delivery = Some(delivery);
         if matches!(self.inner, Inner::Local(_)) || self.is_end_stream() {
             self.finish(End::Clean);
+        } else {
+            // Until hyper asks for the first frame, the body waits on the client: an HTTP/2
+            // stream with a zero window is never polled at all.
+            self.waiting = true;
+            delivery.waiting.fetch_add(1, Ordering::Relaxed);
         }
+        self.delivery = Some(delivery);
         self
     }
 

@@ -58,19 +58,27 @@ pub fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<UpstreamError
         {
             return Some(UpstreamErrorKind::Protocol);
         }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return Some(UpstreamErrorKind::Tls);
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => {
+                // hyper's body decoder reports a bad chunk as invalid input or data.
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                ) && io
+                    .get_ref()
+                    .is_none_or(|inner| inner.downcast_ref::<rustls::Error>().is_none())
+                {
+                    return Some(UpstreamErrorKind::Protocol);
+                }
+                // An io::Error's `source` skips the error it wraps (tokio-rustls wraps the
+                // rustls error in one, hyper-rustls that one in another): look at it first.
+                match io.get_ref() {
+                    Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                    None => c.source(),
+                }
             }
-            // hyper's body decoder reports a bad chunk as invalid data.
-            if io.kind() == std::io::ErrorKind::InvalidData {
-                return Some(UpstreamErrorKind::Protocol);
-            }
-        }
-        cause = c.source();
+            None => c.source(),
+        };
     }
     None
 }

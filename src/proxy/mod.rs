@@ -66,27 +66,28 @@ pub async fn handle(
         [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
     // (status, answering endpoint): what the response's end is judged on, `None` when the
     // client was at fault, which never counts against the backend.
-    let (response, judged, status) =
-        match exchange(route, backend, req, conn, started, timeout).await {
-            Ok((r, endpoint)) => {
-                let status = r.status();
-                (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
+    let (response, judged, status) = match exchange(route, backend, req, conn, started, timeout)
+        .await
+    {
+        Ok((r, endpoint)) => {
+            let status = r.status();
+            (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
+        }
+        Err(e) => {
+            tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
+            if let Some(kind) = e.upstream_kind() {
+                backend.pool.metrics.count(kind);
             }
-            Err(e) => {
-                tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
-                if let Some(kind) = e.upstream_kind() {
-                    backend.pool.metrics.count(kind);
-                }
-                if let Some(kind) = e.client_kind() {
-                    conn.client_errors.count(kind);
-                }
-                // weir's own 502/503/504 are failures of the chosen backend. Metrics and the
-                // access log name the HTTP status of the failure, also when a gRPC caller got
-                // it as HTTP 200 with a grpc-status.
-                let judged = e.client_kind().is_none().then_some(None);
-                (forward::error_response(&e, grpc), judged, e.status())
+            if let Some(kind) = e.client_kind() {
+                conn.client_errors.count(kind);
             }
-        };
+            // weir's own 502/503/504 are failures of the chosen backend. Metrics and the
+            // access log name the HTTP status of the failure, also when a gRPC caller got
+            // it as HTTP 200 with a grpc-status.
+            let judged = e.client_kind().is_none().then_some(None);
+            (forward::error_response(&e, grpc), judged, e.status())
+        }
+    };
     let record = judged.map(|endpoint| {
         let mut r = Record {
             metrics: backend.metrics.clone(),

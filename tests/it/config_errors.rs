@@ -140,9 +140,9 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &(GOOD.to_owned() + "    grpc: { failure_codes: [UNAVAILABLE, internal, 17, OK, Busy] }\n"),
             &[
-                "t.yaml:14:55: routes[0].grpc.failure_codes[2]: expected a gRPC status code from 1 to 16 or its name (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED), found `17`",
-                "t.yaml:14:59: routes[0].grpc.failure_codes[3]: OK (0) is a success and cannot be a failure code",
-                "t.yaml:14:63: routes[0].grpc.failure_codes[4]: expected a gRPC status code from 1 to 16 or its name (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED), found `Busy`",
+                "t.yaml:14:52: routes[0].grpc.failure_codes[2]: expected a gRPC status code from 1 to 16 or its name (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED), found `17`",
+                "t.yaml:14:56: routes[0].grpc.failure_codes[3]: OK (0) is a success and cannot be a failure code",
+                "t.yaml:14:60: routes[0].grpc.failure_codes[4]: expected a gRPC status code from 1 to 16 or its name (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED), found `Busy`",
             ],
         ),
         (

@@ -14,6 +14,7 @@ mod lifecycle;
 mod limits;
 mod live_page;
 mod mirror;
+mod outcome;
 mod picking;
 mod policies;
 mod reload;
