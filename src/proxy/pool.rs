@@ -15,8 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::RequestBody;
 use super::conns::{self, Http1Pool, Lease, SendError};
+use super::request::RequestBody;
 use crate::config::{Limits, Outlier, Protocol, Upstream};
 use crate::metrics::{Metrics, UpstreamErrorKind, UpstreamMetrics};
 
