@@ -106,7 +106,8 @@ pub struct Access {
     pub status: u16,
     pub started: Instant,
     pub bytes: u64,
-    /// `success`, `failure`, or the client's error kind when the client ended it.
+    /// `success`, `failure`, the client's error kind when the client ended it, or `unjudged`
+    /// (the client's own fault before any response).
     pub outcome: &'static str,
 }
 
@@ -432,5 +433,72 @@ impl Delivery {
         }
         self.stalled.store(true, Ordering::Relaxed);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_status_values_are_read_as_codes_or_as_unreadable() {
+        for (text, code) in [
+            (&b"0"[..], 0),
+            (b"14", 14),
+            (b"16", 16),
+            (b"99", 99),
+            (b"05", 255),
+            (b"014", 255),
+            (b"", 255),
+            (b"1a", 255),
+            (b" 1", 255),
+        ] {
+            assert_eq!(grpc_code(text), code, "{:?}", String::from_utf8_lossy(text));
+        }
+        // Every value of up to two bytes (what a fuzzer would try first, all of it): the code of
+        // a canonical decimal, else unreadable; never a panic.
+        for len in 0..=2usize {
+            for n in 0..1u32 << (8 * len) {
+                let bytes = &n.to_be_bytes()[4 - len..];
+                let canonical = std::str::from_utf8(bytes)
+                    .ok()
+                    .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+                    .filter(|t| !t.is_empty() && (t.len() == 1 || !t.starts_with('0')))
+                    .and_then(|t| t.parse::<u8>().ok());
+                assert_eq!(grpc_code(bytes), canonical.unwrap_or(255), "{bytes:?}");
+            }
+        }
+        assert_eq!(judged_code(None), GRPC_UNKNOWN);
+        assert_eq!(judged_code(Some(99)), GRPC_UNKNOWN);
+        assert_eq!(judged_code(Some(14)), 14);
+        let fails = GrpcCodes::DEFAULT_FAILURES;
+        assert!([2, 4, 12, 13, 14, 15].iter().all(|c| fails.contains(*c)));
+        assert!(
+            ![0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 16, 17]
+                .iter()
+                .any(|c| fails.contains(*c))
+        );
+    }
+
+    #[test]
+    fn a_stall_is_four_checks_in_a_row_with_a_response_waiting_and_no_frame_taken() {
+        let metrics = crate::metrics::Metrics::new();
+        let d = Delivery::new(metrics.listener("main").client_errors);
+        let mut check = StallCheck::default();
+        // Nothing waits on the client: no stall, however long.
+        for _ in 0..10 {
+            assert!(!d.stalled(&mut check));
+        }
+        d.waiting.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..3 {
+            assert!(!d.stalled(&mut check));
+        }
+        // The client took a frame: the count starts again.
+        d.polls.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert!(!d.stalled(&mut check));
+        }
+        assert!(d.stalled(&mut check));
+        assert!(d.stalled.load(Ordering::Relaxed));
     }
 }

@@ -115,7 +115,7 @@ pub async fn handle(
             status: status.as_u16(),
             started,
             bytes: 0,
-            outcome: "",
+            outcome: "unjudged",
         })
     });
     // The outcome is recorded when the body ends (at once for an empty one).
