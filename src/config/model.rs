@@ -98,6 +98,64 @@ pub struct Route {
     pub rollout: Option<Rollout>,
     /// The `Upgrade` protocols tunnelled, lower case (`websocket` by default).
     pub upgrades: Box<[Box<str>]>,
+    /// The `grpc-status` codes that count as failures of the backend.
+    pub grpc_failures: GrpcCodes,
+}
+
+/// The gRPC status codes by number, as the gRPC specification names them.
+pub const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `UNKNOWN`: what a gRPC client makes of a status it cannot read, or of none at all.
+pub const GRPC_UNKNOWN: u8 = 2;
+
+/// A set of gRPC status codes (0 to 16), one bit each: copied, never allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcCodes(u32);
+
+impl GrpcCodes {
+    pub const EMPTY: GrpcCodes = GrpcCodes(0);
+
+    /// The failures of Envoy's and Linkerd's success rates: UNKNOWN, DEADLINE_EXCEEDED,
+    /// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. The others (NOT_FOUND,
+    /// INVALID_ARGUMENT, ...) say the client asked for something it could not have.
+    pub const DEFAULT_FAILURES: GrpcCodes =
+        GrpcCodes(1 << 2 | 1 << 4 | 1 << 12 | 1 << 13 | 1 << 14 | 1 << 15);
+
+    /// The set with `code` added; a code past 16 adds nothing.
+    pub fn with(self, code: u8) -> GrpcCodes {
+        match code {
+            0..=16 => GrpcCodes(self.0 | 1 << code),
+            _ => self,
+        }
+    }
+
+    pub fn contains(self, code: u8) -> bool {
+        code <= 16 && self.0 & (1 << code) != 0
+    }
+}
+
+impl Default for GrpcCodes {
+    fn default() -> Self {
+        GrpcCodes::DEFAULT_FAILURES
+    }
 }
 
 /// A route's automated rollout: weir drives the weight of `backends[canary]`.
@@ -200,6 +258,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
+    pub write_stall_timeout: Duration,
 }
 
 impl Config {

@@ -145,6 +145,27 @@ pub struct RouteSpec {
     /// request goes on as a plain one. `h2c` is never tunnelled.
     #[serde(default = "defaults::upgrades")]
     pub upgrades: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcSpec>,
+}
+
+/// How a route judges gRPC calls, which report failures as HTTP 200 with a `grpc-status`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSpec {
+    /// The `grpc-status` codes that count as failures of the backend, by name (`UNAVAILABLE`)
+    /// or number (`14`). Default: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+    /// UNAVAILABLE, DATA_LOSS.
+    #[serde(default = "defaults::grpc_failure_codes")]
+    pub failure_codes: Vec<GrpcCodeSpec>,
+}
+
+/// A gRPC status code, written as its name (`UNAVAILABLE`) or its number (`14`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GrpcCodeSpec {
+    Number(u32),
+    Name(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -328,6 +349,10 @@ pub struct LimitsSpec {
     pub connect_timeout: DurationSpec,
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: DurationSpec,
+    /// A response that waits this long for the client to read it (a stalled HTTP/1.1 reader, a
+    /// zero HTTP/2 window) closes the client connection, as nginx's `send_timeout`.
+    #[serde(default = "defaults::write_stall_timeout")]
+    pub write_stall_timeout: DurationSpec,
 }
 
 impl Default for LimitsSpec {
@@ -339,12 +364,13 @@ impl Default for LimitsSpec {
             idle_timeout: defaults::idle_timeout(),
             connect_timeout: defaults::connect_timeout(),
             drain_timeout: defaults::drain_timeout(),
+            write_stall_timeout: defaults::write_stall_timeout(),
         }
     }
 }
 
 mod defaults {
-    use super::{DurationSpec, RetryOnSpec};
+    use super::{DurationSpec, GrpcCodeSpec, RetryOnSpec};
 
     pub fn rollout_interval() -> DurationSpec {
         DurationSpec::from_secs(30)
@@ -392,6 +418,21 @@ mod defaults {
     }
     pub fn drain_timeout() -> DurationSpec {
         DurationSpec::from_secs(30)
+    }
+    pub fn write_stall_timeout() -> DurationSpec {
+        DurationSpec::from_secs(60)
+    }
+    pub fn grpc_failure_codes() -> Vec<GrpcCodeSpec> {
+        [
+            "UNKNOWN",
+            "DEADLINE_EXCEEDED",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+        ]
+        .map(|n| GrpcCodeSpec::Name(n.into()))
+        .to_vec()
     }
     pub fn poll_interval() -> DurationSpec {
         DurationSpec::from_secs(2)

@@ -420,6 +420,13 @@ fn route(diag: &mut Diagnostics, r: &RouteSpec, path: &str, refs: &Refs) -> Rout
         retries,
         rollout,
         upgrades: upgrades(diag, &r.upgrades, &format!("{path}.upgrades")),
+        grpc_failures: r.grpc.as_ref().map_or(GrpcCodes::DEFAULT_FAILURES, |g| {
+            grpc_failures(
+                diag,
+                &g.failure_codes,
+                &format!("{path}.grpc.failure_codes"),
+            )
+        }),
     }
 }
 
@@ -447,6 +454,40 @@ fn upgrades(diag: &mut Diagnostics, names: &[String], path: &str) -> Box<[Box<st
         }
     }
     out.into()
+}
+
+/// The codes of `grpc.failure_codes`: names as the gRPC specification spells them (any case) or
+/// numbers; OK (0) is never a failure.
+fn grpc_failures(diag: &mut Diagnostics, specs: &[GrpcCodeSpec], path: &str) -> GrpcCodes {
+    let mut codes = GrpcCodes::EMPTY;
+    for (i, spec) in specs.iter().enumerate() {
+        let code = match spec {
+            GrpcCodeSpec::Number(n) => u8::try_from(*n).ok().filter(|n| *n <= 16),
+            GrpcCodeSpec::Name(name) => GRPC_CODE_NAMES
+                .iter()
+                .position(|known| known.eq_ignore_ascii_case(name))
+                .and_then(|c| u8::try_from(c).ok()),
+        };
+        match code {
+            Some(0) => diag.error(
+                &format!("{path}[{i}]"),
+                "OK (0) is a success and cannot be a failure code",
+            ),
+            Some(c) => codes = codes.with(c),
+            None => diag.error(
+                &format!("{path}[{i}]"),
+                format!(
+                    "expected a gRPC status code from 1 to 16 or its name ({}), found `{}`",
+                    GRPC_CODE_NAMES[1..].join(", "),
+                    match spec {
+                        GrpcCodeSpec::Number(n) => n.to_string(),
+                        GrpcCodeSpec::Name(n) => n.clone(),
+                    }
+                ),
+            ),
+        }
+    }
+    codes
 }
 
 fn backends(
@@ -874,6 +915,7 @@ fn limits(diag: &mut Diagnostics, l: &LimitsSpec) -> Limits {
         ("header_read_timeout", l.header_read_timeout),
         ("idle_timeout", l.idle_timeout),
         ("connect_timeout", l.connect_timeout),
+        ("write_stall_timeout", l.write_stall_timeout),
     ] {
         if d.get().is_zero() {
             diag.error(&format!("limits.{field}"), "expected a positive duration");
@@ -886,6 +928,7 @@ fn limits(diag: &mut Diagnostics, l: &LimitsSpec) -> Limits {
         idle_timeout: l.idle_timeout.get(),
         connect_timeout: l.connect_timeout.get(),
         drain_timeout: l.drain_timeout.get(),
+        write_stall_timeout: l.write_stall_timeout.get(),
     }
 }
 

@@ -15,9 +15,9 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
 use super::body::{RequestBody, UpstreamBody};
-use super::conns::{BoxError, SendError};
+use super::conns::{BoxError, SendError, framing_problem};
 use super::head::Refusal;
-use super::pool::{Outcome, UpstreamPool};
+use super::pool::UpstreamPool;
 use super::request::{ClientFault, Progress};
 use crate::metrics::UpstreamErrorKind;
 
@@ -31,6 +31,9 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The listener's `weir_client_errors_total` counters.
     pub client_errors: crate::metrics::ClientErrors,
+    /// What the connection's response bodies report: progress (the write-stall timeout) and
+    /// the client going away.
+    pub delivery: Arc<super::body::Delivery>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -51,8 +54,18 @@ pub enum ProxyError {
         upstream: Arc<str>,
         source: BoxError,
     },
+    #[error("TLS handshake with upstream `{upstream}` failed: {source}")]
+    Tls {
+        upstream: Arc<str>,
+        source: BoxError,
+    },
     #[error("upstream `{upstream}` failed before answering: {source}")]
     Reset {
+        upstream: Arc<str>,
+        source: BoxError,
+    },
+    #[error("upstream `{upstream}` broke HTTP's framing rules: {source}")]
+    Protocol {
         upstream: Arc<str>,
         source: BoxError,
     },
@@ -90,7 +103,9 @@ impl ProxyError {
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoHealthyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
+            | ProxyError::Tls { .. }
             | ProxyError::Reset { .. }
+            | ProxyError::Protocol { .. }
             | ProxyError::BadUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -119,8 +134,10 @@ impl ProxyError {
             | ProxyError::ClientTimeout
             | ProxyError::NoHealthyEndpoint { .. } => None,
             ProxyError::Connect { .. } => Some(UpstreamErrorKind::Connect),
-            ProxyError::Reset { .. } | ProxyError::BadUpgrade { .. } => {
-                Some(UpstreamErrorKind::Reset)
+            ProxyError::Tls { .. } => Some(UpstreamErrorKind::Tls),
+            ProxyError::Reset { .. } => Some(UpstreamErrorKind::Reset),
+            ProxyError::Protocol { .. } | ProxyError::BadUpgrade { .. } => {
+                Some(UpstreamErrorKind::Protocol)
             }
             ProxyError::Timeout { .. } => Some(UpstreamErrorKind::Timeout),
         }
@@ -169,7 +186,9 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
                 ("14", "weir: no healthy endpoint in the upstream")
             }
             ProxyError::Connect { .. } => ("14", "weir: cannot connect to the upstream"),
+            ProxyError::Tls { .. } => ("14", "weir: the TLS handshake with the upstream failed"),
             ProxyError::Reset { .. } => ("14", "weir: the upstream closed the connection"),
+            ProxyError::Protocol { .. } => ("14", "weir: the upstream's answer was malformed"),
             ProxyError::Timeout { .. } => ("4", "weir: the upstream did not answer in time"),
         };
         let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::new())));
@@ -192,7 +211,9 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
         ProxyError::BadUpgrade { .. } => "weir: the upstream broke the protocol upgrade\n",
         ProxyError::NoHealthyEndpoint { .. } => "weir: no healthy endpoint in the upstream\n",
         ProxyError::Connect { .. } => "weir: cannot connect to the upstream\n",
+        ProxyError::Tls { .. } => "weir: the TLS handshake with the upstream failed\n",
         ProxyError::Reset { .. } => "weir: the upstream closed the connection\n",
+        ProxyError::Protocol { .. } => "weir: the upstream's answer was malformed\n",
         ProxyError::Timeout { .. } => "weir: the upstream did not answer in time\n",
     };
     let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from_static(
@@ -230,21 +251,41 @@ pub async fn send(
             pool.version,
         )?;
     }
+    let upstream = || pool.name.clone();
     let (mut response, lease) = match pool.send(endpoint, req).await {
         Err(SendError::Connect(source)) => {
             return Err(ProxyError::Connect {
-                upstream: pool.name.clone(),
+                upstream: upstream(),
+                source,
+            });
+        }
+        Err(SendError::Tls(source)) => {
+            return Err(ProxyError::Tls {
+                upstream: upstream(),
                 source,
             });
         }
         Err(SendError::Reset(source)) => {
             return Err(ProxyError::Reset {
-                upstream: pool.name.clone(),
+                upstream: upstream(),
+                source,
+            });
+        }
+        Err(SendError::Protocol(source)) => {
+            return Err(ProxyError::Protocol {
+                upstream: upstream(),
                 source,
             });
         }
         Ok(r) => r,
     };
+    // Dropped with its lease, the connection closes: what follows on it cannot be trusted.
+    if let Some(why) = framing_problem(&response) {
+        return Err(ProxyError::Protocol {
+            upstream: upstream(),
+            source: why.into(),
+        });
+    }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let checked = match &asked {
             Some(asked) => asked.check(response.headers()),
@@ -252,7 +293,7 @@ pub async fn send(
         };
         if let Err(reason) = checked {
             return Err(ProxyError::BadUpgrade {
-                upstream: pool.name.clone(),
+                upstream: upstream(),
                 reason,
             });
         }
@@ -272,9 +313,10 @@ pub async fn send(
     Ok(response.map(|b| UpstreamBody::new(b, lease)))
 }
 
-/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`), with
-/// the try's outcome reported to the endpoint's outlier count. Real requests and shadow copies
-/// both go through here.
+/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`). Real
+/// requests and shadow copies both go through here; what the outcome means for the endpoint's
+/// outlier count is the caller's business (real requests only: `proxy::exchange` for a try that
+/// got no response, `ResponseBody` when a response ends).
 pub async fn try_endpoint(
     pool: &UpstreamPool,
     endpoint: usize,
@@ -284,7 +326,7 @@ pub async fn try_endpoint(
     timeout: Duration,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let progress = req.body().progress();
-    let result = tokio::time::timeout_at(deadline, send(pool, endpoint, req, downstream))
+    tokio::time::timeout_at(deadline, send(pool, endpoint, req, downstream))
         .await
         .unwrap_or_else(|_| {
             Err(ProxyError::Timeout {
@@ -292,15 +334,7 @@ pub async fn try_endpoint(
                 timeout,
             })
         })
-        .map_err(|e| blame(e, progress.as_deref()));
-    let outcome = match &result {
-        Ok(r) if !r.status().is_server_error() => Outcome::Success,
-        // The client's fault says nothing about the endpoint.
-        Err(e) if e.client_kind().is_some() => return result,
-        _ => Outcome::Failure,
-    };
-    pool.report(endpoint, outcome);
-    result
+        .map_err(|e| blame(e, progress.as_deref()))
 }
 
 /// A try that failed while the client's body was broken, gone, or stalled (weir waiting for
@@ -308,12 +342,16 @@ pub async fn try_endpoint(
 fn blame(e: ProxyError, progress: Option<&Progress>) -> ProxyError {
     let fault = progress.and_then(Progress::fault);
     match (e, fault) {
-        (ProxyError::Reset { source, .. }, Some(ClientFault::Broken)) => {
-            ProxyError::ClientBody(source)
-        }
-        (ProxyError::Reset { source, .. }, Some(ClientFault::Gone)) => {
-            ProxyError::ClientGone(source)
-        }
+        // The client's broken body shows up in the send's error as a reset or as broken
+        // framing (an invalid chunk), whichever hyper saw first.
+        (
+            ProxyError::Reset { source, .. } | ProxyError::Protocol { source, .. },
+            Some(ClientFault::Broken),
+        ) => ProxyError::ClientBody(source),
+        (
+            ProxyError::Reset { source, .. } | ProxyError::Protocol { source, .. },
+            Some(ClientFault::Gone),
+        ) => ProxyError::ClientGone(source),
         (ProxyError::Timeout { .. }, Some(_)) => ProxyError::ClientTimeout,
         (e, _) => e,
     }

@@ -30,10 +30,11 @@ use tokio::sync::{mpsc, watch};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::ResponseBody;
+use super::body::{Delivery, ResponseBody, STALL_CHECKS, StallCheck};
 use super::forward::{ConnInfo, ProxyError};
 use super::framing::{Scan, Verdict};
 use super::head::Refusal;
+
 use crate::config::Limits;
 use crate::metrics::{ConnectionGauge, ListenerMetrics};
 use crate::snapshot::Snapshot;
@@ -281,6 +282,7 @@ async fn serve_http<I>(
             listener: ctx.name.clone(),
             scheme,
             client_errors: ctx.metrics.client_errors.clone(),
+            delivery: Arc::new(Delivery::new(ctx.metrics.client_errors.clone())),
         },
         requests: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
@@ -303,6 +305,11 @@ async fn serve_http<I>(
     tokio::pin!(first_request);
     let give_up = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(give_up);
+    // nginx's `send_timeout`: a client that stops reading a response (a full socket, a zero
+    // HTTP/2 window) would hold the upstream connection behind it for as long as it likes.
+    let mut stall_check = tokio::time::interval(limits.write_stall_timeout / STALL_CHECKS);
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stall = StallCheck::default();
     let mut closing = false;
     let close = |serving: Pin<&mut _>, give_up: Pin<&mut tokio::time::Sleep>| {
         auto::UpgradeableConnection::graceful_shutdown(serving);
@@ -324,6 +331,12 @@ async fn serve_http<I>(
                 // Finish the request in flight, then close (HTTP/2: GOAWAY).
                 close(serving.as_mut(), give_up.as_mut());
                 closing = true;
+            }
+            _ = stall_check.tick() => {
+                if conn.info.delivery.stalled(&mut stall) {
+                    tracing::debug!(client = %peer, timeout = ?limits.write_stall_timeout, "closing a connection whose client stopped reading");
+                    break;
+                }
             }
             _ = &mut give_up, if closing => {
                 if conn.in_flight.load(Ordering::Relaxed) == 0 {

@@ -25,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::snapshot::{Backend, Route, Snapshot};
-use body::{Access, NotReplayable, Replayable, RequestBody, ResponseBody};
+use body::{Access, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
 pub use forward::ConnInfo;
 use forward::ProxyError;
 
@@ -69,11 +69,14 @@ pub async fn handle(
         .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
     let backend = &route.backends
         [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
-    let mut client_fault = false;
-    let (response, status) = match exchange(route, backend, req, conn, started, timeout).await {
-        Ok(r) => {
+    // (status, answering endpoint): what the response's end is judged on, `None` when the
+    // client was at fault, which never counts against the backend.
+    let (response, judged, status) = match exchange(route, backend, req, conn, started, timeout)
+        .await
+    {
+        Ok((r, endpoint)) => {
             let status = r.status();
-            (r.map(body::Inner::Upstream), status)
+            (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
         }
         Err(e) => {
             if let Some(kind) = e.client_kind() {
@@ -85,28 +88,29 @@ pub async fn handle(
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
             }
-            client_fault = e.client_kind().is_some();
-            // Metrics and the access log name the HTTP status of the failure, also when a gRPC
-            // caller got it as HTTP 200 with a grpc-status.
-            (forward::error_response(&e, grpc), e.status())
+            // weir's own 502/503/504 are failures of the chosen backend. Metrics and the
+            // access log name the HTTP status of the failure, also when a gRPC caller got
+            // it as HTTP 200 with a grpc-status.
+            let judged = e.client_kind().is_none().then_some(None);
+            (forward::error_response(&e, grpc), judged, e.status())
         }
     };
-    let finished = Instant::now();
-    // A success is a status below 500 from the upstream; weir's own 502/503/504 count as
-    // failures of the chosen backend, and its 400/408 for a broken client body as the client's
-    // fault, not the backend's.
-    let success = !status.is_server_error();
-    let elapsed = finished - started;
-    // A client's fault (its body broke or stalled, it went away) is never recorded against the
-    // backend: not in its metrics, its window, nor a rollout's probe.
-    if !client_fault {
-        backend
-            .metrics
-            .record(status, elapsed, snapshot.metrics.second(finished), success);
-        if let Some(probe) = &backend.probe {
-            probe.record(success, crate::metrics::latency_bucket(elapsed));
-        }
-    }
+    let record = judged.map(|endpoint| {
+        let mut r = Record {
+            metrics: backend.metrics.clone(),
+            probe: backend.probe.clone(),
+            pool: backend.pool.clone(),
+            endpoint,
+            status,
+            started,
+            head: started.elapsed(),
+            grpc: (grpc && response.status() == http::StatusCode::OK)
+                .then_some(route.grpc_failures),
+            grpc_status: None,
+        };
+        r.read_head(response.headers());
+        r
+    });
     let access = logged.map(|(method, path)| {
         Box::new(Access {
             route: route.name.clone(),
@@ -118,9 +122,17 @@ pub async fn handle(
             status: status.as_u16(),
             started,
             bytes: 0,
+            outcome: "unjudged",
         })
     });
-    response.map(|b| ResponseBody::new(b, access))
+    // The outcome is recorded when the body ends (at once for an empty one).
+    response.map(|b| {
+        let body = ResponseBody::new(b, access);
+        match record {
+            Some(r) => body.recording(r, conn.delivery.clone()),
+            None => body,
+        }
+    })
 }
 
 /// weir's answer to a request it refuses before routing: counted as the client's error only.
@@ -133,7 +145,8 @@ fn refuse(conn: &ConnInfo, e: ProxyError, grpc: bool) -> Response<ResponseBody> 
 }
 
 /// Sends the request to `backend`: one try, or more when the route retries and the request may
-/// be repeated; and a shadow copy when the route mirrors and this request is drawn.
+/// be repeated; and a shadow copy when the route mirrors and this request is drawn. Returns the
+/// response and the endpoint that gave it.
 async fn exchange(
     route: &Route,
     backend: &Backend,
@@ -141,7 +154,7 @@ async fn exchange(
     conn: &ConnInfo,
     started: Instant,
     timeout: Duration,
-) -> Result<Response<body::UpstreamBody>, ProxyError> {
+) -> Result<(Response<body::UpstreamBody>, usize), ProxyError> {
     let pool = &backend.pool;
     let (mut head, body) = req.into_parts();
     // Only the protocols the route allows are tunnelled; another `Upgrade` is dropped as a
@@ -214,17 +227,27 @@ async fn exchange(
             timeout,
         )
         .await;
+        // A try without a response is judged now; a response, when it ends (`ResponseBody`).
+        if let Err(e) = &result
+            && e.upstream_kind().is_some()
+        {
+            pool.report(endpoint, pool::Outcome::Failure);
+        }
         if !last && retries.is_some_and(|r| retry::wanted(r, &result)) && pool.withdraw_retry() {
-            if let Err(e) = &result {
-                tracing::debug!(upstream = &*pool.name, error = %e, "retrying on another endpoint");
-                if let Some(kind) = e.upstream_kind() {
-                    pool.metrics.count(kind);
+            match &result {
+                Err(e) => {
+                    tracing::debug!(upstream = &*pool.name, error = %e, "retrying on another endpoint");
+                    if let Some(kind) = e.upstream_kind() {
+                        pool.metrics.count(kind);
+                    }
                 }
+                // A 5xx the route retries: a failure, dropped unread.
+                Ok(_) => pool.report(endpoint, pool::Outcome::Failure),
             }
             tries += 1;
             avoid = Some(endpoint);
             continue;
         }
-        return result;
+        return result.map(|r| (r, endpoint));
     }
 }

@@ -90,7 +90,7 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &GOOD.replace("    backends:", "    bakends:"),
             &[
-                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`",
+                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`, `grpc`",
             ],
         ),
         (
@@ -136,6 +136,18 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &(GOOD.to_owned() + "limits:\n  max_header_bytes: 100\n"),
             &["t.yaml:15:3: limits.max_header_bytes: expected at least 8192, found 100"],
+        ),
+        (
+            &(GOOD.to_owned() + "    grpc: { failure_codes: [UNAVAILABLE, internal, 17, OK, Busy] }\n"),
+            &[
+                "t.yaml:14:52: routes[0].grpc.failure_codes[2]: expected a gRPC status code from 1 to 16 or its name (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED), found `17`",
+                "t.yaml:14:56: routes[0].grpc.failure_codes[3]: OK (0) is a success and cannot be a failure code",
+                "t.yaml:14:60: routes[0].grpc.failure_codes[4]: expected a gRPC status code from 1 to 16 or its name (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED), found `Busy`",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "limits:\n  write_stall_timeout: 0s\n"),
+            &["t.yaml:15:3: limits.write_stall_timeout: expected a positive duration"],
         ),
         (
             &(GOOD.to_owned() + "    mirror: { upstream: shadow, percent: 150 }\n"),
@@ -312,7 +324,7 @@ fn every_decode_error_inside_one_element_is_reported() {
             "t.yaml:13:29: routes[0].backends[1].weight: invalid value: integer `-1`, expected u32",
             "t.yaml:14:5: routes[0].timeout: invalid value: string \"soon\", expected a duration such as 250ms, 15s or 2m",
             "t.yaml:15:5: routes[0].pick: unknown variant `sometimes`, expected `random` or `round_robin`",
-            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`",
+            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`, `grpc`",
         ],
     );
     // A missing required field is reported too, unless a misspelled one explains it.

@@ -427,8 +427,11 @@ async fn only_the_routes_upgrade_protocols_are_tunnelled_and_a_bad_101_is_502() 
     let ws = b"GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
     let a = raw(w.address, ws).await;
     assert_eq!(a.status, 502, "{}", a.text);
-    let reset = [("backend", "app"), ("kind", "reset")];
-    assert_eq!(metric(&w, "weir_upstream_errors_total", &reset).await, 1.0);
+    let protocol = [("backend", "app"), ("kind", "protocol")];
+    assert_eq!(
+        metric(&w, "weir_upstream_errors_total", &protocol).await,
+        1.0
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod limits;
 mod live_page;
 mod mirror;
 mod observe;
+mod outcome;
 mod picking;
 mod policies;
 mod reload;
