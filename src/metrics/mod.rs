@@ -6,6 +6,7 @@
 //! in a table of lazily created handles, the histogram handle is pre-resolved, and no label is
 //! formatted on the request path.
 
+mod outcome;
 pub mod probe;
 mod window;
 
@@ -18,6 +19,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use outcome::{OUTCOMES, Outcomes, RolloutFamilies, STATUS_GENERATION};
 pub use probe::{Measurement, Probe};
 pub use window::{LATENCY_BUCKETS_MS, WINDOW_SECS, Window, WindowStats, latency_bucket};
 
@@ -41,6 +43,8 @@ pub struct Metrics {
     retries: IntCounterVec,
     ejections: IntCounterVec,
     ejected: IntGaugeVec,
+    /// The families a fleet's rollout reads and the rollout checks (`outcome.rs`).
+    pub rollout: RolloutFamilies,
     /// Start of the window clock: windows count whole seconds since this instant.
     epoch: Instant,
 }
@@ -177,6 +181,7 @@ impl Metrics {
                 "1 while an endpoint is ejected, else 0 (cleared when the next pick finds its ejection over).",
                 &["backend", "endpoint"],
             ),
+            rollout: RolloutFamilies::new(&r),
             registry: r,
             epoch: Instant::now(),
         }
@@ -197,6 +202,7 @@ impl Metrics {
             answers: Answers::new(&self.requests, &self.duration, route, backend),
             weight: self.weight.with_label_values(&[route, backend]),
             window: Window::default(),
+            outcomes: self.rollout.outcomes(route, backend),
         }
     }
 
@@ -256,6 +262,7 @@ impl Metrics {
         b.answers.forget(&self.duration);
         let _ = self.weight.remove_label_values(&labels);
         let _ = self.success_ratio.remove_label_values(&labels);
+        self.rollout.forget(labels[0], labels[1]);
     }
 
     /// Drops the per-endpoint series of an endpoint that left `upstream`.
@@ -351,12 +358,14 @@ pub struct BackendMetrics {
     answers: Answers,
     pub weight: IntGauge,
     pub window: Window,
+    outcomes: Outcomes,
 }
 
 impl BackendMetrics {
     /// Records one answered request. `success` is false for 5xx and for responses weir made.
     pub fn record(&self, status: StatusCode, elapsed: Duration, second: u64, success: bool) {
         self.answers.record(status, elapsed);
+        self.outcomes.record(success);
         self.window.record(second, success, latency_bucket(elapsed));
     }
 
