@@ -584,7 +584,10 @@ async fn single_instance_command(config: &Config, command: &RolloutCommand) -> a
             let path = config.base_dir.join(file);
             let bytes = config::files::read_limited(&path, 64 * 1024)
                 .with_context(|| format!("reading the admin token {}", path.display()))?;
-            String::from_utf8(bytes).context("the admin token is not UTF-8")?.trim().to_owned()
+            String::from_utf8(bytes)
+                .context("the admin token is not UTF-8")?
+                .trim()
+                .to_owned()
         }
         (None, Some(var)) => std::env::var(var)
             .with_context(|| format!("the admin token's environment variable {var} is not set"))?

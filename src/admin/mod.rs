@@ -244,7 +244,9 @@ async fn rollout_action(
 ) -> Response<Full<Bytes>> {
     use crate::rollout::Refusal;
     match reloader.manual(route, action).await {
-        Ok(status) => json_response(&json!({"route": route, "action": action.name(), "rollout": status})),
+        Ok(status) => {
+            json_response(&json!({"route": route, "action": action.name(), "rollout": status}))
+        }
         Err(refusal) => {
             let status = match refusal {
                 Refusal::NoRollout(_) => StatusCode::NOT_FOUND,

@@ -15,8 +15,8 @@ use super::diag::Diagnostics;
 use super::files::{Files, sha256_hex};
 use super::model::*;
 use super::policy::Policies;
-use super::status::FleetStatus;
 use super::schema::*;
+use super::status::FleetStatus;
 
 /// hyper's HTTP/1 read buffer, which bounds the request head, cannot be smaller than this.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -796,7 +796,12 @@ fn prometheus_source(
     ok.then(|| {
         Some(PrometheusSource {
             url: url.expect("checked above"),
-            selector: p.selector.trim().trim_matches(|c| c == '{' || c == '}').trim().to_owned(),
+            selector: p
+                .selector
+                .trim()
+                .trim_matches(|c| c == '{' || c == '}')
+                .trim()
+                .to_owned(),
             timeout: p.timeout.get(),
         })
     })
@@ -870,7 +875,12 @@ fn url(diag: &mut Diagnostics, text: &str, path: &str) -> Option<http::Uri> {
 
 /// The `fleet` block, with its status file read (a missing file is an empty status: the
 /// controller has not written one yet).
-fn fleet(diag: &mut Diagnostics, spec: &FleetSpec, files: &Files, base_dir: &Path) -> Option<Fleet> {
+fn fleet(
+    diag: &mut Diagnostics,
+    spec: &FleetSpec,
+    files: &Files,
+    base_dir: &Path,
+) -> Option<Fleet> {
     let status_file = base_dir.join(&spec.status);
     let status = match files.get(&status_file) {
         Ok(bytes) => match FleetStatus::parse(bytes) {

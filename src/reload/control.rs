@@ -26,7 +26,9 @@ use super::revision::Revision;
 use crate::config::{Config, ConfigErrors};
 use crate::metrics::{Metrics, Probe};
 use crate::rollout::webhook::Hooks;
-use crate::rollout::{Action, Decisions, Measure, Now, Phase, Refusal, Rollouts, StateFile, Status};
+use crate::rollout::{
+    Action, Decisions, Measure, Now, Phase, Refusal, Rollouts, StateFile, Status,
+};
 use crate::snapshot::{Snapshot, Steering};
 
 /// What the control task is asked to do.
@@ -376,11 +378,20 @@ impl Control {
     async fn carry_out(&mut self, d: Decisions, before: &[RouteWeight]) {
         let families = &self.metrics.rollout;
         for (route, result) in &d.checks {
-            families.checks.with_label_values(&[&**route, *result]).inc();
+            families
+                .checks
+                .with_label_values(&[&**route, *result])
+                .inc();
         }
         for route in &d.deadlines {
-            families.deadline_exceeded.with_label_values(&[&**route]).inc();
-            tracing::warn!(route = &**route, "rollout rolled back: its progress deadline passed");
+            families
+                .deadline_exceeded
+                .with_label_values(&[&**route])
+                .inc();
+            tracing::warn!(
+                route = &**route,
+                "rollout rolled back: its progress deadline passed"
+            );
         }
         for route in &d.restart {
             if let Some((_, probe)) = self.probes.get(route) {
@@ -443,7 +454,11 @@ impl Control {
     /// Publishes the rollouts' status (`/stats`) and each route's `weir_rollout_state`.
     fn publish(&mut self) {
         let snapshot = self.snapshots.load();
-        let generation = snapshot.config.fleet.as_ref().map_or(0, |f| f.status.generation);
+        let generation = snapshot
+            .config
+            .fleet
+            .as_ref()
+            .map_or(0, |f| f.status.generation);
         self.metrics
             .rollout
             .status_generation

@@ -246,7 +246,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [Action::Promote, Action::Abort, Action::Pause, Action::Resume];
+    pub const ALL: [Action; 4] = [
+        Action::Promote,
+        Action::Abort,
+        Action::Pause,
+        Action::Resume,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -267,7 +272,9 @@ impl Action {
 pub enum Refusal {
     #[error("route `{0}` has no rollout")]
     NoRollout(String),
-    #[error("route `{0}` follows the fleet's rollout status: run `weir rollout` against the Git repository instead")]
+    #[error(
+        "route `{0}` follows the fleet's rollout status: run `weir rollout` against the Git repository instead"
+    )]
     Fleet(String),
     #[error("the rollout of route `{0}` has ended ({1:?})")]
     Ended(String, Phase),
@@ -583,7 +590,11 @@ impl Rollouts {
                     run.interval_start = now.at;
                     run.progressed_at = now.at;
                     d.restart.push(route.clone());
-                    tracing::info!(route = &**route, action = action.name(), "rollout held or resumed by an operator");
+                    tracing::info!(
+                        route = &**route,
+                        action = action.name(),
+                        "rollout held or resumed by an operator"
+                    );
                 }
                 d.save = Some(self.state());
                 return Ok(d);

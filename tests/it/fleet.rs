@@ -26,7 +26,12 @@ const STAGE: Duration = Duration::from_secs(90);
 /// The git-sync loop's period (git-sync's `--period`, shortened for the tests).
 const GIT_SYNC: Duration = Duration::from_millis(200);
 
-fn fleet_config(prometheus: SocketAddr, stable: SocketAddr, canary: SocketAddr, rollout: &str) -> String {
+fn fleet_config(
+    prometheus: SocketAddr,
+    stable: SocketAddr,
+    canary: SocketAddr,
+    rollout: &str,
+) -> String {
     [
         "# the fleet's config: every replica serves it, weir rollout judges it".to_owned(),
         "listeners: [{ name: main, address: 127.0.0.1:0 }]".to_owned(),
@@ -104,7 +109,11 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let remote = dir.path().join("remote.git");
         let seed = dir.path().join("seed");
-        git(dir.path(), &["init", "--quiet", "--bare", "-b", "main", "remote.git"]).await;
+        git(
+            dir.path(),
+            &["init", "--quiet", "--bare", "-b", "main", "remote.git"],
+        )
+        .await;
         git(dir.path(), &["clone", "--quiet", "remote.git", "seed"]).await;
         git(&seed, &["checkout", "--quiet", "-b", "main"]).await;
         let yaml = fleet_config(prometheus.address, stable.address, canary, rollout);
@@ -143,8 +152,12 @@ impl Fleet {
         let (replicas, stop) = (self.replicas.clone(), self.stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let clones: Vec<PathBuf> =
-                    replicas.lock().await.iter().map(|r| r.clone.clone()).collect();
+                let clones: Vec<PathBuf> = replicas
+                    .lock()
+                    .await
+                    .iter()
+                    .map(|r| r.clone.clone())
+                    .collect();
                 for clone in clones {
                     let fetched = tokio::process::Command::new("git")
                         .arg("-C")
@@ -185,7 +198,8 @@ impl Fleet {
                         let req = http::Request::get(format!("http://{address}/"))
                             .body(http_body_util::Full::new(bytes::Bytes::new()))
                             .unwrap();
-                        let _ = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(5), client.request(req)).await;
                     });
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -266,7 +280,16 @@ impl Fleet {
 async fn commit(dir: &Path, message: &str) {
     git(
         dir,
-        &["-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "--quiet", "-m", message],
+        &[
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@localhost",
+            "commit",
+            "--quiet",
+            "-m",
+            message,
+        ],
     )
     .await;
 }
@@ -275,7 +298,8 @@ async fn commit(dir: &Path, message: &str) {
 async fn view(admin: SocketAddr) -> (u64, u64, String) {
     let client = http1_client();
     let metrics = get(&client, admin, "/metrics").await;
-    let generation = sample(metrics.text(), "weir_fleet_status_generation", &[]).unwrap_or(0.0) as u64;
+    let generation =
+        sample(metrics.text(), "weir_fleet_status_generation", &[]).unwrap_or(0.0) as u64;
     let stats: Value = serde_json::from_slice(&get(&client, admin, "/stats").await.body).unwrap();
     let route = &stats["routes"][0];
     let canary = route["backends"]
@@ -284,7 +308,10 @@ async fn view(admin: SocketAddr) -> (u64, u64, String) {
         .iter()
         .find(|b| b["name"] == "canary")
         .map_or(0, |b| b["weight"].as_u64().unwrap());
-    let state = route["rollout"]["state"].as_str().unwrap_or("none").to_owned();
+    let state = route["rollout"]["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned();
     (generation, canary, state)
 }
 
@@ -346,7 +373,11 @@ impl Sampler {
 
 /// The decision times of the remote's history of `status.json`: (generation, `at`).
 async fn decisions(fleet: &Fleet) -> Vec<(u64, SystemTime)> {
-    let revs = git(&fleet.remote, &["log", "--format=%H", "main", "--", "status.json"]).await;
+    let revs = git(
+        &fleet.remote,
+        &["log", "--format=%H", "main", "--", "status.json"],
+    )
+    .await;
     let mut out = Vec::new();
     for rev in revs.lines() {
         let text = git(&fleet.remote, &["show", &format!("{rev}:status.json")]).await;
@@ -382,7 +413,9 @@ async fn a_healthy_canary_is_promoted_in_steps_by_two_controllers_while_a_replic
     // Mid-rollout, at the second step, a replica is killed and a new one started on its
     // clone: it serves the current step from its first request.
     fleet
-        .until("the second step", |s| s.routes.get("app").is_some_and(|e| e.step >= 1))
+        .until("the second step", |s| {
+            s.routes.get("app").is_some_and(|e| e.step >= 1)
+        })
         .await;
     let clone = fleet.replicas.lock().await[0].clone.clone();
     let on_disk = |clone: &Path| {
@@ -392,7 +425,10 @@ async fn a_healthy_canary_is_promoted_in_steps_by_two_controllers_while_a_replic
     };
     let deadline = Instant::now() + STAGE;
     while on_disk(&clone).routes.get("app").is_none_or(|e| e.step < 1) {
-        assert!(Instant::now() < deadline, "git-sync brought the second step");
+        assert!(
+            Instant::now() < deadline,
+            "git-sync brought the second step"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let old = fleet.replicas.lock().await.remove(0);
@@ -416,12 +452,20 @@ async fn a_healthy_canary_is_promoted_in_steps_by_two_controllers_while_a_replic
     );
     assert!(weight >= 50, "{weight}");
     fleet.replicas.lock().await.push(restarted);
-    let admins: Vec<SocketAddr> = fleet.replicas.lock().await.iter().map(|r| r.admin).collect();
+    let admins: Vec<SocketAddr> = fleet
+        .replicas
+        .lock()
+        .await
+        .iter()
+        .map(|r| r.admin)
+        .collect();
     fleet.prometheus.set_targets(&admins);
 
     let done = fleet
         .until("promotion", |s| {
-            s.routes.get("app").is_some_and(|e| e.phase == StatusPhase::Promoted)
+            s.routes
+                .get("app")
+                .is_some_and(|e| e.phase == StatusPhase::Promoted)
         })
         .await;
     let _ = (first.send(true), second.send(true));
@@ -429,17 +473,28 @@ async fn a_healthy_canary_is_promoted_in_steps_by_two_controllers_while_a_replic
 
     // Every step appears exactly once in the history, whatever the two controllers did.
     let subjects = fleet.subjects().await;
-    let rollout: Vec<&String> = subjects.iter().filter(|s| s.starts_with("rollout app")).collect();
+    let rollout: Vec<&String> = subjects
+        .iter()
+        .filter(|s| s.starts_with("rollout app"))
+        .collect();
     let events: Vec<&str> = rollout
         .iter()
         .map(|s| s.split(": ").nth(1).unwrap().split(',').next().unwrap())
         .collect();
-    assert_eq!(events, ["started", "step", "step", "promoted"], "{subjects:#?}");
+    assert_eq!(
+        events,
+        ["started", "step", "step", "promoted"],
+        "{subjects:#?}"
+    );
     assert_eq!(done.generation, 4, "one generation per decision");
 
     // The promotion commit: the canary's definition becomes the stable's, the canary's weight
     // 0, comments and layout kept.
-    let diff = git(&fleet.remote, &["show", "main", "--format=", "--", "weir.yaml"]).await;
+    let diff = git(
+        &fleet.remote,
+        &["show", "main", "--format=", "--", "weir.yaml"],
+    )
+    .await;
     let changed: Vec<&str> = diff
         .lines()
         .filter(|l| {
@@ -462,12 +517,20 @@ async fn a_healthy_canary_is_promoted_in_steps_by_two_controllers_while_a_replic
     // At every step all three replicas showed the same weights at once, and once promoted,
     // every replica sends everything to the new stable (the canary's endpoint).
     for w in [25, 50, 100] {
-        assert!(sampler.all_showed(w, 3).await, "all three replicas at canary {w} %");
+        assert!(
+            sampler.all_showed(w, 3).await,
+            "all three replicas at canary {w} %"
+        );
     }
     let deadline = Instant::now() + STAGE;
     loop {
-        let addresses: Vec<SocketAddr> =
-            fleet.replicas.lock().await.iter().map(|r| r.address).collect();
+        let addresses: Vec<SocketAddr> = fleet
+            .replicas
+            .lock()
+            .await
+            .iter()
+            .map(|r| r.address)
+            .collect();
         let mut all = true;
         for a in addresses {
             all &= tally(a, 20).await.keys().all(|k| k == "canary");
@@ -475,7 +538,10 @@ async fn a_healthy_canary_is_promoted_in_steps_by_two_controllers_while_a_replic
         if all {
             break;
         }
-        assert!(Instant::now() < deadline, "every replica serves the promotion");
+        assert!(
+            Instant::now() < deadline,
+            "every replica serves the promotion"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let lags = sampler.lags(&decisions(&fleet).await).await;
@@ -488,15 +554,17 @@ async fn a_healthy_canary_is_promoted_in_steps_by_two_controllers_while_a_replic
     fleet.stop().await;
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_failing_on_every_replica_is_cut_off_by_each_replica_then_rolled_back_for_the_fleet() {
+async fn a_canary_failing_on_every_replica_is_cut_off_by_each_replica_then_rolled_back_for_the_fleet()
+ {
     let canary = fixed_upstream(500, Duration::ZERO).await;
     let fleet = Fleet::start(3, canary.address, "      steps: [50, 100]\n", true).await;
     let _ctl = fleet.controller("a").await;
     let done = fleet
         .until("the fleet's rollback", |s| {
-            s.routes.get("app").is_some_and(|e| e.phase == StatusPhase::RolledBack)
+            s.routes
+                .get("app")
+                .is_some_and(|e| e.phase == StatusPhase::RolledBack)
         })
         .await;
     let e = &done.routes["app"];
@@ -516,9 +584,17 @@ async fn a_canary_failing_on_every_replica_is_cut_off_by_each_replica_then_rolle
             .as_array()
             .unwrap()
             .iter()
-            .filter_map(|h| h["rollout"]["reason"].as_str().or(h["event"]["reason"].as_str()))
+            .filter_map(|h| {
+                h["rollout"]["reason"]
+                    .as_str()
+                    .or(h["event"]["reason"].as_str())
+            })
             .any(|reason| reason.starts_with("fast-fail"));
-        assert!(local, "replica {} fast-failed on its own: {history:#}", r.admin);
+        assert!(
+            local,
+            "replica {} fast-failed on its own: {history:#}",
+            r.admin
+        );
         let text = get(&client, r.admin, "/metrics").await;
         let failed = sample(
             text.text(),
@@ -528,7 +604,11 @@ async fn a_canary_failing_on_every_replica_is_cut_off_by_each_replica_then_rolle
         .unwrap_or(0.0);
         failures.push(failed as u64);
         // The bound: each replica cuts a dead canary off within 25 failed requests.
-        assert!(failed <= 25.0, "replica {} let {failed} requests fail", r.admin);
+        assert!(
+            failed <= 25.0,
+            "replica {} let {failed} requests fail",
+            r.admin
+        );
     }
     eprintln!("FIGURE failed requests per replica before fast-fail: {failures:?}");
     drop(replicas);
@@ -538,10 +618,18 @@ async fn a_canary_failing_on_every_replica_is_cut_off_by_each_replica_then_rolle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_mid_rollout_brings_every_replica_back_to_stable_within_one_sync() {
     let canary = upstream("canary").await;
-    let fleet = Fleet::start(3, canary.address, "      steps: [20, 40, 60, 80, 100]\n", true).await;
+    let fleet = Fleet::start(
+        3,
+        canary.address,
+        "      steps: [20, 40, 60, 80, 100]\n",
+        true,
+    )
+    .await;
     let ctl = fleet.controller("a").await;
     fleet
-        .until("the second step", |s| s.routes.get("app").is_some_and(|e| e.step >= 1))
+        .until("the second step", |s| {
+            s.routes.get("app").is_some_and(|e| e.step >= 1)
+        })
         .await;
     // The operator's command, with the real binary, on a clone of its own.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -552,7 +640,11 @@ async fn abort_mid_rollout_brings_every_replica_back_to_stable_within_one_sync()
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let aborted_at = SystemTime::now();
     let subject = String::from_utf8_lossy(&out.stdout);
     assert!(subject.starts_with("rollout app: rolled_back"), "{subject}");
@@ -561,14 +653,23 @@ async fn abort_mid_rollout_brings_every_replica_back_to_stable_within_one_sync()
     let deadline = Instant::now() + STAGE;
     loop {
         let views = fleet.views().await;
-        if views.iter().all(|v| v.0 >= status.generation && v.1 == 0 && v.2 == "rolled_back") {
+        if views
+            .iter()
+            .all(|v| v.0 >= status.generation && v.1 == 0 && v.2 == "rolled_back")
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "every replica rolled back: {views:?}");
+        assert!(
+            Instant::now() < deadline,
+            "every replica rolled back: {views:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let lag = aborted_at.elapsed().unwrap();
-    eprintln!("FIGURE abort commit -> all replicas at stable: {} ms (git-sync {GIT_SYNC:?})", lag.as_millis());
+    eprintln!(
+        "FIGURE abort commit -> all replicas at stable: {} ms (git-sync {GIT_SYNC:?})",
+        lag.as_millis()
+    );
     // The controller records nothing more for a rollout that ended.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(fleet.status().await.generation, status.generation);
@@ -590,7 +691,9 @@ async fn a_stalled_rollout_fails_at_its_progress_deadline_and_rolls_back() {
     let _ctl = fleet.controller("a").await;
     let done = fleet
         .until("the deadline's rollback", |s| {
-            s.routes.get("app").is_some_and(|e| e.phase == StatusPhase::RolledBack)
+            s.routes
+                .get("app")
+                .is_some_and(|e| e.phase == StatusPhase::RolledBack)
         })
         .await;
     let e = &done.routes["app"];
@@ -598,6 +701,130 @@ async fn a_stalled_rollout_fails_at_its_progress_deadline_and_rolls_back() {
     let started = decisions(&fleet).await[0].1;
     let ended = humantime::parse_rfc3339(&e.at).unwrap();
     assert!(ended.duration_since(started).unwrap() >= Duration::from_secs(8));
-    assert_eq!(fleet.subjects().await.len(), 3, "the config, started, rolled_back");
+    assert_eq!(
+        fleet.subjects().await.len(),
+        3,
+        "the config, started, rolled_back"
+    );
     fleet.stop().await;
+}
+
+/// A route `app` over `stable` 90 and `canary` 10 with a rollout of `rollout` (flow entries).
+fn single_config(rollout: &str) -> String {
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    config(
+        &[("stable", &[nowhere]), ("canary", &[nowhere])],
+        &format!(
+            "  - name: app\n    rollout: {{ canary: canary, {rollout} }}\n    backends:\n      - {{ upstream: stable, weight: 90 }}\n      - {{ upstream: canary, weight: 10 }}\n"
+        ),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_instance_rollout_without_progress_fails_at_its_deadline_with_an_event_and_a_metric()
+ {
+    let w = weir(&single_config(
+        "steps: [10, 100], interval: 10s, min_requests: 5, progress_deadline: 30s",
+    ))
+    .await;
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        w.running.reloader.caught_up().await;
+    }
+    let status = w.running.reloader.rollouts().status("app");
+    assert_eq!(status["state"], "rolled_back", "{status}");
+    let history: Value =
+        serde_json::from_slice(&get(&http1_client(), w.admin, "/history").await.body).unwrap();
+    let event = &history[0]["rollout"];
+    assert_eq!(event["event"], "rolled_back");
+    assert!(
+        event["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("progress deadline"),
+        "{event}"
+    );
+    let labels = [("route", "app")];
+    assert_eq!(
+        metric(&w, "weir_rollout_deadline_exceeded_total", &labels).await,
+        1.0
+    );
+    let skipped = [("route", "app"), ("result", "skipped")];
+    assert_eq!(metric(&w, "weir_rollout_checks_total", &skipped).await, 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_instance_takes_rollout_commands_through_its_admin_api_and_only_with_its_token() {
+    let admin = closed_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("token"),
+        "a-token-of-thirty-two-characters\n",
+    )
+    .unwrap();
+    let yaml = single_config("steps: [10, 100], interval: 1h").replace(
+        "address: 127.0.0.1:0\nupstreams",
+        &format!("address: {admin}\n  token_file: token\nupstreams"),
+    );
+    let w = weir_in(dir, &yaml).await;
+    assert_eq!(w.admin, admin);
+    let path = w.path.clone();
+    let cli = move |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+        c.args(["rollout"]).args(args).arg("--config").arg(&path);
+        c.output().unwrap()
+    };
+    // Without the token, nothing changes.
+    let client = http1_client();
+    let req = http::Request::post(format!("http://{admin}/rollouts/app/abort"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        send(&client, req).await.status,
+        http::StatusCode::UNAUTHORIZED
+    );
+    let out = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["pause", "app"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(w.running.reloader.rollouts().status("app")["paused"], true);
+    let resumed = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["resume", "app"])
+    })
+    .await
+    .unwrap();
+    assert!(resumed.status.success());
+    assert_eq!(w.running.reloader.rollouts().status("app")["paused"], false);
+    let aborted = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["abort", "app"])
+    })
+    .await
+    .unwrap();
+    assert!(aborted.status.success());
+    let status = w.running.reloader.rollouts().status("app");
+    assert_eq!(
+        (status["state"].as_str(), status["canary_weight"].as_u64()),
+        (Some("rolled_back"), Some(0))
+    );
+    // A rollout that ended takes no more commands (409), and an unknown route is a 404.
+    let again =
+        tokio::task::spawn_blocking(move || (cli(&["promote", "app"]), cli(&["pause", "nope"])))
+            .await
+            .unwrap();
+    assert!(!again.0.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.0.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&again.0.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.1.stderr).contains("404"));
 }

@@ -459,7 +459,10 @@ impl Prometheus {
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(at) = line.find("msg=\"Listening on\" address=") {
                     let address = line[at..].rsplit('=').next().unwrap_or("").trim();
                     let _ = tx.send(address.to_owned());

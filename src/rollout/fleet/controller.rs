@@ -41,7 +41,9 @@ pub enum ControllerError {
     NoRoute(String),
     #[error("{0}")]
     Refused(String),
-    #[error("the remote moved {MAX_PUSH_TRIES} times in a row; the decision waits for the next sync")]
+    #[error(
+        "the remote moved {MAX_PUSH_TRIES} times in a row; the decision waits for the next sync"
+    )]
     Busy,
 }
 
@@ -85,7 +87,10 @@ impl Controller {
     /// Opens the controller for the config at `config`: in `workdir` (or `fleet.git.workdir`),
     /// a clone of the config's repository made on first use; without either, the config's own
     /// work tree.
-    pub async fn open(config: &Path, workdir: Option<&Path>) -> Result<Controller, ControllerError> {
+    pub async fn open(
+        config: &Path,
+        workdir: Option<&Path>,
+    ) -> Result<Controller, ControllerError> {
         let path = config.to_path_buf();
         let loaded = blocking(move || config::load_file(&path))
             .await
@@ -172,7 +177,9 @@ impl Controller {
                         tracing::info!("{e}");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "rollout sync failed; holding until the next one"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rollout sync failed; holding until the next one")
+                }
             }
             tokio::select! {
                 changed = stop.changed() => {
@@ -196,10 +203,15 @@ impl Controller {
             .as_ref()
             .map(|f| f.status.clone())
             .ok_or_else(|| ControllerError::NoFleet(self.config_path.clone()))?;
-        self.sync_interval = read.config.fleet.as_ref().map_or(self.sync_interval, |f| f.sync_interval);
+        self.sync_interval = read
+            .config
+            .fleet
+            .as_ref()
+            .map_or(self.sync_interval, |f| f.sync_interval);
         let mut done = Vec::new();
         let routes = FleetRoute::of(&read.config);
-        self.clocks.retain(|name, _| routes.iter().any(|r| r.name == *name));
+        self.clocks
+            .retain(|name, _| routes.iter().any(|r| r.name == *name));
         for route in routes {
             let observation = match self.observe(&status, &route).await {
                 Ok(o) => o,
@@ -219,7 +231,11 @@ impl Controller {
     }
 
     /// An operator's command on `route`, as a commit. The commit's subject.
-    pub async fn command(&mut self, route: &str, action: Action) -> Result<String, ControllerError> {
+    pub async fn command(
+        &mut self,
+        route: &str,
+        action: Action,
+    ) -> Result<String, ControllerError> {
         self.repo.sync().await?;
         let read = self.read().await?;
         if !FleetRoute::of(&read.config).iter().any(|r| r.name == route) {
@@ -227,12 +243,15 @@ impl Controller {
         }
         match self.record(route, Change::Manual(action)).await? {
             Some(subject) => Ok(subject),
-            None => Ok(format!("rollout {route}: already {}", match action {
-                Action::Pause => "paused",
-                Action::Resume => "running",
-                Action::Promote => "promoted",
-                Action::Abort => "rolled back",
-            })),
+            None => Ok(format!(
+                "rollout {route}: already {}",
+                match action {
+                    Action::Pause => "paused",
+                    Action::Resume => "running",
+                    Action::Promote => "promoted",
+                    Action::Abort => "rolled back",
+                }
+            )),
         }
     }
 
@@ -267,13 +286,10 @@ impl Controller {
         }
         let source = Source::new(route.source.clone());
         let queries = route.queries();
-        let clock = self
-            .clocks
-            .entry(route.name.clone())
-            .or_insert(Clock {
-                generation: e.generation,
-                since: None,
-            });
+        let clock = self.clocks.entry(route.name.clone()).or_insert(Clock {
+            generation: e.generation,
+            since: None,
+        });
         if clock.generation != e.generation {
             *clock = Clock {
                 generation: e.generation,
@@ -303,7 +319,11 @@ impl Controller {
     /// Records `change` for `route` as a commit, deciding again on a fresh status each time the
     /// push is refused. `None` when there was nothing to record (a skipped check) or the status
     /// moved under the decision (it is decided again at the next sync).
-    async fn record(&mut self, route: &str, change: Change) -> Result<Option<String>, ControllerError> {
+    async fn record(
+        &mut self,
+        route: &str,
+        change: Change,
+    ) -> Result<Option<String>, ControllerError> {
         for attempt in 0..MAX_PUSH_TRIES {
             if attempt > 0 {
                 self.repo.sync().await?;
@@ -312,7 +332,10 @@ impl Controller {
             let Some(fleet) = read.config.fleet.clone() else {
                 return Err(ControllerError::NoFleet(self.config_path.clone()));
             };
-            let Some(r) = FleetRoute::of(&read.config).into_iter().find(|r| r.name == route) else {
+            let Some(r) = FleetRoute::of(&read.config)
+                .into_iter()
+                .find(|r| r.name == route)
+            else {
                 return Ok(None);
             };
             let mut status = (*fleet.status).clone();
@@ -345,7 +368,10 @@ impl Controller {
                         unrelease(&mut status, route);
                     }
                     None => {
-                        tracing::warn!(route, "the route has no single stable backend to take the canary's definition: the canary stays at 100 %");
+                        tracing::warn!(
+                            route,
+                            "the route has no single stable backend to take the canary's definition: the canary stays at 100 %"
+                        );
                         unrelease(&mut status, route);
                     }
                 }
@@ -364,12 +390,21 @@ impl Controller {
             let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
             match self.repo.commit_and_push(&paths, &applied.message).await? {
                 Pushed::Done => {
-                    let subject = applied.message.lines().next().unwrap_or_default().to_owned();
+                    let subject = applied
+                        .message
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     self.announce(&r, &status, &applied, t);
                     return Ok(Some(subject));
                 }
                 Pushed::Rejected => {
-                    tracing::info!(route, attempt, "the remote moved first (non-fast-forward): fetching and deciding again");
+                    tracing::info!(
+                        route,
+                        attempt,
+                        "the remote moved first (non-fast-forward): fetching and deciding again"
+                    );
                 }
             }
         }
@@ -379,8 +414,17 @@ impl Controller {
 
     /// Sends the rollout's webhooks for a recorded event (the controller sends them once for
     /// the fleet; replicas send none).
-    fn announce(&self, route: &FleetRoute, status: &FleetStatus, applied: &Applied, at: SystemTime) {
-        let Some(kind) = config::EventKind::ALL.into_iter().find(|k| k.name() == applied.event) else {
+    fn announce(
+        &self,
+        route: &FleetRoute,
+        status: &FleetStatus,
+        applied: &Applied,
+        at: SystemTime,
+    ) {
+        let Some(kind) = config::EventKind::ALL
+            .into_iter()
+            .find(|k| k.name() == applied.event)
+        else {
             return;
         };
         let Some(e) = status.routes.get(&route.name) else {
@@ -395,7 +439,8 @@ impl Controller {
             reason: &e.reason,
             at: rfc3339(at),
         };
-        let body = bytes::Bytes::from(serde_json::to_vec(&body).expect("an event body always serializes"));
+        let body =
+            bytes::Bytes::from(serde_json::to_vec(&body).expect("an event body always serializes"));
         for hook in &route.rollout.webhooks {
             if hook.on.is_empty() || hook.on.contains(&kind) {
                 self.hooks.deliver(hook.url.clone(), body.clone());
@@ -434,7 +479,8 @@ fn promotion(config: &Config, route: &FleetRoute) -> Option<Promotion> {
 fn unrelease(status: &mut FleetStatus, route: &str) {
     if let Some(e) = status.routes.get_mut(route) {
         e.released = false;
-        e.reason.push_str(" (the config keeps its stable: canary at 100 %)");
+        e.reason
+            .push_str(" (the config keeps its stable: canary at 100 %)");
     }
 }
 
@@ -443,11 +489,13 @@ fn unrelease(status: &mut FleetStatus, route: &str) {
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    tmp.persist(path).map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    tmp.persist(path)
+        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
     Ok(())
 }
 

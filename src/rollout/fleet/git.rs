@@ -126,16 +126,30 @@ impl Repo {
     /// Brings the work tree to the remote branch's newest commit, dropping anything local (a
     /// commit whose push was refused included). The commit it is at.
     pub async fn sync(&self) -> Result<String, GitError> {
-        git(&self.root, &["fetch", "--quiet", &self.remote, &self.branch]).await?;
+        git(
+            &self.root,
+            &["fetch", "--quiet", &self.remote, &self.branch],
+        )
+        .await?;
         git(&self.root, &["reset", "--quiet", "--hard", "FETCH_HEAD"]).await?;
-        Ok(git(&self.root, &["rev-parse", "HEAD"]).await?.trim().to_owned())
+        Ok(git(&self.root, &["rev-parse", "HEAD"])
+            .await?
+            .trim()
+            .to_owned())
     }
 
     /// Commits `files` (already written in the work tree) with `message`, and pushes the commit
     /// to the remote branch. `Rejected` when the remote moved first.
-    pub async fn commit_and_push(&self, files: &[&Path], message: &str) -> Result<Pushed, GitError> {
+    pub async fn commit_and_push(
+        &self,
+        files: &[&Path],
+        message: &str,
+    ) -> Result<Pushed, GitError> {
         let mut add = vec!["add", "--"];
-        let names: Vec<String> = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect();
         add.extend(names.iter().map(String::as_str));
         git(&self.root, &add).await?;
         let (name, email) = split_author(&self.author);
@@ -143,7 +157,17 @@ impl Repo {
         let email_cfg = format!("user.email={email}");
         git(
             &self.root,
-            &["-c", &name_cfg, "-c", &email_cfg, "commit", "--quiet", "--no-verify", "-m", message],
+            &[
+                "-c",
+                &name_cfg,
+                "-c",
+                &email_cfg,
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "-m",
+                message,
+            ],
         )
         .await?;
         let refspec = format!("HEAD:refs/heads/{}", self.branch);

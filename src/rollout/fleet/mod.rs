@@ -285,7 +285,8 @@ pub fn decide(
     }
     let deadline = route.rollout.plan.progress_deadline?;
     let at = humantime::parse_rfc3339(&e.at).ok()?;
-    (now.duration_since(at).unwrap_or_default() >= deadline).then_some(Change::Deadline { generation })
+    (now.duration_since(at).unwrap_or_default() >= deadline)
+        .then_some(Change::Deadline { generation })
 }
 
 /// Makes `change` in `status` for `route` at `now`: the route's entry changes and the file's
@@ -321,9 +322,7 @@ pub fn apply(
             }
             ("started", String::from("a new canary definition"))
         }
-        Change::Judge {
-            measurement: m, ..
-        } => {
+        Change::Judge { measurement: m, .. } => {
             if progress.phase != Phase::Progressing || paused {
                 return Err(NotApplied::Stale);
             }
@@ -338,7 +337,9 @@ pub fn apply(
                 (Verdict::Skipped(_), _) => return Err(NotApplied::Nothing(check)),
                 (Verdict::Failed(reason), Next::Stay) => ("failed_check", reason.clone()),
                 (_, next) => {
-                    let e = progress.apply(plan, next).ok_or(NotApplied::Nothing(check))?;
+                    let e = progress
+                        .apply(plan, next)
+                        .ok_or(NotApplied::Nothing(check))?;
                     (e.kind.name(), e.reason)
                 }
             }
@@ -419,7 +420,11 @@ pub fn apply(
     };
     let message = format!(
         "rollout {}: {event}, step {}, canary {}% ({})\n\n{reason}{detail}\n\nstatus generation {}",
-        route.name, progress.step, canary_weight, route.canary(), status.generation
+        route.name,
+        progress.step,
+        canary_weight,
+        route.canary(),
+        status.generation
     );
     Ok(Applied {
         event,

@@ -129,7 +129,10 @@ impl Source {
             url: base.clone(),
             message,
         };
-        let time = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let time = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         let uri: Uri = format!(
             "{}/api/v1/query?query={}&time={time:.3}",
             base.trim_end_matches('/'),
@@ -138,22 +141,27 @@ impl Source {
         .parse()
         .map_err(|e: http::uri::InvalidUri| fail(e.to_string()))?;
         let req = Request::get(uri)
-            .header(header::USER_AGENT, concat!("weir/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("weir/", env!("CARGO_PKG_VERSION")),
+            )
             .header(header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| fail(e.to_string()))?;
         let timeout = self.config.timeout;
         let answer = tokio::time::timeout(timeout, async {
-            let resp = client().request(req).await.map_err(|e| fail(e.to_string()))?;
+            let resp = client()
+                .request(req)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
                 .map_err(|e| fail(format!("reading the answer: {e}")))?
                 .to_bytes();
-            let parsed: Answer = serde_json::from_slice(&body).map_err(|e| {
-                fail(format!("HTTP {status}: not a Prometheus answer ({e})"))
-            })?;
+            let parsed: Answer = serde_json::from_slice(&body)
+                .map_err(|e| fail(format!("HTTP {status}: not a Prometheus answer ({e})")))?;
             Ok::<_, QueryError>(parsed)
         })
         .await
@@ -168,9 +176,13 @@ impl Source {
         match answer.data {
             Some(Data::Vector(samples)) => samples
                 .iter()
-                .map(|s| number(&s.value.1).ok_or_else(|| fail(format!("bad value `{}`", s.value.1))))
+                .map(|s| {
+                    number(&s.value.1).ok_or_else(|| fail(format!("bad value `{}`", s.value.1)))
+                })
                 .collect(),
-            Some(Data::Scalar((_, v))) => Ok(vec![number(&v).ok_or_else(|| fail(format!("bad value `{v}`")))?]),
+            Some(Data::Scalar((_, v))) => Ok(vec![
+                number(&v).ok_or_else(|| fail(format!("bad value `{v}`")))?,
+            ]),
             _ => Err(fail(String::from("expected an instant vector"))),
         }
     }
@@ -178,7 +190,11 @@ impl Source {
     /// The single value of `query` at `at`: 0 for an empty vector (no series: nothing counted).
     async fn one(&self, query: &str, at: SystemTime) -> Result<f64, QueryError> {
         let values = self.query(query, at).await?;
-        Ok(values.first().copied().filter(|v| v.is_finite()).unwrap_or(0.0))
+        Ok(values
+            .first()
+            .copied()
+            .filter(|v| v.is_finite())
+            .unwrap_or(0.0))
     }
 
     /// Whether every replica that is up serves status generation `generation` or newer, and
@@ -209,8 +225,12 @@ impl Source {
         window: Duration,
         at: SystemTime,
     ) -> Result<Measurement, QueryError> {
-        let requests = self.one(&Queries::windowed(&q.requests, window), at).await?;
-        let failures = self.one(&Queries::windowed(&q.failures, window), at).await?;
+        let requests = self
+            .one(&Queries::windowed(&q.requests, window), at)
+            .await?;
+        let failures = self
+            .one(&Queries::windowed(&q.failures, window), at)
+            .await?;
         let p99 = self
             .query(&Queries::windowed(&q.p99, window), at)
             .await?
@@ -233,7 +253,10 @@ mod tests {
 
     #[test]
     fn queries_are_encoded_and_values_read_as_prometheus_writes_them() {
-        assert_eq!(encode("sum(x{a=\"b\"})[30s]"), "sum%28x%7Ba%3D%22b%22%7D%29%5B30s%5D");
+        assert_eq!(
+            encode("sum(x{a=\"b\"})[30s]"),
+            "sum%28x%7Ba%3D%22b%22%7D%29%5B30s%5D"
+        );
         assert_eq!(number("NaN").map(f64::is_nan), Some(true));
         assert_eq!(number("+Inf"), Some(f64::INFINITY));
         assert_eq!(number("12.5"), Some(12.5));

@@ -118,7 +118,11 @@ fn span(text: &str, s: &Scalar, byte: &impl Fn(usize) -> usize) -> (usize, usize
     let start = byte(s.start);
     let end = match s.style {
         TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
-            let quote = if s.style == TScalarStyle::SingleQuoted { '\'' } else { '"' };
+            let quote = if s.style == TScalarStyle::SingleQuoted {
+                '\''
+            } else {
+                '"'
+            };
             let rest = &text[start + 1..];
             let mut escaped = false;
             let mut close = rest.len();
@@ -152,7 +156,10 @@ fn walk(text: &str, endpoints: &[Step], weight: &[Step]) -> Result<Found, Promot
         let mut is_key = false;
         if matches!(
             event,
-            Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::Alias(..)
+            Event::Scalar(..)
+                | Event::MappingStart(..)
+                | Event::SequenceStart(..)
+                | Event::Alias(..)
         ) {
             match stack.last_mut() {
                 Some(Frame::Map { key }) if key.is_none() => is_key = true,

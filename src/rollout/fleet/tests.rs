@@ -72,7 +72,10 @@ fn a_healthy_fleet_steps_then_promotes_with_one_generation_per_decision() {
     );
     let e = &status.routes["app"];
     assert_eq!(status.generation, 3);
-    assert_eq!((e.phase, e.step, e.released), (StatusPhase::Promoted, 1, true));
+    assert_eq!(
+        (e.phase, e.step, e.released),
+        (StatusPhase::Promoted, 1, true)
+    );
     // Promoted and released: the file's weights, whose canary the promotion commit sets to 0.
     assert_eq!(e.weights["stable"], 90);
 }
@@ -99,7 +102,10 @@ fn a_replicas_fast_fail_rolls_the_fleet_back_once_it_serves_the_step() {
         fast_failed: 2,
         ..Observation::default()
     };
-    let (events, status) = check("steps: [20, 100]", vec![Observation::default(), ff(false), ff(true)]);
+    let (events, status) = check(
+        "steps: [20, 100]",
+        vec![Observation::default(), ff(false), ff(true)],
+    );
     assert_eq!(events, ["started", "-", "rolled_back"]);
     assert_eq!(status.routes["app"].reason, "fast-fail on 2 replica(s)");
 }
@@ -117,14 +123,23 @@ fn a_decision_on_a_status_that_moved_is_stale_and_never_steps_twice() {
     };
     // Two controllers judged the same interval: the first commit wins ...
     let mut first = status.clone();
-    assert_eq!(apply(&mut first, route, &judge, at(30)).unwrap().event, "step");
+    assert_eq!(
+        apply(&mut first, route, &judge, at(30)).unwrap().event,
+        "step"
+    );
     // ... and the second, re-applied on the fetched status, finds it moved.
     let mut second = first.clone();
-    assert_eq!(apply(&mut second, route, &judge, at(31)), Err(NotApplied::Stale));
+    assert_eq!(
+        apply(&mut second, route, &judge, at(31)),
+        Err(NotApplied::Stale)
+    );
     assert_eq!(second, first);
     assert_eq!(first.routes["app"].step, 1);
     // A second start is stale as well.
-    assert_eq!(apply(&mut first, route, &Change::Start, at(32)), Err(NotApplied::Stale));
+    assert_eq!(
+        apply(&mut first, route, &Change::Start, at(32)),
+        Err(NotApplied::Stale)
+    );
 }
 
 #[test]
@@ -152,13 +167,28 @@ fn operators_pause_resume_promote_and_abort() {
     apply(&mut status, route, &Change::Start, at(0)).unwrap();
     let manual = |s: &mut FleetStatus, a| apply(s, route, &Change::Manual(a), at(5));
     assert_eq!(manual(&mut status, Action::Pause).unwrap().event, "paused");
-    assert_eq!(manual(&mut status, Action::Pause), Err(NotApplied::Nothing(None)));
+    assert_eq!(
+        manual(&mut status, Action::Pause),
+        Err(NotApplied::Nothing(None))
+    );
     // A paused rollout is not judged.
-    assert_eq!(decide(&status, route, &judged(measured(50, 0)), at(30)), None);
-    assert_eq!(manual(&mut status, Action::Resume).unwrap().event, "resumed");
+    assert_eq!(
+        decide(&status, route, &judged(measured(50, 0)), at(30)),
+        None
+    );
+    assert_eq!(
+        manual(&mut status, Action::Resume).unwrap().event,
+        "resumed"
+    );
     let mut aborted = status.clone();
-    assert_eq!(manual(&mut aborted, Action::Abort).unwrap().event, "rolled_back");
-    assert!(matches!(manual(&mut aborted, Action::Promote), Err(NotApplied::Refused(_))));
+    assert_eq!(
+        manual(&mut aborted, Action::Abort).unwrap().event,
+        "rolled_back"
+    );
+    assert!(matches!(
+        manual(&mut aborted, Action::Promote),
+        Err(NotApplied::Refused(_))
+    ));
     let promoted = manual(&mut status, Action::Promote).unwrap();
     assert!(promoted.promote);
     assert_eq!(status.routes["app"].reason, "promoted by an operator");
@@ -177,5 +207,8 @@ fn the_queries_sum_over_the_selected_replicas() {
         "count(weir_fleet_status_generation{job=\"weir\"} >= 7)"
     );
     assert_eq!(q.replicas_up, "count(up{job=\"weir\"} == 1)");
-    assert_eq!(Queries::new("", "a\"b", "c").fast_failed, "count(weir_rollout_state{route=\"a\\\"b\"} == 3)");
+    assert_eq!(
+        Queries::new("", "a\"b", "c").fast_failed,
+        "count(weir_rollout_state{route=\"a\\\"b\"} == 3)"
+    );
 }
