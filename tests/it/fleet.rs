@@ -250,7 +250,7 @@ impl Fleet {
                 "{what} within {STAGE:?}; status: {s:?}\ncommits: {:?}",
                 self.subjects().await
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -542,7 +542,7 @@ async fn a_healthy_canary_is_promoted_in_steps_by_two_controllers_while_a_replic
             Instant::now() < deadline,
             "every replica serves the promotion"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lags = sampler.lags(&decisions(&fleet).await).await;
     sampler.stop.store(true, Ordering::Relaxed);
@@ -671,7 +671,9 @@ async fn abort_mid_rollout_brings_every_replica_back_to_stable_within_one_sync()
         lag.as_millis()
     );
     // The controller records nothing more for a rollout that ended.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(fleet.status().await.generation, status.generation);
     let _ = ctl.send(true);
     fleet.stop().await;
