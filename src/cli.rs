@@ -610,7 +610,7 @@ async fn single_instance_command(config: &Config, command: &RolloutCommand) -> a
     let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
         .await
         .with_context(|| format!("{uri}: no answer within 10s"))?
-        .with_context(|| format!("{uri}"))?;
+        .with_context(|| uri.clone())?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     let text = String::from_utf8_lossy(&body);

@@ -315,10 +315,15 @@ async fn view(admin: SocketAddr) -> (u64, u64, String) {
     (generation, canary, state)
 }
 
+/// One replica's view: (status generation, canary weight, rollout state).
+type View = (u64, u64, String);
+/// When the sampler looked, and what each replica showed.
+type Sample = (SystemTime, Vec<View>);
+
 /// Samples every replica every 50 ms until stopped: for each status generation, the first time
 /// all replicas served it, and every canary weight they all showed at once.
 struct Sampler {
-    seen: Arc<Mutex<Vec<(SystemTime, Vec<(u64, u64, String)>)>>>,
+    seen: Arc<Mutex<Vec<Sample>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -829,4 +834,43 @@ async fn a_single_instance_takes_rollout_commands_through_its_admin_api_and_only
         String::from_utf8_lossy(&again.0.stderr)
     );
     assert!(String::from_utf8_lossy(&again.1.stderr).contains("404"));
+}
+
+#[test]
+fn weir_check_shows_the_queries_a_fleet_rollout_is_judged_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(
+        &path,
+        fleet_config(nowhere, nowhere, nowhere, "      steps: [10, 100]\n"),
+    )
+    .unwrap();
+    let run = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["check", "--format", format, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let requests = "sum(increase(weir_backend_outcomes_total{job=\"weir-fleet\",route=\"app\",backend=\"canary\"}[3s]))";
+    let text = run("text");
+    assert!(text.contains(requests), "{text}");
+    assert!(
+        text.contains("count(weir_fleet_status_generation{job=\"weir-fleet\"} >= {G})"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&run("json")).unwrap();
+    let queries = &json["routes"][0]["queries"];
+    assert_eq!(queries["requests"], requests);
+    assert_eq!(
+        queries["p99"],
+        "histogram_quantile(0.99, sum by (le) (increase(weir_request_duration_seconds_bucket{job=\"weir-fleet\",route=\"app\",backend=\"canary\"}[3s])))"
+    );
 }

@@ -91,6 +91,26 @@ fn client() -> &'static PromClient {
     })
 }
 
+/// The values of an instant query's answer (`/api/v1/query`'s JSON): one per series of a vector,
+/// the scalar's for a scalar; an error for anything else (a refused query says why).
+pub fn values(body: &[u8]) -> Result<Vec<f64>, String> {
+    let answer: Answer =
+        serde_json::from_slice(body).map_err(|e| format!("not a Prometheus answer ({e})"))?;
+    if answer.status != "success" {
+        return Err(answer.error.unwrap_or(answer.status));
+    }
+    match answer.data {
+        Some(Data::Vector(samples)) => samples
+            .iter()
+            .map(|s| number(&s.value.1).ok_or_else(|| format!("bad value `{}`", s.value.1)))
+            .collect(),
+        Some(Data::Scalar((_, v))) => {
+            Ok(vec![number(&v).ok_or_else(|| format!("bad value `{v}`"))?])
+        }
+        _ => Err(String::from("expected an instant vector")),
+    }
+}
+
 /// `text` percent-encoded for a query string (RFC 3986 unreserved characters kept).
 fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
@@ -149,7 +169,7 @@ impl Source {
             .body(Empty::new())
             .map_err(|e| fail(e.to_string()))?;
         let timeout = self.config.timeout;
-        let answer = tokio::time::timeout(timeout, async {
+        tokio::time::timeout(timeout, async {
             let resp = client()
                 .request(req)
                 .await
@@ -160,31 +180,14 @@ impl Source {
                 .await
                 .map_err(|e| fail(format!("reading the answer: {e}")))?
                 .to_bytes();
-            let parsed: Answer = serde_json::from_slice(&body)
-                .map_err(|e| fail(format!("HTTP {status}: not a Prometheus answer ({e})")))?;
-            Ok::<_, QueryError>(parsed)
+            values(&body).map_err(|e| fail(format!("HTTP {status}: {e}")))
         })
         .await
         .map_err(|_| QueryError::Timeout {
             query: query.to_owned(),
             url: base.clone(),
             timeout,
-        })??;
-        if answer.status != "success" {
-            return Err(fail(answer.error.unwrap_or(answer.status)));
-        }
-        match answer.data {
-            Some(Data::Vector(samples)) => samples
-                .iter()
-                .map(|s| {
-                    number(&s.value.1).ok_or_else(|| fail(format!("bad value `{}`", s.value.1)))
-                })
-                .collect(),
-            Some(Data::Scalar((_, v))) => Ok(vec![
-                number(&v).ok_or_else(|| fail(format!("bad value `{v}`")))?,
-            ]),
-            _ => Err(fail(String::from("expected an instant vector"))),
-        }
+        })?
     }
 
     /// The single value of `query` at `at`: 0 for an empty vector (no series: nothing counted).
