@@ -94,6 +94,8 @@ pub enum Command {
     Rollout {
         #[command(subcommand)]
         command: Option<RolloutCommand>,
+        /// The config file; in fleet mode, in the config's Git work tree (or the file whose
+        /// repository --workdir clones).
         #[arg(long, global = true, default_value = "config/weir.yaml")]
         config: PathBuf,
         /// The controller's own clone of the config's repository (made on first use); default:
