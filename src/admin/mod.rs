@@ -1,6 +1,6 @@
 //! The admin API on `admin.address`: `/metrics`, `/healthz`, `/readyz`, `/config`, `/stats`,
-//! `/history` (SPEC.md, "Admin API"), the live page at `/`, and `POST /reload`. It stays up while
-//! the proxy drains.
+//! `/history` (SPEC.md, "Admin API"), the live page at `/`, `POST /reload` and
+//! `POST /rollouts/ROUTE/{promote,abort,pause,resume}`. It stays up while the proxy drains.
 //!
 //! Access: `/healthz` and `/readyz` are always open (probes); reads are open unless
 //! `admin.reads: token`; `POST /reload`, the one state-changing call, always needs the bearer
@@ -170,6 +170,7 @@ fn access(path: &str) -> Option<Access> {
         "/healthz" | "/readyz" => Some(Access::Probe),
         "/" | "/metrics" | "/config" | "/stats" | "/history" => Some(Access::Read),
         "/reload" => Some(Access::Change),
+        p if rollout_command(p).is_some() => Some(Access::Change),
         _ => None,
     }
 }
@@ -281,7 +282,42 @@ pub async fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Ful
         "/config" => json_response(&config_json(&state.reloader)),
         "/stats" => json_response(&stats_json(&state.reloader)),
         "/reload" => reload(&state.reloader).await,
-        _ => json_response(&history_json(&state.reloader)),
+        "/history" => json_response(&history_json(&state.reloader)),
+        _ => match rollout_command(path) {
+            Some((route, action)) => rollout_action(&state.reloader, route, action).await,
+            None => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        },
+    }
+}
+
+/// `/rollouts/ROUTE/promote|abort|pause|resume`: the route and the command.
+fn rollout_command(path: &str) -> Option<(&str, crate::rollout::Action)> {
+    let rest = path.strip_prefix("/rollouts/")?;
+    let (route, action) = rest.rsplit_once('/')?;
+    let action = crate::rollout::Action::parse(action)?;
+    (!route.is_empty() && !route.contains('/')).then_some((route, action))
+}
+
+/// `POST /rollouts/ROUTE/ACTION` (`weir rollout ACTION ROUTE` for a single instance): 200 with
+/// the route's rollout block once carried out, 404 for a route without a rollout, 409 when the
+/// rollout has ended or follows the fleet's status (then Git is where commands go).
+async fn rollout_action(
+    reloader: &Arc<Reloader>,
+    route: &str,
+    action: crate::rollout::Action,
+) -> Response<Full<Bytes>> {
+    use crate::rollout::Refusal;
+    match reloader.manual(route, action).await {
+        Ok(status) => {
+            json_response(&json!({"route": route, "action": action.name(), "rollout": status}))
+        }
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::NoRollout(_) => StatusCode::NOT_FOUND,
+                Refusal::Fleet(_) | Refusal::Ended(..) => StatusCode::CONFLICT,
+            };
+            respond(status, TEXT, format!("{refusal}\n"))
+        }
     }
 }
 

@@ -39,6 +39,20 @@ pub struct Config {
     pub poll_interval: Option<Duration>,
     /// The `policies`, read; every candidate must pass them.
     pub policies: Option<Arc<Policies>>,
+    /// The `fleet` block: the rollout status this replica follows, and the controller's Git.
+    pub fleet: Option<Fleet>,
+}
+
+/// One rollout for the whole fleet: replicas follow `status` (read with the config), and
+/// `weir rollout` writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fleet {
+    /// The status file's path (absolute, or relative to the working directory).
+    pub status_file: PathBuf,
+    /// The status file as read with this config (empty, generation 0, when it does not exist).
+    pub status: Arc<super::status::FleetStatus>,
+    pub sync_interval: Duration,
+    pub git: super::schema::GitSpec,
 }
 
 #[derive(Clone, Debug)]
@@ -285,6 +299,19 @@ pub struct Plan {
     pub p99: Option<Duration>,
     pub max_failed_checks: u32,
     pub fast_fail: Option<FastFail>,
+    /// No progress for this long rolls the rollout back.
+    pub progress_deadline: Option<Duration>,
+    /// Where measurements come from; `None`: in-process.
+    pub source: Option<PrometheusSource>,
+}
+
+/// A Prometheus server that scrapes every replica of a fleet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrometheusSource {
+    pub url: http::Uri,
+    /// Label matchers (`job="weir"`) added to every query.
+    pub selector: String,
+    pub timeout: Duration,
 }
 
 /// Roll back at once, mid-interval, when at least `min_requests` canary requests of the interval

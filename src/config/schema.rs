@@ -187,6 +187,91 @@ pub struct RolloutSpec {
     pub webhooks: Vec<WebhookSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm: Option<ConfirmSpec>,
+    /// A rollout that cannot progress (its checks skipped for too few requests, or, in a fleet,
+    /// its step not yet served by every replica) for this long ends rolled back. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<DurationSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+}
+
+/// How a rollout's canary is judged.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    /// Where the measurements come from: in-process (the default, one instance) or Prometheus
+    /// (a fleet, judged by `weir rollout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+}
+
+/// A Prometheus server that scrapes every replica (docs/FLEET.md has the queries).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSpec {
+    /// The server's base URL, such as `http://prometheus:9090`.
+    pub url: String,
+    /// Label matchers that select this fleet's replicas in every query, such as `job="weir"`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
+    /// How long one query may take.
+    #[serde(default = "defaults::prometheus_timeout")]
+    pub timeout: DurationSpec,
+}
+
+/// One rollout for the whole fleet (docs/FLEET.md): the status file every replica follows, and
+/// how `weir rollout` keeps it in Git.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// The rollout status file, relative to the config file, in the same Git repository.
+    pub status: String,
+    /// How often the controller fetches the repository and queries Prometheus.
+    #[serde(default = "defaults::sync_interval")]
+    pub sync_interval: DurationSpec,
+    #[serde(default)]
+    pub git: GitSpec,
+}
+
+/// The Git side of the controller.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitSpec {
+    /// The remote the controller pushes to.
+    #[serde(default = "defaults::git_remote")]
+    pub remote: String,
+    #[serde(default = "defaults::git_branch")]
+    pub branch: String,
+    /// The repository to clone into `workdir` (default: the remote's URL in the config's own
+    /// work tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The controller's own clone (`weir rollout --workdir` overrides it); without either, the
+    /// controller works in the config file's own work tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The author and committer of the controller's commits.
+    #[serde(default = "defaults::git_author")]
+    pub author: String,
+}
+
+impl Default for GitSpec {
+    fn default() -> Self {
+        GitSpec {
+            remote: defaults::git_remote(),
+            branch: defaults::git_branch(),
+            url: None,
+            workdir: None,
+            author: defaults::git_author(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -437,6 +522,21 @@ mod defaults {
     pub fn poll_interval() -> DurationSpec {
         DurationSpec::from_secs(2)
     }
+    pub fn prometheus_timeout() -> DurationSpec {
+        DurationSpec::from_secs(5)
+    }
+    pub fn sync_interval() -> DurationSpec {
+        DurationSpec::from_secs(10)
+    }
+    pub fn git_remote() -> String {
+        "origin".to_owned()
+    }
+    pub fn git_branch() -> String {
+        "main".to_owned()
+    }
+    pub fn git_author() -> String {
+        "weir rollout <weir-rollout@localhost>".to_owned()
+    }
 }
 
 /// How weir notices that the config changed (an extension of SPEC.md, which has the 2 s poll).
@@ -483,6 +583,8 @@ pub struct ConfigSpec {
     pub rollout_state: Option<String>,
     #[schemars(default)]
     pub reload: ReloadSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSpec>,
 }
 
 /// The top-level keys, in the order `load` reports them when one is unknown.
@@ -495,4 +597,5 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "rollout_state",
     "reload",
+    "fleet",
 ];

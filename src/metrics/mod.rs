@@ -6,6 +6,7 @@
 //! in a table of lazily created handles, the histogram handle is pre-resolved, and no label is
 //! formatted on the request path.
 
+mod outcome;
 pub mod probe;
 pub mod process;
 pub mod telemetry;
@@ -20,6 +21,11 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use outcome::{RolloutFamilies, STATUS_GENERATION};
+
+/// `weir_responses_total{route, backend, outcome}`: each judged response once, `success` or
+/// `failure`; the counter a fleet's rollout sums over replicas (docs/FLEET.md).
+pub const OUTCOMES: &str = "weir_responses_total";
 pub use probe::{Measurement, Probe};
 pub use window::{LATENCY_BUCKETS_MS, WINDOW_SECS, Window, WindowStats, latency_bucket};
 
@@ -47,6 +53,8 @@ pub struct Metrics {
     retries: IntCounterVec,
     ejections: IntCounterVec,
     ejected: IntGaugeVec,
+    /// The families a fleet's rollout reads and the rollout checks (`outcome.rs`).
+    pub rollout: RolloutFamilies,
     /// Start of the window clock: windows count whole seconds since this instant.
     epoch: Instant,
 }
@@ -105,7 +113,7 @@ impl Metrics {
                 "Time from request to the response head, by route and backend.",
             ),
             responses: counter(
-                "weir_responses_total",
+                OUTCOMES,
                 "Responses judged when they ended, by route, backend and outcome (success, failure); what the success ratio and rollouts count.",
                 &["route", "backend", "outcome"],
             ),
@@ -202,6 +210,7 @@ impl Metrics {
                 "1 while an endpoint is ejected, else 0 (cleared when the next pick finds its ejection over).",
                 &["backend", "endpoint"],
             ),
+            rollout: RolloutFamilies::new(&r),
             registry: r,
             epoch: Instant::now(),
         }

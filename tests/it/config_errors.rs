@@ -96,7 +96,7 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &(GOOD.to_owned() + "extra: 1\n"),
             &[
-                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`",
+                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`, `fleet`",
             ],
         ),
         (
@@ -185,6 +185,26 @@ fn bad_files_are_refused_with_located_messages() {
                 "t.yaml:14:83: routes[0].rollout.thresholds.success_rate: expected a fraction from 0 to 1 such as 0.99, found 1.5",
                 "t.yaml:14:117: routes[0].rollout.webhooks[0].url: expected an http:// or https:// URL, found `ftp://x`",
                 "t.yaml:14:138: routes[0].rollout.webhooks[0].on[0]: unknown event `done`, expected one of: started, step, promoted, rolled_back",
+            ],
+        ),
+        (
+            &(GOOD.to_owned()
+                + "    rollout: { canary: canary, steps: [10, 100], progress_deadline: 1s, analysis: { source: { prometheus: { url: \"ftp://p\", selector: 'job=\"a\"} or vector(1)' } } } }\n"
+                + "fleet: { status: s.json, sync_interval: 0s, git: { branch: \"-x\", author: nobody } }\n"),
+            &[
+                "t.yaml:14:50: routes[0].rollout.progress_deadline: expected at least one interval",
+                "t.yaml:14:109: routes[0].rollout.analysis.source.prometheus.url: expected an http:// or https:// URL, found `ftp://p`",
+                "t.yaml:14:125: routes[0].rollout.analysis.source.prometheus.selector: expected label matchers such as job=\"weir\", found `job=\"a\"} or vector(1)`",
+                "t.yaml:15:26: fleet.sync_interval: expected a positive duration",
+                "t.yaml:15:52: fleet.git.branch: expected a Git branch name, found `-x`",
+                "t.yaml:15:66: fleet.git.author: expected `Name <email>`, found `nobody`",
+            ],
+        ),
+        (
+            &(GOOD.to_owned()
+                + "    rollout: { canary: canary, steps: [10, 100], analysis: { source: { prometheus: { url: \"http://p:9090\" } } } }\n"),
+            &[
+                "t.yaml:14:72: routes[0].rollout.analysis.source.prometheus: a Prometheus source needs a top-level `fleet` block (weir rollout judges the fleet)",
             ],
         ),
         (

@@ -7,6 +7,7 @@ mod config_errors;
 mod dashboards;
 mod demo;
 mod deploy;
+mod fleet;
 mod forwarding;
 mod grpc;
 mod hostile;

@@ -502,3 +502,116 @@ pub async fn read_response(s: &mut tokio::net::TcpStream) -> RawAnswer {
         .unwrap_or(0);
     RawAnswer { status, text }
 }
+
+/// A Prometheus server (Debian's `prometheus`) on an ephemeral loopback port, scraping the
+/// targets of a file (`file_sd`, rewritten with [`Prometheus::set_targets`]) every second under
+/// job `job`. Killed when dropped.
+pub struct Prometheus {
+    child: std::process::Child,
+    pub address: SocketAddr,
+    targets: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn scraping(job: &str) -> Prometheus {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let targets = dir.path().join("targets.json");
+        std::fs::write(&targets, "[]").unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{ scrape_interval: 1s, scrape_timeout: 900ms }}\n\
+                 scrape_configs:\n  - job_name: {job}\n    file_sd_configs: [{{ files: [\"{}\"], refresh_interval: 1s }}]\n",
+                targets.display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .args(["--web.listen-address=127.0.0.1:0", "--log.level=info"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("prometheus is installed (apt-get install prometheus)");
+        // Prometheus logs the port it bound; the rest of its log is drained and dropped.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(at) = line.find("msg=\"Listening on\" address=") {
+                    let address = line[at..].rsplit('=').next().unwrap_or("").trim();
+                    let _ = tx.send(address.to_owned());
+                }
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("prometheus listened within 60 s")
+            .parse()
+            .unwrap();
+        Prometheus {
+            child,
+            address,
+            targets,
+            _dir: dir,
+        }
+    }
+
+    /// Scrapes exactly `targets` from now on (the file is replaced whole, as file_sd wants).
+    pub fn set_targets(&self, targets: &[SocketAddr]) {
+        let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        let json = serde_json::json!([{ "targets": list }]).to_string();
+        let tmp = self.targets.with_extension("tmp");
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(&tmp, &self.targets).unwrap();
+    }
+
+    /// Waits until the server answers queries (it listens before its storage is ready).
+    pub async fn ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while get(&http1_client(), self.address, "/-/ready").await.status != StatusCode::OK {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prometheus was not ready within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `git ARGS` in `dir` as a child process of the runtime (never blocking a worker thread);
+/// its standard output. Panics with its standard error when it fails.
+pub async fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .await
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
