@@ -103,6 +103,7 @@ pub struct Access {
     pub client: SocketAddr,
     pub method: http::Method,
     pub path: http::uri::PathAndQuery,
+    pub request_id: crate::observe::request_id::RequestId,
     pub status: u16,
     pub started: Instant,
     pub bytes: u64,
@@ -368,6 +369,7 @@ impl Drop for ResponseBody {
         if let Some(a) = self.access.take() {
             tracing::info!(
                 target: "weir::access",
+                request_id = a.request_id.as_str(),
                 route = &*a.route,
                 backend = &*a.backend,
                 status = a.status,

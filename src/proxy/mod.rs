@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::observe::request_id::{self, RequestId};
 use crate::snapshot::{Backend, Route, Snapshot};
 use body::{Access, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
 pub use forward::ConnInfo;
@@ -47,17 +48,20 @@ fn random_below(n: u64) -> u64 {
 pub async fn handle(
     snapshots: &ArcSwap<Snapshot>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let snapshot = snapshots.load_full();
     let started = Instant::now();
     let grpc = forward::is_grpc(&req);
-    if let Err(refusal) = head::check(&req, snapshot.config.limits.max_headers) {
-        return refuse(conn, ProxyError::Refused(refusal), grpc);
+    let checked = head::check(&req, snapshot.config.limits.max_headers);
+    // After the check, which counts the client's header fields, not weir's.
+    let id = request_id::ensure(req.headers_mut());
+    if let Err(refusal) = checked {
+        return refuse(conn, ProxyError::Refused(refusal), grpc, &id);
     }
     let host = router::request_host(&req);
     let Some(route) = router::find(&snapshot.routes, host, req.uri().path()) else {
-        return forward::error_response(&ProxyError::NoRoute, grpc)
+        return forward::error_response(&ProxyError::NoRoute, grpc, &id)
             .map(|b| ResponseBody::new(b, None));
     };
     // A gRPC client's own deadline, when shorter, bounds the wait too.
@@ -74,16 +78,20 @@ pub async fn handle(
     let (response, judged, status) = match exchange(route, backend, req, conn, started, timeout)
         .await
     {
-        Ok((r, endpoint)) => {
+        Ok((mut r, endpoint)) => {
             let status = r.status();
+            // The client gets the ID the upstream and the access log got, whatever the
+            // upstream answered in the header.
+            r.headers_mut()
+                .insert(&request_id::HEADER, id.header_value().clone());
             (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
         }
         Err(e) => {
             if let Some(kind) = e.client_kind() {
-                tracing::debug!(route = &*route.name, error = %e, "the client failed its request");
+                tracing::debug!(route = &*route.name, request_id = %id, error = %e, "the client failed its request");
                 conn.client_errors.count(kind);
             } else {
-                tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
+                tracing::warn!(route = &*route.name, backend = &**backend.name(), request_id = %id, error = %e, "request failed");
             }
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
@@ -92,7 +100,7 @@ pub async fn handle(
             // access log name the HTTP status of the failure, also when a gRPC caller got
             // it as HTTP 200 with a grpc-status.
             let judged = e.client_kind().is_none().then_some(None);
-            (forward::error_response(&e, grpc), judged, e.status())
+            (forward::error_response(&e, grpc, &id), judged, e.status())
         }
     };
     let record = judged.map(|endpoint| {
@@ -119,6 +127,7 @@ pub async fn handle(
             client: conn.client,
             method,
             path: path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            request_id: id,
             status: status.as_u16(),
             started,
             bytes: 0,
@@ -136,12 +145,12 @@ pub async fn handle(
 }
 
 /// weir's answer to a request it refuses before routing: counted as the client's error only.
-fn refuse(conn: &ConnInfo, e: ProxyError, grpc: bool) -> Response<ResponseBody> {
-    tracing::debug!(client = %conn.client, error = %e, "request refused");
+fn refuse(conn: &ConnInfo, e: ProxyError, grpc: bool, id: &RequestId) -> Response<ResponseBody> {
+    tracing::debug!(client = %conn.client, request_id = %id, error = %e, "request refused");
     if let Some(kind) = e.client_kind() {
         conn.client_errors.count(kind);
     }
-    forward::error_response(&e, grpc).map(|b| ResponseBody::new(b, None))
+    forward::error_response(&e, grpc, id).map(|b| ResponseBody::new(b, None))
 }
 
 /// Sends the request to `backend`: one try, or more when the route retries and the request may

@@ -21,6 +21,7 @@ mod outcome;
 mod picking;
 mod policies;
 mod reload;
+mod request_ids;
 mod resilience;
 mod rollout;
 mod routing;
