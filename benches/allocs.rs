@@ -1,6 +1,7 @@
 //! Allocations per proxied request, counted by a global allocator that counts only on weir's own
 //! runtime threads (the client and the upstream run on another runtime and are not counted).
-//! Run with `cargo bench --bench allocs`; REQUESTS sets the count (default 20,000).
+//! Run with `cargo bench --bench allocs`; REQUESTS sets the count (default 20,000). The client
+//! sends no `x-request-id`, so weir generates one per request; `INCOMING_ID=1` sends one (kept).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -87,8 +88,13 @@ fn main() {
     peers.block_on(async move {
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let uri: hyper::Uri = format!("http://{address}/").parse().unwrap();
+        let incoming = std::env::var("INCOMING_ID").is_ok_and(|v| v == "1");
         let get = || async {
-            let r = client.get(uri.clone()).await.unwrap();
+            let mut req = hyper::Request::get(uri.clone());
+            if incoming {
+                req = req.header("x-request-id", "0f8fad5b-d9cb-469f-a165-70867728950e");
+            }
+            let r = client.request(req.body(Empty::new()).unwrap()).await.unwrap();
             assert_eq!(r.status(), 200);
             r.into_body().collect().await.unwrap();
         };

@@ -91,6 +91,9 @@ pub struct ResponseBody {
     delivery: Option<Arc<Delivery>>,
     /// A frame went to hyper and hyper has not asked for the next one yet.
     waiting: bool,
+    /// Data bytes handed to hyper for the client, added to the backend's
+    /// `weir_response_bytes_total` once, when the response ends.
+    sent: u64,
     access: Option<Box<Access>>,
 }
 
@@ -254,6 +257,7 @@ impl ResponseBody {
             record: None,
             delivery: None,
             waiting: false,
+            sent: 0,
             access,
         }
     }
@@ -277,6 +281,9 @@ impl ResponseBody {
 
     fn finish(&mut self, end: End) {
         if let Some(record) = self.record.take() {
+            if self.sent != 0 {
+                record.metrics.response_bytes.inc_by(self.sent);
+            }
             let outcome = record.finish(end);
             if let Some(access) = &mut self.access {
                 access.outcome = outcome;
@@ -307,10 +314,11 @@ impl Body for ResponseBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(access) = &mut this.access
-                    && let Some(data) = frame.data_ref()
-                {
-                    access.bytes += data.len() as u64;
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                    if let Some(access) = &mut this.access {
+                        access.bytes += data.len() as u64;
+                    }
                 }
                 if let (Some(record), Some(trailers)) = (&mut this.record, frame.trailers_ref()) {
                     record.read_trailers(trailers);

@@ -186,7 +186,10 @@ async fn exchange(
     let (body, replay) = if retries.is_some() || mirror.is_some() {
         match tokio::time::timeout_at(deadline, Replayable::read(body, MAX_REPLAY_BODY)).await {
             Err(_) => return Err(ProxyError::ClientTimeout),
-            Ok(Ok(r)) => (None, Some(r)),
+            Ok(Ok(r)) => {
+                backend.metrics.request_bytes.inc_by(r.len());
+                (None, Some(r))
+            }
             Ok(Err(NotReplayable::TooLarge(b))) => (Some(b), None),
             Ok(Err(NotReplayable::Broken(e))) if request::went_away(&e) => {
                 return Err(ProxyError::ClientGone(e.into()));
@@ -224,7 +227,9 @@ async fn exchange(
         };
         let req_body = match (&replay, body.take()) {
             (Some(r), _) => r.body(),
-            (None, Some(b)) => RequestBody::streaming(b),
+            (None, Some(b)) => {
+                RequestBody::streaming(b, Some(backend.metrics.request_bytes.clone()))
+            }
             (None, None) => unreachable!("a streamed body is sent once, on the only try"),
         };
         let result = forward::try_endpoint(

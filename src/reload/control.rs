@@ -166,6 +166,7 @@ impl Control {
         metrics
             .last_reload_success
             .set(unix_seconds(record.revision.loaded_at));
+        metrics.last_reload_successful.set(1);
         let shared = Shared {
             snapshots: Arc::new(ArcSwap::from_pointee(snapshot)),
             history: Arc::new(History::new(record)),
@@ -321,6 +322,7 @@ impl Control {
         self.metrics
             .last_reload_success
             .set(unix_seconds(revision.loaded_at));
+        self.metrics.last_reload_successful.set(1);
         tracing::info!(sha256 = %revision.sha256, changes = weights.len(), "config applied");
         {
             let limit = self.snapshots.load().config.spec.admin.history;
@@ -338,6 +340,7 @@ impl Control {
 
     fn refuse(&mut self, revision: Option<&Revision>, attempt: Attempt, errors: &ConfigErrors) {
         self.metrics.reloads.with_label_values(&["failure"]).inc();
+        self.metrics.last_reload_successful.set(0);
         tracing::error!(errors = %errors, "config refused; the running config stays");
         let limit = self.snapshots.load().config.spec.admin.history;
         let mut record = self.history.record();

@@ -17,6 +17,7 @@ mod limits;
 mod live_page;
 mod mirror;
 mod observe;
+mod ops_metrics;
 mod outcome;
 mod picking;
 mod policies;
