@@ -70,7 +70,7 @@ pub enum ProxyError {
         upstream: Arc<str>,
         source: BoxError,
     },
-    #[error("upstream `{upstream}` did not answer within the route timeout of {timeout:?}")]
+    #[error("upstream `{upstream}` did not answer within the route timeout of {}", crate::observe::human::duration(*timeout))]
     Timeout {
         upstream: Arc<str>,
         timeout: Duration,

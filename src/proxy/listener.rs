@@ -336,7 +336,7 @@ async fn serve_http<I>(
             }
             _ = stall_check.tick() => {
                 if conn.info.delivery.stalled(&mut stall) {
-                    tracing::debug!(client = %peer, timeout = ?limits.write_stall_timeout, "closing a connection whose client stopped reading");
+                    tracing::debug!(client = %peer, timeout = %crate::observe::human::duration(limits.write_stall_timeout), "closing a connection whose client stopped reading");
                     break;
                 }
             }

@@ -25,6 +25,7 @@ use super::read::{Attempt, Candidate, ReadResult, Refused, attempt_of};
 use super::revision::Revision;
 use crate::config::{Config, ConfigErrors};
 use crate::metrics::{Metrics, Probe};
+use crate::observe::human;
 use crate::rollout::webhook::Hooks;
 use crate::rollout::{
     Action, Decisions, Measure, Now, Phase, Refusal, Rollouts, StateFile, Status,
@@ -315,6 +316,7 @@ impl Control {
             tracing::warn!("{w}");
         }
         let weights = weight_changes(Some(&previous.config), &config);
+        let changed = human::changes(&config_shape(&previous.config), &config_shape(&config));
         self.state_file = config.rollout_state.clone();
         let decisions = self.rollouts.sync(&config, now());
         self.build(Arc::new(config)).await;
@@ -323,7 +325,11 @@ impl Control {
             .last_reload_success
             .set(unix_seconds(revision.loaded_at));
         self.metrics.last_reload_successful.set(1);
-        tracing::info!(sha256 = %revision.sha256, changes = weights.len(), "config applied");
+        tracing::info!(
+            sha256 = %revision.sha256,
+            changes = %human::summary(&changed, 20),
+            "config applied"
+        );
         {
             let limit = self.snapshots.load().config.spec.admin.history;
             let mut record = self.history.record();
@@ -593,4 +599,31 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// What a change summary speaks of in `config`: each route's backends and their weights as the
+/// file sets them, each upstream's endpoints.
+fn config_shape(config: &Config) -> human::ConfigShape {
+    human::ConfigShape {
+        routes: config
+            .routes
+            .iter()
+            .map(|r| human::RouteShape {
+                name: r.name.to_string(),
+                backends: r
+                    .backends
+                    .iter()
+                    .map(|b| (config.upstreams[b.upstream].name.to_string(), b.weight))
+                    .collect(),
+            })
+            .collect(),
+        upstreams: config
+            .upstreams
+            .iter()
+            .map(|u| human::UpstreamShape {
+                name: u.name.to_string(),
+                endpoints: u.endpoints.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+    }
 }
