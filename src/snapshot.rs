@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::{Config, GrpcCodes, Retries, RouteMatch};
 use crate::metrics::{BackendMetrics, Metrics, Probe};
+use crate::observe::access::AccessLog;
 use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::{Override, Table};
@@ -18,6 +19,9 @@ pub struct Snapshot {
     pub metrics: Arc<Metrics>,
     pub routes: Box<[Route]>,
     pub pools: Box<[Arc<UpstreamPool>]>,
+    /// The access log's queue when the config has one (set by the control task, which opens
+    /// its file); shared with the previous snapshot while the section is unchanged.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 pub struct Route {
@@ -205,6 +209,7 @@ impl Snapshot {
             metrics: metrics.clone(),
             routes,
             pools,
+            access_log: None,
         }
     }
 

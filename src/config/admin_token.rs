@@ -149,6 +149,7 @@ mod tests {
             policies: Vec::new(),
             limits: Default::default(),
             rollout_state: None,
+            access_log: None,
             reload: Default::default(),
             fleet: None,
         };

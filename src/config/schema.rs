@@ -457,6 +457,9 @@ impl Default for LimitsSpec {
 mod defaults {
     use super::{DurationSpec, GrpcCodeSpec, RetryOnSpec};
 
+    pub fn access_log_path() -> String {
+        "stderr".to_owned()
+    }
     pub fn rollout_interval() -> DurationSpec {
         DurationSpec::from_secs(30)
     }
@@ -585,6 +588,34 @@ pub struct ConfigSpec {
     pub reload: ReloadSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetSpec>,
+    /// One line per request (docs/OPERATIONS.md, Access log); absent: the `weir::access` line
+    /// through `RUST_LOG`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
+}
+
+/// The access log: where each request's line goes, and in which format.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSpec {
+    /// `false` turns the log off (and the `weir::access` line of `RUST_LOG` with it).
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
+    /// `json` (one flat object per line) or `text` (Envoy's default line, then weir's fields).
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// `stderr`, `stdout`, or a file appended to (relative to the config file's directory),
+    /// reopened when logrotate moves it away.
+    #[serde(default = "defaults::access_log_path")]
+    pub path: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    #[default]
+    Json,
+    Text,
 }
 
 /// The top-level keys, in the order `load` reports them when one is unknown.
@@ -598,4 +629,5 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "rollout_state",
     "reload",
     "fleet",
+    "access_log",
 ];

@@ -59,6 +59,10 @@ pub(super) fn validate(
         .as_ref()
         .and_then(|f| fleet(diag, f, files, base_dir));
     fleet_rollouts(diag, &spec);
+    let access_log = spec
+        .access_log
+        .as_ref()
+        .and_then(|a| access_log(diag, a, base_dir));
     if !diag.errors.is_empty() {
         return None;
     }
@@ -76,6 +80,50 @@ pub(super) fn validate(
         limits,
         policies,
         fleet,
+        access_log,
+    })
+}
+
+/// The `access_log` section: `None` when it is turned off.
+fn access_log(
+    diag: &mut Diagnostics,
+    spec: &super::schema::AccessLogSpec,
+    base_dir: &Path,
+) -> Option<super::model::AccessLog> {
+    use super::model::AccessLogOutput;
+    if !spec.enabled {
+        return None;
+    }
+    let output = match spec.path.as_str() {
+        "stderr" => AccessLogOutput::Stderr,
+        "stdout" => AccessLogOutput::Stdout,
+        "" => {
+            diag.error(
+                "access_log.path",
+                "expected `stderr`, `stdout` or a file path, found an empty string",
+            );
+            return None;
+        }
+        p if p.ends_with('/') => {
+            diag.error(
+                "access_log.path",
+                format!("expected a file path, found the directory `{p}`"),
+            );
+            return None;
+        }
+        p => AccessLogOutput::File(base_dir.join(p)),
+    };
+    let (line, column) = diag.locate("access_log.path");
+    Some(super::model::AccessLog {
+        format: spec.format,
+        output,
+        at: super::ConfigError {
+            file: diag.file().to_owned(),
+            line,
+            column,
+            path: "access_log.path".to_owned(),
+            message: String::new(),
+        },
     })
 }
 

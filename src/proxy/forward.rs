@@ -20,6 +20,7 @@ use super::head::Refusal;
 use super::pool::UpstreamPool;
 use super::request::{ClientFault, Progress};
 use crate::metrics::UpstreamErrorKind;
+use crate::observe::access::ResponseFlags;
 use crate::observe::request_id::{self, RequestId};
 
 use super::body::Inner as ProxyBody;
@@ -109,6 +110,27 @@ impl ProxyError {
             | ProxyError::Protocol { .. }
             | ProxyError::BadUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The access log's response flag: why weir answered itself (docs/OPERATIONS.md).
+    pub fn flags(&self) -> ResponseFlags {
+        match self {
+            ProxyError::NoRoute => ResponseFlags::NO_ROUTE,
+            ProxyError::NoHealthyEndpoint { .. } => ResponseFlags::NO_HEALTHY_ENDPOINT,
+            ProxyError::Connect { .. } | ProxyError::Tls { .. } => {
+                ResponseFlags::UPSTREAM_CONNECT_FAILURE
+            }
+            ProxyError::Timeout { .. } => ResponseFlags::UPSTREAM_TIMEOUT,
+            ProxyError::Reset { .. } => ResponseFlags::UPSTREAM_RESET,
+            ProxyError::Protocol { .. } | ProxyError::BadUpgrade { .. } => {
+                ResponseFlags::UPSTREAM_PROTOCOL_ERROR
+            }
+            ProxyError::BadRequest | ProxyError::Refused(_) | ProxyError::ClientBody(_) => {
+                ResponseFlags::CLIENT_PROTOCOL_ERROR
+            }
+            ProxyError::ClientGone(_) => ResponseFlags::CLIENT_CLOSED,
+            ProxyError::ClientTimeout => ResponseFlags::CLIENT_STALLED,
         }
     }
 

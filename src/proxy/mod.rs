@@ -24,11 +24,13 @@ use hyper::body::Incoming;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::observe::access::{AccessLog, ResponseFlags};
 use crate::observe::request_id::{self, RequestId};
 use crate::snapshot::{Backend, Route, Snapshot};
 use body::{Access, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
 pub use forward::ConnInfo;
 use forward::ProxyError;
+use std::sync::Arc;
 
 /// Request bodies up to this size (with a known length) are read in full when the route retries
 /// or mirrors the request, so they can be sent again; larger ones stream and are neither retried
@@ -56,27 +58,40 @@ pub async fn handle(
     let checked = head::check(&req, snapshot.config.limits.max_headers);
     // After the check, which counts the client's header fields, not weir's.
     let id = request_id::ensure(req.headers_mut());
+    // The access line's record, when the config's access log is on or `RUST_LOG` enables the
+    // `weir::access` target; nothing is built otherwise.
+    let mut access = (snapshot.access_log.is_some()
+        || tracing::enabled!(target: "weir::access", tracing::Level::INFO))
+    .then(|| access_of(&req, conn, &id, snapshot.access_log.clone(), started));
     if let Err(refusal) = checked {
-        return refuse(conn, ProxyError::Refused(refusal), grpc, &id);
+        return refuse(conn, ProxyError::Refused(refusal), grpc, &id, access);
     }
     let host = router::request_host(&req);
     let Some(route) = router::find(&snapshot.routes, host, req.uri().path()) else {
+        if let Some(a) = &mut access {
+            a.flags = ProxyError::NoRoute.flags();
+            a.status = 404;
+        }
         return forward::error_response(&ProxyError::NoRoute, grpc, &id)
-            .map(|b| ResponseBody::new(b, None));
+            .map(|b| ResponseBody::new(b, access));
     };
     // A gRPC client's own deadline, when shorter, bounds the wait too.
     let timeout = match forward::grpc_timeout(&req) {
         Some(t) if grpc => t.min(route.timeout),
         _ => route.timeout,
     };
-    let logged = tracing::enabled!(target: "weir::access", tracing::Level::INFO)
-        .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
     let backend = &route.backends
         [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
+    let mut tries = Tries {
+        timed: access.is_some(),
+        ..Tries::default()
+    };
     // (status, answering endpoint): what the response's end is judged on, `None` when the
     // client was at fault, which never counts against the backend.
-    let (response, judged, status) = match exchange(route, backend, req, conn, started, timeout)
-        .await
+    let (response, judged, status) = match exchange(
+        route, backend, req, conn, started, timeout, &mut tries,
+    )
+    .await
     {
         Ok((mut r, endpoint)) => {
             let status = r.status();
@@ -84,6 +99,10 @@ pub async fn handle(
             // upstream answered in the header.
             r.headers_mut()
                 .insert(&request_id::HEADER, id.header_value().clone());
+            if let Some(a) = &mut access {
+                a.endpoint = Some(backend.pool.endpoint(endpoint).clone());
+                a.upstream = tries.sent.map(|t| t.elapsed());
+            }
             (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
         }
         Err(e) => {
@@ -95,6 +114,12 @@ pub async fn handle(
             }
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
+            }
+            if let Some(a) = &mut access {
+                a.flags = e.flags();
+                if tries.retries > 0 && e.upstream_kind().is_some() {
+                    a.flags.insert(ResponseFlags::RETRY_LIMIT_EXCEEDED);
+                }
             }
             // weir's own 502/503/504 are failures of the chosen backend. Metrics and the
             // access log name the HTTP status of the failure, also when a gRPC caller got
@@ -119,21 +144,14 @@ pub async fn handle(
         r.read_head(response.headers());
         r
     });
-    let access = logged.map(|(method, path)| {
-        Box::new(Access {
-            route: route.name.clone(),
-            backend: backend.name().clone(),
-            listener: conn.listener.clone(),
-            client: conn.client,
-            method,
-            path: path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            request_id: id,
-            status: status.as_u16(),
-            started,
-            bytes: 0,
-            outcome: "unjudged",
-        })
-    });
+    if let Some(a) = &mut access {
+        a.route = Some(route.name.clone());
+        a.backend = Some(backend.name().clone());
+        a.status = status.as_u16();
+        a.retries = tries.retries;
+        a.bytes_received = tries.replayed;
+        a.progress = tries.progress.take();
+    }
     // The outcome is recorded when the body ends (at once for an empty one).
     response.map(|b| {
         let body = ResponseBody::new(b, access);
@@ -144,13 +162,81 @@ pub async fn handle(
     })
 }
 
+/// The access record of a request, before it is routed: what the client sent.
+fn access_of(
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    id: &RequestId,
+    log: Option<Arc<AccessLog>>,
+    started: Instant,
+) -> Box<Access> {
+    let authority = req.headers().get(http::header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    });
+    Box::new(Access {
+        log,
+        route: None,
+        backend: None,
+        listener: conn.listener.clone(),
+        client: conn.client,
+        protocol: req.version(),
+        method: req.method().clone(),
+        authority,
+        path: req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+        request_id: id.clone(),
+        endpoint: None,
+        status: 0,
+        grpc_status: None,
+        flags: ResponseFlags::NONE,
+        retries: 0,
+        upstream: None,
+        started,
+        bytes_received: 0,
+        progress: None,
+        bytes: 0,
+        outcome: "unjudged",
+    })
+}
+
+/// What the tries of one request did, for the access log: filled in by [`exchange`].
+#[derive(Default)]
+struct Tries {
+    /// Read the clock when the last try goes out (only for the access log).
+    timed: bool,
+    /// Tries after the first.
+    retries: u32,
+    /// When the last try went out.
+    sent: Option<Instant>,
+    /// A replayed body's length.
+    replayed: u64,
+    /// A streamed body's progress, which counts its bytes.
+    progress: Option<Arc<request::Progress>>,
+}
+
 /// weir's answer to a request it refuses before routing: counted as the client's error only.
-fn refuse(conn: &ConnInfo, e: ProxyError, grpc: bool, id: &RequestId) -> Response<ResponseBody> {
+fn refuse(
+    conn: &ConnInfo,
+    e: ProxyError,
+    grpc: bool,
+    id: &RequestId,
+    mut access: Option<Box<Access>>,
+) -> Response<ResponseBody> {
     tracing::debug!(client = %conn.client, request_id = %id, error = %e, "request refused");
     if let Some(kind) = e.client_kind() {
         conn.client_errors.count(kind);
     }
-    forward::error_response(&e, grpc, id).map(|b| ResponseBody::new(b, None))
+    if let Some(a) = &mut access {
+        a.flags = e.flags();
+        a.status = e.status().as_u16();
+    }
+    forward::error_response(&e, grpc, id).map(|b| ResponseBody::new(b, access))
 }
 
 /// Sends the request to `backend`: one try, or more when the route retries and the request may
@@ -163,6 +249,7 @@ async fn exchange(
     conn: &ConnInfo,
     started: Instant,
     timeout: Duration,
+    done: &mut Tries,
 ) -> Result<(Response<body::UpstreamBody>, usize), ProxyError> {
     let pool = &backend.pool;
     let (mut head, body) = req.into_parts();
@@ -188,6 +275,7 @@ async fn exchange(
             Err(_) => return Err(ProxyError::ClientTimeout),
             Ok(Ok(r)) => {
                 backend.metrics.request_bytes.inc_by(r.len());
+                done.replayed = r.len();
                 (None, Some(r))
             }
             Ok(Err(NotReplayable::TooLarge(b))) => (Some(b), None),
@@ -232,6 +320,13 @@ async fn exchange(
             }
             (None, None) => unreachable!("a streamed body is sent once, on the only try"),
         };
+        if done.timed {
+            done.sent = Some(Instant::now());
+            if done.progress.is_none() {
+                done.progress = req_body.progress();
+            }
+        }
+        done.retries = tries;
         let result = forward::try_endpoint(
             pool,
             endpoint,

@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -56,7 +56,7 @@ pub struct Streaming {
 
 /// How far a client got with its request body, as the body saw it.
 #[derive(Debug, Default)]
-pub struct Progress(AtomicU8);
+pub struct Progress(AtomicU8, AtomicU64);
 
 const ENDED: u8 = 1;
 const WAITING: u8 = 2;
@@ -92,6 +92,11 @@ impl Progress {
         } else {
             None
         }
+    }
+
+    /// Data bytes the client sent so far.
+    pub fn received(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 
     fn set(&self, flags: u8) {
@@ -227,6 +232,9 @@ impl Streaming {
                         self.yielded = 0;
                         if let Some(c) = &self.received {
                             c.inc_by(data.len() as u64);
+                        }
+                        if let Some(p) = &self.progress {
+                            p.1.fetch_add(data.len() as u64, Ordering::Relaxed);
                         }
                         let end = self.body.is_end_stream();
                         if end {

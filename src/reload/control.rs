@@ -23,8 +23,9 @@ use super::history::{
 };
 use super::read::{Attempt, Candidate, ReadResult, Refused, attempt_of};
 use super::revision::Revision;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::{Metrics, Probe};
+use crate::observe::access::{self, AccessLog};
 use crate::observe::human;
 use crate::rollout::webhook::Hooks;
 use crate::rollout::{
@@ -162,7 +163,14 @@ impl Control {
         let steering = steering(&rollouts, &mut probes, &wake);
         let m = metrics.clone();
         let c = config.clone();
-        let snapshot = blocking(move || Snapshot::build(c, None, &m, &steering)).await;
+        let access_log =
+            open_access_log(&config, None, metrics.telemetry.access_log.clone()).await?;
+        let snapshot = blocking(move || {
+            let mut s = Snapshot::build(c, None, &m, &steering);
+            s.access_log = access_log;
+            s
+        })
+        .await;
         metrics.reloads.with_label_values(&["success"]).inc();
         metrics
             .last_reload_success
@@ -299,13 +307,23 @@ impl Control {
             self.refuse(Some(&candidate.revision), attempt, &errors);
             return Err(errors);
         }
-        self.apply(candidate).await;
+        let running = self.snapshots.load().access_log.clone();
+        let counters = self.metrics.telemetry.access_log.clone();
+        let access_log = match open_access_log(&candidate.config, running, counters).await {
+            Ok(a) => a,
+            Err(errors) => {
+                let attempt = attempt_of_refused(Some(&candidate.revision), &errors);
+                self.refuse(Some(&candidate.revision), attempt, &errors);
+                return Err(errors);
+            }
+        };
+        self.apply(candidate, access_log).await;
         Ok(true)
     }
 
     /// Swaps `candidate` in. Listener and admin addresses are bound once at start: a change of
     /// them is reported in the warnings and the old addresses stay; the rest applies.
-    async fn apply(&mut self, candidate: Candidate) {
+    async fn apply(&mut self, candidate: Candidate, access_log: Option<Arc<AccessLog>>) {
         let Candidate {
             mut config,
             revision,
@@ -319,7 +337,7 @@ impl Control {
         let changed = human::changes(&config_shape(&previous.config), &config_shape(&config));
         self.state_file = config.rollout_state.clone();
         let decisions = self.rollouts.sync(&config, now());
-        self.build(Arc::new(config)).await;
+        self.build(Arc::new(config), access_log).await;
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics
             .last_reload_success
@@ -408,8 +426,9 @@ impl Control {
             }
         }
         if d.steer {
-            let config = self.snapshots.load().config.clone();
-            self.build(config).await;
+            let running = self.snapshots.load_full();
+            self.build(running.config.clone(), running.access_log.clone())
+                .await;
         }
         self.publish();
         if !d.events.is_empty() {
@@ -451,12 +470,19 @@ impl Control {
     }
 
     /// Builds and stores the snapshot of `config` with the rollouts' weights and probes.
-    async fn build(&mut self, config: Arc<Config>) {
+    /// Builds and stores the snapshot of `config`, with `access_log` (opened by
+    /// [`open_access_log`] when the config was checked, or the running one for a rollout's
+    /// new weights).
+    async fn build(&mut self, config: Arc<Config>, access_log: Option<Arc<AccessLog>>) {
         let steering = steering(&self.rollouts, &mut self.probes, &self.wake);
         let previous = self.snapshots.load_full();
         let metrics = self.metrics.clone();
-        let snapshot =
-            blocking(move || Snapshot::build(config, Some(&previous), &metrics, &steering)).await;
+        let snapshot = blocking(move || {
+            let mut s = Snapshot::build(config, Some(&previous), &metrics, &steering);
+            s.access_log = access_log;
+            s
+        })
+        .await;
         self.snapshots.store(Arc::new(snapshot));
     }
 
@@ -599,6 +625,40 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Opens the access log `config` asks for, or keeps `running` when the settings are the same;
+/// on a blocking thread (it opens a file and starts the writer's thread). A file that cannot be
+/// opened refuses the config, located at `access_log.path`.
+async fn open_access_log(
+    config: &Config,
+    running: Option<Arc<AccessLog>>,
+    counters: access::AccessLogCounters,
+) -> Result<Option<Arc<AccessLog>>, ConfigErrors> {
+    use crate::config::{AccessLogFormat, AccessLogOutput};
+    let Some(spec) = config.access_log.clone() else {
+        return Ok(None);
+    };
+    let settings = access::AccessLogSettings {
+        format: match spec.format {
+            AccessLogFormat::Json => access::Format::Json,
+            AccessLogFormat::Text => access::Format::Text,
+        },
+        output: match spec.output {
+            AccessLogOutput::Stderr => access::Output::Stderr,
+            AccessLogOutput::Stdout => access::Output::Stdout,
+            AccessLogOutput::File(p) => access::Output::File(p),
+        },
+    };
+    blocking(move || AccessLog::keep_or_start(running.as_ref(), &settings, &counters))
+        .await
+        .map(Some)
+        .map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                message: e.to_string(),
+                ..spec.at
+            }])
+        })
 }
 
 /// What a change summary speaks of in `config`: each route's backends and their weights as the

@@ -96,7 +96,7 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &(GOOD.to_owned() + "extra: 1\n"),
             &[
-                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`, `fleet`",
+                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`, `fleet`, `access_log`",
             ],
         ),
         (
@@ -368,4 +368,40 @@ fn hostile_nesting_is_refused_with_its_location_before_any_recursive_parse() {
         &flow,
         &["t.yaml:14:72: the YAML nests deeper than 64 levels; weir refuses it unread"],
     );
+}
+
+#[test]
+fn a_bad_access_log_section_is_refused_where_it_is_written() {
+    check(
+        &(GOOD.to_owned() + "access_log:\n  format: xml\n"),
+        &["t.yaml:15:3: access_log.format: unknown variant `xml`, expected `json` or `text`"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  path: \"\"\n"),
+        &[
+            "t.yaml:15:3: access_log.path: expected `stderr`, `stdout` or a file path, found an empty string",
+        ],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  path: logs/\n"),
+        &["t.yaml:15:3: access_log.path: expected a file path, found the directory `logs/`"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  enabled: maybe\n"),
+        &["t.yaml:15:3: access_log.enabled: invalid type: string \"maybe\", expected a boolean"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  fromat: json\n"),
+        &[
+            "t.yaml:15:3: access_log.fromat: unknown field `fromat`, expected one of `enabled`, `format`, `path`",
+        ],
+    );
+    for good in [
+        "access_log: {}\n",
+        "access_log: { enabled: false, path: \"\" }\n",
+        "access_log: { format: text, path: stdout }\n",
+        "access_log: { path: /var/log/weir/access.log }\n",
+    ] {
+        check(&(GOOD.to_owned() + good), &[]);
+    }
 }

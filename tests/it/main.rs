@@ -1,5 +1,6 @@
 //! One integration test binary (see matklad, "Delete Cargo Integration Tests").
 
+mod access_log;
 mod admin;
 mod admin_access;
 mod check_cmd;
