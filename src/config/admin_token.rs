@@ -150,6 +150,7 @@ mod tests {
             limits: Default::default(),
             rollout_state: None,
             access_log: None,
+            tracing: None,
             reload: Default::default(),
             fleet: None,
         };

@@ -63,6 +63,7 @@ pub(super) fn validate(
         .access_log
         .as_ref()
         .and_then(|a| access_log(diag, a, base_dir));
+    let tracing = spec.tracing.as_ref().and_then(|t| tracing(diag, t));
     if !diag.errors.is_empty() {
         return None;
     }
@@ -81,6 +82,76 @@ pub(super) fn validate(
         policies,
         fleet,
         access_log,
+        tracing,
+    })
+}
+
+/// The `tracing` section.
+fn tracing(diag: &mut Diagnostics, spec: &TracingSpec) -> Option<Tracing> {
+    let mut ok = true;
+    if !(0.0..=1.0).contains(&spec.sampling) {
+        diag.error(
+            "tracing.sampling",
+            format!("expected a share from 0 to 1, found {}", spec.sampling),
+        );
+        ok = false;
+    }
+    let otlp = match &spec.otlp {
+        None => None,
+        Some(o) => {
+            let endpoint = match o.endpoint.parse::<http::Uri>() {
+                Ok(u)
+                    if matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.host().is_some_and(|h| !h.is_empty()) =>
+                {
+                    Some(u)
+                }
+                _ => {
+                    diag.error(
+                        "tracing.otlp.endpoint",
+                        format!(
+                            "expected an http:// or https:// address with a host, found `{}`",
+                            o.endpoint
+                        ),
+                    );
+                    None
+                }
+            };
+            let mut headers = Vec::new();
+            for (name, value) in &o.headers {
+                match (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) {
+                    (Ok(n), Ok(v)) => headers.push((n, v)),
+                    _ => {
+                        diag.error(
+                            &format!("tracing.otlp.headers.{name}"),
+                            "expected a valid HTTP header name and a visible ASCII value",
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if o.timeout.get().is_zero() {
+                diag.error("tracing.otlp.timeout", "expected a duration above 0");
+                ok = false;
+            }
+            endpoint.map(|endpoint| Otlp {
+                endpoint,
+                protocol: o.protocol,
+                timeout: o.timeout.get(),
+                headers,
+                service_name: o.service_name.clone(),
+            })
+        }
+    };
+    if spec.otlp.is_some() && otlp.is_none() {
+        ok = false;
+    }
+    ok.then_some(Tracing {
+        sampling: spec.sampling,
+        otlp,
     })
 }
 
@@ -117,7 +188,7 @@ fn access_log(
     Some(super::model::AccessLog {
         format: spec.format,
         output,
-        at: super::ConfigError {
+        at: super::diag::ConfigError {
             file: diag.file().to_owned(),
             line,
             column,

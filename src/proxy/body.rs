@@ -26,6 +26,8 @@ use crate::metrics::{
     grpc_status_slot,
 };
 use crate::observe::access::{AccessLog, AccessRecord, ResponseFlags};
+use crate::observe::span_export::{SpanExport, SpanRecord};
+use crate::observe::trace_context::{SpanContext, TraceId};
 
 /// Streamed from an upstream, or made by weir.
 pub enum Inner {
@@ -131,12 +133,37 @@ pub struct Access {
     /// `success`, `failure`, the client's error kind when the client ended it, or `unjudged`
     /// (the client's own fault before any response).
     pub outcome: &'static str,
+    /// weir's span and where it goes, when it is sampled and exported.
+    pub span: Option<(SpanContext, Arc<SpanExport>)>,
+    /// The request's trace, when tracing is on.
+    pub trace_id: Option<TraceId>,
 }
 
 impl Access {
     fn write(self: Box<Access>) {
         let a = *self;
         let bytes_received = a.bytes_received + a.progress.as_ref().map_or(0, |p| p.received());
+        let duration = a.started.elapsed();
+        if let Some((context, export)) = &a.span {
+            export.record(SpanRecord {
+                context: *context,
+                started: a.started,
+                duration,
+                method: a.method.clone(),
+                path: a.path.clone(),
+                authority: a.authority.clone(),
+                protocol: a.protocol,
+                client: a.client,
+                request_id: Some(a.request_id.clone()),
+                route: a.route.clone(),
+                backend: a.backend.clone(),
+                endpoint: a.endpoint.clone(),
+                status: a.status,
+                grpc_status: a.grpc_status,
+                flags: a.flags,
+                retries: a.retries,
+            });
+        }
         match a.log {
             Some(log) => log.log(AccessRecord {
                 started: a.started,
@@ -148,7 +175,7 @@ impl Access {
                 path: a.path,
                 user_agent: a.user_agent,
                 request_id: Some(a.request_id),
-                trace_id: None,
+                trace_id: a.trace_id,
                 route: a.route,
                 backend: a.backend,
                 endpoint: a.endpoint,
@@ -157,7 +184,7 @@ impl Access {
                 flags: a.flags,
                 retries: a.retries,
                 upstream: a.upstream,
-                duration: a.started.elapsed(),
+                duration,
                 bytes_received,
                 bytes_sent: a.bytes,
             }),

@@ -26,6 +26,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::observe::access::{AccessLog, ResponseFlags};
 use crate::observe::request_id::{self, RequestId};
+use crate::observe::trace_context;
 use crate::snapshot::{Backend, Route, Snapshot};
 use body::{Access, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
 pub use forward::ConnInfo;
@@ -58,11 +59,29 @@ pub async fn handle(
     let checked = head::check(&req, snapshot.config.limits.max_headers);
     // After the check, which counts the client's header fields, not weir's.
     let id = request_id::ensure(req.headers_mut());
-    // The access line's record, when the config's access log is on or `RUST_LOG` enables the
-    // `weir::access` target; nothing is built otherwise.
+    // With a `tracing` section: continue the caller's trace or start one, and name weir's span
+    // as the upstream's parent. Without one, `traceparent` is not even read.
+    let span = match (&snapshot.tracer, &checked) {
+        (Some(t), Ok(())) => Some(trace_context::propagate(req.headers_mut(), t.sampler)),
+        _ => None,
+    };
+    let export = snapshot
+        .tracer
+        .as_ref()
+        .and_then(|t| t.export.clone())
+        .filter(|_| span.is_some_and(|s| s.sampled()));
+    // The access line's record (and the span's), when the config's access log is on, a
+    // sampled span is exported or `RUST_LOG` enables the `weir::access` target; nothing is
+    // built otherwise.
     let mut access = (snapshot.access_log.is_some()
+        || export.is_some()
         || tracing::enabled!(target: "weir::access", tracing::Level::INFO))
-    .then(|| access_of(&req, conn, &id, snapshot.access_log.clone(), started));
+    .then(|| {
+        let mut a = access_of(&req, conn, &id, snapshot.access_log.clone(), started);
+        a.span = span.zip(export);
+        a.trace_id = span.map(|s| s.trace_id);
+        a
+    });
     if let Err(refusal) = checked {
         return refuse(conn, ProxyError::Refused(refusal), grpc, &id, access);
     }
@@ -202,6 +221,8 @@ fn access_of(
         progress: None,
         bytes: 0,
         outcome: "unjudged",
+        span: None,
+        trace_id: None,
     })
 }
 

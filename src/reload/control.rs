@@ -27,11 +27,13 @@ use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::{Metrics, Probe};
 use crate::observe::access::{self, AccessLog};
 use crate::observe::human;
+use crate::observe::span_export::{OtlpSettings, Protocol, SpanCounters, SpanExport};
+use crate::observe::trace_context::Sampler;
 use crate::rollout::webhook::Hooks;
 use crate::rollout::{
     Action, Decisions, Measure, Now, Phase, Refusal, Rollouts, StateFile, Status,
 };
-use crate::snapshot::{Snapshot, Steering};
+use crate::snapshot::{Snapshot, Steering, Tracer};
 
 /// What the control task is asked to do.
 pub(super) enum Command {
@@ -165,9 +167,11 @@ impl Control {
         let c = config.clone();
         let access_log =
             open_access_log(&config, None, metrics.telemetry.access_log.clone()).await?;
+        let tracer = tracer(&config, None, &metrics.telemetry.spans);
         let snapshot = blocking(move || {
             let mut s = Snapshot::build(c, None, &m, &steering);
             s.access_log = access_log;
+            s.tracer = tracer;
             s
         })
         .await;
@@ -477,9 +481,15 @@ impl Control {
         let steering = steering(&self.rollouts, &mut self.probes, &self.wake);
         let previous = self.snapshots.load_full();
         let metrics = self.metrics.clone();
+        let tracer = tracer(
+            &config,
+            previous.tracer.as_ref(),
+            &self.metrics.telemetry.spans,
+        );
         let snapshot = blocking(move || {
             let mut s = Snapshot::build(config, Some(&previous), &metrics, &steering);
             s.access_log = access_log;
+            s.tracer = tracer;
             s
         })
         .await;
@@ -625,6 +635,35 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The tracer of `config`'s `tracing` section: its sampler, and the span exporter (the running
+/// one while `tracing.otlp` is unchanged, else a new one; the old one sends what it holds, then
+/// ends).
+fn tracer(config: &Config, running: Option<&Tracer>, counters: &SpanCounters) -> Option<Tracer> {
+    use crate::config::OtlpProtocol;
+    let t = config.tracing.as_ref()?;
+    let export = t.otlp.as_ref().and_then(|o| {
+        let settings = OtlpSettings {
+            endpoint: o.endpoint.clone(),
+            protocol: match o.protocol {
+                OtlpProtocol::Grpc => Protocol::Grpc,
+                OtlpProtocol::HttpProtobuf => Protocol::HttpProtobuf,
+            },
+            timeout: o.timeout,
+            headers: o.headers.clone(),
+            service_name: o.service_name.clone(),
+        };
+        let running = running.and_then(|r| r.export.as_ref());
+        // Validation checked the endpoint, the one thing `start` refuses.
+        SpanExport::keep_or_start(running, &settings, counters)
+            .inspect_err(|e| tracing::error!(error = %e, "spans will not be exported"))
+            .ok()
+    });
+    Some(Tracer {
+        sampler: Sampler::new(t.sampling),
+        export,
+    })
 }
 
 /// Opens the access log `config` asks for, or keeps `running` when the settings are the same;
