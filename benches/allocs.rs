@@ -2,6 +2,7 @@
 //! runtime threads (the client and the upstream run on another runtime and are not counted).
 //! Run with `cargo bench --bench allocs`; REQUESTS sets the count (default 20,000). The client
 //! sends no `x-request-id`, so weir generates one per request; `INCOMING_ID=1` sends one (kept).
+//! `WEIR_EXTRA` is top-level YAML appended to weir's config (`tracing: {sampling: 1.0}`, say).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -76,6 +77,7 @@ fn main() {
                  upstreams:\n  - {{ name: stable, endpoints: [\"{upstream}\"] }}\n  - {{ name: canary, endpoints: [\"{upstream}\"] }}\n\
                  routes:\n  - name: app\n    backends: [{{ upstream: stable, weight: 90 }}, {{ upstream: canary, weight: 10 }}]\n"
             );
+            let yaml = yaml + &std::env::var("WEIR_EXTRA").unwrap_or_default();
             let candidate = weir::reload::Candidate::from_str(&yaml, "allocs.yaml").unwrap();
             let running = weir::server::start(candidate, None).await.unwrap();
             tx.send(running.address("main").unwrap()).unwrap();
