@@ -162,6 +162,9 @@ pub struct RolloutSpec {
     pub webhooks: Vec<WebhookSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm: Option<ConfirmSpec>,
+    /// How the canary is judged besides the thresholds (`compare`: against stable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<super::analysis::AnalysisSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]

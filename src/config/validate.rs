@@ -648,6 +648,10 @@ fn rollout(
         );
     }
     rollout_plan(diag, spec, path);
+    let compare = spec.analysis.as_ref().and_then(|a| {
+        let path = format!("{path}.analysis");
+        super::analysis::compare(diag, a, &path, canary, backends, upstreams, &spec.steps)
+    });
     if let Some(c) = canary
         && !backends
             .iter()
@@ -675,6 +679,7 @@ fn rollout(
         plan: plan(spec),
         webhooks,
         confirm,
+        compare,
         definition: format!("{} {}", upstream.name, endpoints.join(",")),
     })
 }

@@ -18,7 +18,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use probe::{Measurement, Probe};
+pub use probe::{ArmCounters, ArmCounts, Measurement, Probe};
 pub use window::{LATENCY_BUCKETS_MS, WINDOW_SECS, Window, WindowStats, latency_bucket};
 
 /// The process-wide registry and metric families.

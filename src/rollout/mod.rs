@@ -12,6 +12,7 @@
 //! is one rollout's state machine; `webhook` is the HTTP client the control task sends with.
 
 pub mod compare;
+mod comparing;
 mod machine;
 pub mod webhook;
 
@@ -24,6 +25,7 @@ use http::Uri;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use comparing::{COMPARE_EVERY, ComparisonStatus, Reading};
 pub use machine::{Event, Next, Phase, Progress, Verdict, weights};
 
 use crate::config::{self, Config, FastFail, rfc3339};
@@ -56,6 +58,8 @@ struct Run {
     interval_start: Instant,
     last_check: Option<LastCheck>,
     awaiting_gate: Option<Next>,
+    /// The comparison with stable of the current (or last comparing) step.
+    comparing: Option<comparing::Comparing>,
 }
 
 struct LastCheck {
@@ -100,6 +104,9 @@ pub struct Steer {
     /// While the rollout runs, its canary is measured: by one probe per run, kept across
     /// snapshots until the run or its fast-fail settings change.
     pub measure: Option<Measure>,
+    /// The backends compared with the canary (`analysis.compare`), whose requests feed one
+    /// probe together while the rollout is measured; empty without a comparison.
+    pub stable: Vec<usize>,
 }
 
 /// Which measurement a running rollout's canary feeds.
@@ -107,6 +114,8 @@ pub struct Steer {
 pub struct Measure {
     pub run: u64,
     pub fast_fail: Option<FastFail>,
+    /// The stable backends are measured too (`analysis.compare`).
+    pub compare: bool,
 }
 
 /// An interval that ended: measure `route` since `since` and [`check`](Rollouts::check) it.
@@ -196,6 +205,9 @@ pub struct Status {
     pub failed_checks: u32,
     pub awaiting_confirmation: bool,
     pub last_check: Option<CheckStatus>,
+    /// The comparison with stable (`analysis.compare`): the running test, or the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonStatus>,
 }
 
 /// The last check of a rollout, as `/stats` shows it.
@@ -241,6 +253,7 @@ impl Rollouts {
                     run.rollout = ro.clone();
                     run.canary = canary;
                     run.configured = configured;
+                    comparing::follow(&mut run, now.at);
                     run
                 }
                 old => {
@@ -252,7 +265,7 @@ impl Rollouts {
                     let mut progress = saved.map_or_else(Progress::start, |s| s.progress);
                     progress.step = progress.step.min(last_step);
                     self.next_run += 1;
-                    let run = Run {
+                    let mut run = Run {
                         id: self.next_run,
                         rollout: ro.clone(),
                         canary: canary.clone(),
@@ -261,7 +274,9 @@ impl Rollouts {
                         interval_start: now.at,
                         last_check: None,
                         awaiting_gate: None,
+                        comparing: None,
                     };
+                    comparing::follow(&mut run, now.at);
                     if resumed {
                         tracing::info!(route = &*r.name, canary = &*canary, phase = ?progress.phase, step = progress.step, "rollout resumed from the state file");
                     } else {
@@ -295,7 +310,9 @@ impl Rollouts {
                     measure: (run.progress.phase == Phase::Progressing).then_some(Measure {
                         run: run.id,
                         fast_fail: plan.fast_fail,
+                        compare: run.rollout.compare.is_some(),
                     }),
+                    stable: run.stable_arm(),
                 };
                 (route.clone(), steer)
             })
@@ -321,20 +338,26 @@ impl Rollouts {
             .collect()
     }
 
-    /// When the next interval of a running rollout ends.
+    /// When the next interval of a running rollout ends, or the next comparison reading is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.runs
+        let intervals = self
+            .runs
             .values()
             .filter(|r| Self::judging(r))
-            .map(|r| r.interval_start + r.rollout.plan.interval)
-            .min()
+            .map(|r| r.interval_start + r.rollout.plan.interval);
+        intervals.chain(self.next_comparison()).min()
     }
 
-    /// The intervals that have ended at `now`.
+    /// The intervals that have ended at `now` (or end early: a comparison passed with
+    /// `advance: on_evidence`).
     pub fn due(&self, now: Instant) -> Vec<Due> {
         self.runs
             .iter()
-            .filter(|(_, r)| Self::judging(r) && now >= r.interval_start + r.rollout.plan.interval)
+            .filter(|(_, r)| {
+                Self::judging(r)
+                    && (now >= r.interval_start + r.rollout.plan.interval
+                        || comparing::evidence_due(r))
+            })
             .map(|(route, r)| Due {
                 route: route.clone(),
                 since: r.interval_start,
@@ -382,6 +405,8 @@ impl Rollouts {
         }
         let plan = &run.rollout.plan;
         let (verdict, next) = run.progress.check(plan, &m);
+        let (verdict, next) = comparing::judge(run, verdict, next, now.at);
+        let plan = &run.rollout.plan;
         tracing::info!(route = &**route, requests = m.requests, failures = m.failures, p99 = ?m.p99, ?verdict, "rollout check");
         run.last_check = Some(LastCheck {
             at: now.wall,
@@ -416,6 +441,7 @@ impl Rollouts {
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
+                comparing::follow(run, now.at);
             }
         }
         d.save = Some(self.state());
@@ -440,6 +466,7 @@ impl Rollouts {
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
+                comparing::follow(run, now.at);
             }
             Err(reason) => {
                 tracing::info!(route = &**route, %reason, "rollout held by its confirm gate");
@@ -518,6 +545,7 @@ impl Run {
             failed_checks: self.progress.failed_checks,
             awaiting_confirmation: self.awaiting_gate.is_some(),
             last_check,
+            comparison: self.comparison_status(),
         }
     }
 }
