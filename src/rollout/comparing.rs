@@ -581,8 +581,10 @@ mod tests {
 
     #[test]
     fn counts_that_went_back_are_never_fed_to_the_comparison() {
-        let mut base = ArmCounts::default();
-        base.requests = 10;
+        let base = ArmCounts {
+            requests: 10,
+            ..Default::default()
+        };
         let mut later = base;
         later.requests = 9;
         assert!(!later.covers(&base));
