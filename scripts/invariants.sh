@@ -38,7 +38,8 @@ none "config starts a process only in config::policy" \
 none "config reads no clock and opens no socket" \
   'Instant::now|SystemTime::now|tokio::net|TcpStream|TcpListener' config/*.rs
 none "the rollout core reads no clock, no file, no socket, spawns nothing" \
-  'Instant::now|SystemTime::now|std::fs|tokio::net|tokio::spawn|hyper' rollout/mod.rs rollout/machine.rs
+  'Instant::now|SystemTime::now|std::fs|tokio::net|tokio::spawn|hyper|rand::' rollout/mod.rs rollout/machine.rs \
+  rollout/compare.rs rollout/comparing.rs
 none "only the control task stores a snapshot" \
   'snapshots\.store\(' $(ls *.rs */*.rs | grep -v reload/control.rs)
 none "rollouts and snapshots read no clock: the control task passes the time" \
