@@ -464,7 +464,7 @@ pub async fn seeded_upstream(seed: u64, behaviour: Behaviour) -> Upstream {
 }
 
 /// Requests to `/` at a steady rate, open loop (each on its own task, at most 256 in flight,
-/// as independent clients would send them), until stopped or 120 s.
+/// as independent clients would send them), until stopped or 240 s.
 pub struct Paced {
     stop: Arc<std::sync::atomic::AtomicBool>,
     sent: Arc<AtomicU64>,
@@ -485,7 +485,7 @@ pub fn paced(address: SocketAddr, rate: u64) -> Paced {
         let started = std::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+        while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(240) {
             tick.tick().await;
             for _ in 0..rate.div_ceil(100) {
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
