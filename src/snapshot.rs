@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Retries, RouteMatch};
+use crate::config::{Config, GrpcCodes, Retries, RouteMatch};
 use crate::metrics::{BackendMetrics, Metrics, Probe};
 use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
@@ -31,6 +31,10 @@ pub struct Route {
     pub timeout: Duration,
     pub mirror: Option<RouteMirror>,
     pub retries: Option<Retries>,
+    /// The `Upgrade` protocols this route tunnels.
+    pub upgrades: Box<[Box<str>]>,
+    /// The `grpc-status` codes that count as failures of a backend.
+    pub grpc_failures: GrpcCodes,
 }
 
 /// What a route with a running rollout takes instead of its file's weights: the weights of its
@@ -164,6 +168,8 @@ impl Snapshot {
                     timeout: r.timeout,
                     mirror,
                     retries: r.retries.clone(),
+                    upgrades: r.upgrades.clone(),
+                    grpc_failures: r.grpc_failures,
                 }
             })
             .collect();

@@ -150,6 +150,7 @@ mod tests {
             limits: Default::default(),
             rollout_state: None,
             reload: Default::default(),
+            fleet: None,
         };
         let files = Files::read(&spec, dir);
         let listed = files

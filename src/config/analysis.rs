@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::diag::Diagnostics;
 use super::duration::{DurationSpec, parse_duration};
 use super::model::{Backend, Upstream};
+use super::schema::SourceSpec;
 
 /// The word `compare:` takes for every backend of the route but the canary, pooled.
 pub const COMPARE_STABLE: &str = "stable";
@@ -26,6 +27,10 @@ pub const COMPARE_STABLE: &str = "stable";
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisSpec {
+    /// Where the measurements come from: in-process (the default, one instance) or Prometheus
+    /// (a fleet, judged by `weir rollout`, docs/FLEET.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSpec>,
     /// `stable`: judge the canary against every other backend of the route, pooled; or the
     /// upstream name of one backend (a baseline of the stable version started with the canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +61,7 @@ pub struct AnalysisSpec {
 impl Default for AnalysisSpec {
     fn default() -> Self {
         AnalysisSpec {
+            source: None,
             compare: None,
             advance: Advance::default(),
             false_alarm: defaults::false_alarm(),
@@ -295,6 +301,7 @@ pub(super) fn compare(
     let Some(against) = &spec.compare else {
         let rest = AnalysisSpec {
             compare: None,
+            source: None,
             ..spec.clone()
         };
         if rest != AnalysisSpec::default() {
@@ -306,6 +313,13 @@ pub(super) fn compare(
         }
         return None;
     };
+    if spec.source.as_ref().is_some_and(|s| s.prometheus.is_some()) {
+        diag.error(
+            &format!("{path}.compare"),
+            "the comparison with stable runs in one weir, on the requests it serves; a fleet's \
+             rollout (`source.prometheus`) is judged by `weir rollout`: leave `compare` out",
+        );
+    }
     let stable = canary.and_then(|c| {
         stable_arm(
             diag,

@@ -250,6 +250,7 @@ pub(super) fn parse(text: &str, diag: &mut Diagnostics) -> Option<(ConfigSpec, P
         limits: LimitsSpec::default(),
         rollout_state: None,
         reload: ReloadSpec::default(),
+        fleet: None,
     };
     let mut parsed = Parsed::default();
     let mut seen_listeners = false;
@@ -289,6 +290,7 @@ pub(super) fn parse(text: &str, diag: &mut Diagnostics) -> Option<(ConfigSpec, P
                     spec.reload = r;
                 }
             }
+            "fleet" => spec.fleet = decode(diag, value, "fleet"),
             other => diag.error(
                 other,
                 format!(

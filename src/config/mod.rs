@@ -19,6 +19,7 @@ mod model;
 pub mod policy;
 mod scan;
 mod schema;
+pub mod status;
 mod validate;
 
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
@@ -37,3 +38,4 @@ pub use load::{
 pub use model::*;
 pub use scan::{MAX_DEPTH, MAX_NODES};
 pub use schema::*;
+pub use status::{FleetStatus, RouteStatus, StatusMeasurement, StatusPhase};

@@ -5,6 +5,8 @@
 pub mod body;
 pub mod conns;
 pub mod forward;
+pub mod framing;
+pub mod head;
 pub mod listener;
 pub mod mirror;
 pub mod pool;
@@ -23,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::snapshot::{Backend, Route, Snapshot};
-use body::{Access, NotReplayable, Replayable, RequestBody, ResponseBody};
+use body::{Access, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
 pub use forward::ConnInfo;
 use forward::ProxyError;
 
@@ -49,8 +51,11 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let snapshot = snapshots.load_full();
     let started = Instant::now();
-    let host = router::request_host(&req);
     let grpc = forward::is_grpc(&req);
+    if let Err(refusal) = head::check(&req, snapshot.config.limits.max_headers) {
+        return refuse(conn, ProxyError::Refused(refusal), grpc);
+    }
+    let host = router::request_host(&req);
     let Some(route) = router::find(&snapshot.routes, host, req.uri().path()) else {
         return forward::error_response(&ProxyError::NoRoute, grpc)
             .map(|b| ResponseBody::new(b, None));
@@ -64,36 +69,48 @@ pub async fn handle(
         .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
     let backend = &route.backends
         [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
-    let (response, status) = match exchange(route, backend, req, conn, started, timeout).await {
-        Ok(r) => {
+    // (status, answering endpoint): what the response's end is judged on, `None` when the
+    // client was at fault, which never counts against the backend.
+    let (response, judged, status) = match exchange(route, backend, req, conn, started, timeout)
+        .await
+    {
+        Ok((r, endpoint)) => {
             let status = r.status();
-            (r.map(body::Inner::Upstream), status)
+            (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
         }
         Err(e) => {
-            tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
+            if let Some(kind) = e.client_kind() {
+                tracing::debug!(route = &*route.name, error = %e, "the client failed its request");
+                conn.client_errors.count(kind);
+            } else {
+                tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
+            }
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
             }
-            if let Some(kind) = e.client_kind() {
-                conn.client_errors.count(kind);
-            }
-            // Metrics and the access log name the HTTP status of the failure, also when a gRPC
-            // caller got it as HTTP 200 with a grpc-status.
-            (forward::error_response(&e, grpc), e.status())
+            // weir's own 502/503/504 are failures of the chosen backend. Metrics and the
+            // access log name the HTTP status of the failure, also when a gRPC caller got
+            // it as HTTP 200 with a grpc-status.
+            let judged = e.client_kind().is_none().then_some(None);
+            (forward::error_response(&e, grpc), judged, e.status())
         }
     };
-    let finished = Instant::now();
-    // A success is a status below 500 from the upstream; weir's own 502/503/504 count as
-    // failures of the chosen backend, and its 400/408 for a broken client body as the client's
-    // fault, not the backend's.
-    let success = !status.is_server_error();
-    let elapsed = finished - started;
-    backend
-        .metrics
-        .record(status, elapsed, snapshot.metrics.second(finished), success);
-    if let Some(probe) = &backend.probe {
-        probe.record(success, crate::metrics::latency_bucket(elapsed));
-    }
+    let record = judged.map(|endpoint| {
+        let mut r = Record {
+            metrics: backend.metrics.clone(),
+            probe: backend.probe.clone(),
+            pool: backend.pool.clone(),
+            endpoint,
+            status,
+            started,
+            head: started.elapsed(),
+            grpc: (grpc && response.status() == http::StatusCode::OK)
+                .then_some(route.grpc_failures),
+            grpc_status: None,
+        };
+        r.read_head(response.headers());
+        r
+    });
     let access = logged.map(|(method, path)| {
         Box::new(Access {
             route: route.name.clone(),
@@ -105,13 +122,31 @@ pub async fn handle(
             status: status.as_u16(),
             started,
             bytes: 0,
+            outcome: "unjudged",
         })
     });
-    response.map(|b| ResponseBody::new(b, access))
+    // The outcome is recorded when the body ends (at once for an empty one).
+    response.map(|b| {
+        let body = ResponseBody::new(b, access);
+        match record {
+            Some(r) => body.recording(r, conn.delivery.clone()),
+            None => body,
+        }
+    })
+}
+
+/// weir's answer to a request it refuses before routing: counted as the client's error only.
+fn refuse(conn: &ConnInfo, e: ProxyError, grpc: bool) -> Response<ResponseBody> {
+    tracing::debug!(client = %conn.client, error = %e, "request refused");
+    if let Some(kind) = e.client_kind() {
+        conn.client_errors.count(kind);
+    }
+    forward::error_response(&e, grpc).map(|b| ResponseBody::new(b, None))
 }
 
 /// Sends the request to `backend`: one try, or more when the route retries and the request may
-/// be repeated; and a shadow copy when the route mirrors and this request is drawn.
+/// be repeated; and a shadow copy when the route mirrors and this request is drawn. Returns the
+/// response and the endpoint that gave it.
 async fn exchange(
     route: &Route,
     backend: &Backend,
@@ -119,10 +154,14 @@ async fn exchange(
     conn: &ConnInfo,
     started: Instant,
     timeout: Duration,
-) -> Result<Response<body::UpstreamBody>, ProxyError> {
+) -> Result<(Response<body::UpstreamBody>, usize), ProxyError> {
     let pool = &backend.pool;
     let (mut head, body) = req.into_parts();
-    let upgrade = pool.version == Version::HTTP_11 && forward::is_upgrade(&head);
+    // Only the protocols the route allows are tunnelled; another `Upgrade` is dropped as a
+    // hop-by-hop header and the request goes on as a plain one.
+    let upgrade = pool.version == Version::HTTP_11
+        && forward::is_upgrade(&head)
+        && forward::upgrade_allowed(&head, &route.upgrades);
     forward::prepare(&mut head, conn, upgrade)?;
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let retries = route.retries.as_ref().filter(|_| !upgrade);
@@ -140,7 +179,10 @@ async fn exchange(
             Err(_) => return Err(ProxyError::ClientTimeout),
             Ok(Ok(r)) => (None, Some(r)),
             Ok(Err(NotReplayable::TooLarge(b))) => (Some(b), None),
-            Ok(Err(NotReplayable::Broken(e))) => return Err(ProxyError::ClientBody(e)),
+            Ok(Err(NotReplayable::Broken(e))) if request::went_away(&e) => {
+                return Err(ProxyError::ClientGone(e.into()));
+            }
+            Ok(Err(NotReplayable::Broken(e))) => return Err(ProxyError::ClientBody(e.into())),
         }
     } else {
         (Some(body), None)
@@ -173,7 +215,7 @@ async fn exchange(
         };
         let req_body = match (&replay, body.take()) {
             (Some(r), _) => r.body(),
-            (None, Some(b)) => RequestBody::Streaming(b),
+            (None, Some(b)) => RequestBody::streaming(b),
             (None, None) => unreachable!("a streamed body is sent once, on the only try"),
         };
         let result = forward::try_endpoint(
@@ -185,17 +227,27 @@ async fn exchange(
             timeout,
         )
         .await;
+        // A try without a response is judged now; a response, when it ends (`ResponseBody`).
+        if let Err(e) = &result
+            && e.upstream_kind().is_some()
+        {
+            pool.report(endpoint, pool::Outcome::Failure);
+        }
         if !last && retries.is_some_and(|r| retry::wanted(r, &result)) && pool.withdraw_retry() {
-            if let Err(e) = &result {
-                tracing::debug!(upstream = &*pool.name, error = %e, "retrying on another endpoint");
-                if let Some(kind) = e.upstream_kind() {
-                    pool.metrics.count(kind);
+            match &result {
+                Err(e) => {
+                    tracing::debug!(upstream = &*pool.name, error = %e, "retrying on another endpoint");
+                    if let Some(kind) = e.upstream_kind() {
+                        pool.metrics.count(kind);
+                    }
                 }
+                // A 5xx the route retries: a failure, dropped unread.
+                Ok(_) => pool.report(endpoint, pool::Outcome::Failure),
             }
             tries += 1;
             avoid = Some(endpoint);
             continue;
         }
-        return result;
+        return result.map(|r| (r, endpoint));
     }
 }

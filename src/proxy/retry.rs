@@ -22,7 +22,8 @@ pub fn wanted(retries: &Retries, result: &Result<Response<UpstreamBody>, ProxyEr
     match result {
         // Validation admits only 5xx codes here.
         Ok(r) => retries.on_status.contains(&r.status().as_u16()),
-        Err(ProxyError::Connect { .. }) => retries.on_connect,
+        // Nothing reached the upstream's application: a handshake failure is a connect failure.
+        Err(ProxyError::Connect { .. } | ProxyError::Tls { .. }) => retries.on_connect,
         Err(ProxyError::Reset { .. }) => retries.on_reset,
         Err(_) => false,
     }

@@ -27,7 +27,9 @@ use crate::config::{Config, ConfigErrors};
 use crate::metrics::{Metrics, Probe};
 use crate::rollout::compare::Counts;
 use crate::rollout::webhook::Hooks;
-use crate::rollout::{Decisions, Measure, Now, Phase, Reading, Rollouts, StateFile, Status};
+use crate::rollout::{
+    Action, Decisions, Measure, Now, Phase, Reading, Refusal, Rollouts, StateFile, Status,
+};
 use crate::snapshot::{Snapshot, Steering};
 
 /// What the control task is asked to do.
@@ -45,6 +47,12 @@ pub(super) enum Command {
     },
     /// Answer once everything due now has been carried out.
     CaughtUp { reply: oneshot::Sender<()> },
+    /// An operator's command on a rollout (admin API): answered once carried out.
+    Manual {
+        route: String,
+        action: Action,
+        reply: oneshot::Sender<Result<serde_json::Value, Refusal>>,
+    },
 }
 
 /// The rollouts' status, as the control task last published it (`/stats`, the demo).
@@ -241,6 +249,22 @@ impl Control {
                 self.tick().await;
                 let _ = reply.send(());
             }
+            Command::Manual {
+                route,
+                action,
+                reply,
+            } => {
+                let before = snapshot_weights(&self.snapshots.load());
+                let answer = match self.rollouts.manual(&route, action, now()) {
+                    Ok(d) => {
+                        tracing::info!(route = %route, action = action.name(), "rollout command");
+                        self.carry_out(d, &before).await;
+                        Ok(self.view.load().status(&route))
+                    }
+                    Err(refusal) => Err(refusal),
+                };
+                let _ = reply.send(answer);
+            }
         }
     }
 
@@ -359,6 +383,23 @@ impl Control {
     /// the confirm gates, the state file, the published status. `before` are the weights served
     /// before the decisions, for the history's weight changes.
     async fn carry_out(&mut self, d: Decisions, before: &[RouteWeight]) {
+        let families = &self.metrics.rollout;
+        for (route, result) in &d.checks {
+            families
+                .checks
+                .with_label_values(&[&**route, *result])
+                .inc();
+        }
+        for route in &d.deadlines {
+            families
+                .deadline_exceeded
+                .with_label_values(&[&**route])
+                .inc();
+            tracing::warn!(
+                route = &**route,
+                "rollout rolled back: its progress deadline passed"
+            );
+        }
         for route in &d.restart {
             if let Some(p) = self.probes.get(route) {
                 p.canary.take();
@@ -420,6 +461,15 @@ impl Control {
     /// Publishes the rollouts' status (`/stats`) and each route's `weir_rollout_state`.
     fn publish(&mut self) {
         let snapshot = self.snapshots.load();
+        let generation = snapshot
+            .config
+            .fleet
+            .as_ref()
+            .map_or(0, |f| f.status.generation);
+        self.metrics
+            .rollout
+            .status_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
         let mut gauged = Vec::with_capacity(snapshot.routes.len());
         for r in snapshot.routes.iter() {
             let state = self.rollouts.phase(&r.name).map_or(0, |p| p.gauge());

@@ -276,7 +276,7 @@ impl Rollouts {
     pub fn comparisons_due(&self, now: Instant) -> Vec<Arc<str>> {
         self.runs
             .iter()
-            .filter(|(_, run)| Self::judging(run))
+            .filter(|(_, run)| Self::checking(run))
             .filter(|(_, run)| current(run).is_some_and(|c| c.undecided() && c.next_read <= now))
             .map(|(route, _)| route.clone())
             .collect()
@@ -286,7 +286,7 @@ impl Rollouts {
     pub(super) fn next_comparison(&self) -> Option<Instant> {
         self.runs
             .values()
-            .filter(|run| Self::judging(run))
+            .filter(|run| Self::checking(run))
             .filter_map(current)
             .filter(|c| c.undecided())
             .map(|c| c.next_read)
@@ -301,7 +301,7 @@ impl Rollouts {
         let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
             return d;
         };
-        if !Self::judging(run) {
+        if !Self::checking(run) {
             return d;
         }
         let step = run.progress.step;

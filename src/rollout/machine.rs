@@ -42,6 +42,17 @@ pub enum Verdict {
     Skipped(String),
 }
 
+impl Verdict {
+    /// The `result` label of `weir_rollout_checks_total`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed(_) => "failed",
+            Verdict::Skipped(_) => "skipped",
+        }
+    }
+}
+
 /// What the controller should do after a check.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Next {
@@ -246,6 +257,8 @@ mod tests {
                 min_requests: 20,
                 success_rate: 0.495,
             }),
+            progress_deadline: None,
+            source: None,
         }
     }
 

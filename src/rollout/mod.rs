@@ -13,6 +13,7 @@
 
 pub mod compare;
 mod comparing;
+pub mod fleet;
 mod machine;
 pub mod webhook;
 
@@ -60,6 +61,19 @@ struct Run {
     awaiting_gate: Option<Next>,
     /// The comparison with stable of the current (or last comparing) step.
     comparing: Option<comparing::Comparing>,
+    /// Held by an operator (`weir rollout pause`): no checks until resumed.
+    paused: bool,
+    /// When the rollout last moved (started, stepped, resumed): `progress_deadline` counts
+    /// from here.
+    progressed_at: Instant,
+    /// The run follows the fleet's status file (`fleet:`) instead of deciding its steps; only
+    /// fast-fail is decided here.
+    follows: bool,
+    /// A follower's own fast-fail rolled it back: it stays rolled back while the status still
+    /// says progressing (the controller records the rollback for the fleet).
+    local_rollback: bool,
+    /// Promoted, and the promotion commit made the canary the stable: the file's own weights.
+    released: bool,
 }
 
 struct LastCheck {
@@ -81,6 +95,11 @@ pub struct Decisions {
     pub save: Option<StateFile>,
     /// Routes whose measurement interval starts again now (the measurement so far is dropped).
     pub restart: Vec<Arc<str>>,
+    /// Checks made, by route, with their result (`passed`, `failed`, `skipped`), for
+    /// `weir_rollout_checks_total`.
+    pub checks: Vec<(Arc<str>, &'static str)>,
+    /// Routes rolled back because their progress deadline passed.
+    pub deadlines: Vec<Arc<str>>,
 }
 
 impl Decisions {
@@ -91,6 +110,8 @@ impl Decisions {
         self.gates.extend(other.gates);
         self.save = other.save.or(self.save.take());
         self.restart.extend(other.restart);
+        self.checks.extend(other.checks);
+        self.deadlines.extend(other.deadlines);
     }
 }
 
@@ -130,6 +151,8 @@ pub struct Due {
 pub struct Saved {
     definition: String,
     progress: Progress,
+    #[serde(default)]
+    paused: bool,
 }
 
 /// The `rollout_state` file.
@@ -204,6 +227,10 @@ pub struct Status {
     pub canary_weight: u32,
     pub failed_checks: u32,
     pub awaiting_confirmation: bool,
+    /// Held by an operator.
+    pub paused: bool,
+    /// Follows the fleet's status file (`fleet:`): the controller decides the steps.
+    pub fleet: bool,
     pub last_check: Option<CheckStatus>,
     /// The comparison with stable (`analysis.compare`): the running test, or the last one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,6 +246,50 @@ pub struct CheckStatus {
     pub p99_ms: Option<f64>,
     pub verdict: &'static str,
     pub reason: Option<String>,
+}
+
+/// An operator's command on a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Promote,
+    Abort,
+    Pause,
+    Resume,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::Promote,
+        Action::Abort,
+        Action::Pause,
+        Action::Resume,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Promote => "promote",
+            Action::Abort => "abort",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Why an operator's command was not carried out.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Refusal {
+    #[error("route `{0}` has no rollout")]
+    NoRollout(String),
+    #[error(
+        "route `{0}` follows the fleet's rollout status: run `weir rollout` against the Git repository instead"
+    )]
+    Fleet(String),
+    #[error("the rollout of route `{0}` has ended ({1:?})")]
+    Ended(String, Phase),
 }
 
 impl Rollouts {
@@ -240,6 +311,7 @@ impl Rollouts {
             ..Decisions::default()
         };
         let mut runs = BTreeMap::new();
+        let status = config.fleet.as_ref().map(|f| f.status.clone());
         for r in &config.routes {
             let Some(ro) = &r.rollout else { continue };
             let canary = config.upstreams[r.backends[ro.canary].upstream]
@@ -247,8 +319,21 @@ impl Rollouts {
                 .clone();
             let configured: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
             let last_step = ro.plan.steps.len() - 1;
+            if let Some(status) = &status {
+                let entry = status
+                    .routes
+                    .get(&*r.name)
+                    .filter(|e| e.definition == ro.definition);
+                let old = self
+                    .runs
+                    .remove(&r.name)
+                    .filter(|run| run.follows && run.rollout.definition == ro.definition);
+                let run = self.follow(&r.name, ro, canary, configured, entry, old, now, &mut d);
+                runs.insert(r.name.clone(), run);
+                continue;
+            }
             let run = match self.runs.remove(&r.name) {
-                Some(mut run) if run.rollout.definition == ro.definition => {
+                Some(mut run) if !run.follows && run.rollout.definition == ro.definition => {
                     run.progress.step = run.progress.step.min(last_step);
                     run.rollout = ro.clone();
                     run.canary = canary;
@@ -262,6 +347,7 @@ impl Rollouts {
                         .remove(&*r.name)
                         .filter(|s| s.definition == ro.definition);
                     let resumed = saved.is_some();
+                    let paused = saved.as_ref().is_some_and(|s| s.paused);
                     let mut progress = saved.map_or_else(Progress::start, |s| s.progress);
                     progress.step = progress.step.min(last_step);
                     self.next_run += 1;
@@ -275,6 +361,11 @@ impl Rollouts {
                         last_check: None,
                         awaiting_gate: None,
                         comparing: None,
+                        paused,
+                        progressed_at: now.at,
+                        follows: false,
+                        local_rollback: false,
+                        released: false,
                     };
                     comparing::follow(&mut run, now.at);
                     if resumed {
@@ -304,8 +395,13 @@ impl Rollouts {
             .map(|(route, run)| {
                 let plan = &run.rollout.plan;
                 let percent = run.progress.canary_weight(plan);
+                let weights = if run.released && run.progress.phase == Phase::Promoted {
+                    run.configured.clone()
+                } else {
+                    weights(&run.configured, run.rollout.canary, percent)
+                };
                 let steer = Steer {
-                    weights: weights(&run.configured, run.rollout.canary, percent),
+                    weights,
                     canary: run.rollout.canary,
                     measure: (run.progress.phase == Phase::Progressing).then_some(Measure {
                         run: run.id,
@@ -326,7 +422,13 @@ impl Rollouts {
 
     /// Whether `route`'s canary is being judged now (progressing, not waiting for its gate).
     fn judging(run: &Run) -> bool {
-        run.progress.phase == Phase::Progressing && run.awaiting_gate.is_none()
+        run.progress.phase == Phase::Progressing && run.awaiting_gate.is_none() && !run.paused
+    }
+
+    /// Whether this process checks `run`'s intervals (a follower's steps come from the fleet's
+    /// status instead).
+    fn checking(run: &Run) -> bool {
+        Self::judging(run) && !run.follows
     }
 
     /// The routes whose canary is being judged: their fast-fail readings matter.
@@ -343,7 +445,7 @@ impl Rollouts {
         let intervals = self
             .runs
             .values()
-            .filter(|r| Self::judging(r))
+            .filter(|r| Self::checking(r))
             .map(|r| r.interval_start + r.rollout.plan.interval);
         intervals.chain(self.next_comparison()).min()
     }
@@ -354,7 +456,7 @@ impl Rollouts {
         self.runs
             .iter()
             .filter(|(_, r)| {
-                Self::judging(r)
+                Self::checking(r)
                     && (now >= r.interval_start + r.rollout.plan.interval
                         || comparing::evidence_due(r))
             })
@@ -385,6 +487,7 @@ impl Rollouts {
             verdict: Verdict::Failed(reason.clone()),
         });
         if let Some(e) = run.progress.apply(plan, Next::RollBack(reason)) {
+            run.local_rollback = run.follows;
             d.events.push(run.announce(route, e, now));
             d.steer = true;
         }
@@ -400,13 +503,23 @@ impl Rollouts {
         let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
             return d;
         };
-        if !Self::judging(run) {
+        if !Self::checking(run) {
             return d;
         }
         let plan = &run.rollout.plan;
         let (verdict, next) = run.progress.check(plan, &m);
-        let (verdict, next) = comparing::judge(run, verdict, next, now.at);
+        // An undecided comparison turns a passing check into a skipped one (the step holds).
+        let (verdict, mut next) = comparing::judge(run, verdict, next, now.at);
         let plan = &run.rollout.plan;
+        d.checks.push((route.clone(), verdict.result()));
+        if let (Verdict::Skipped(why), Some(deadline)) = (&verdict, plan.progress_deadline)
+            && now.at.saturating_duration_since(run.progressed_at) >= deadline
+        {
+            next = Next::RollBack(format!(
+                "progress deadline: no progress for {deadline:?} (last check: {why})"
+            ));
+            d.deadlines.push(route.clone());
+        }
         tracing::info!(route = &**route, requests = m.requests, failures = m.failures, p99 = ?m.p99, ?verdict, "rollout check");
         run.last_check = Some(LastCheck {
             at: now.wall,
@@ -438,6 +551,7 @@ impl Rollouts {
             }
             _ => {
                 if let Some(e) = run.progress.apply(plan, next) {
+                    run.progressed_at = now.at;
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
@@ -463,6 +577,7 @@ impl Rollouts {
         match answer {
             Ok(()) => {
                 if let Some(e) = run.progress.apply(&run.rollout.plan, next) {
+                    run.progressed_at = now.at;
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
@@ -477,6 +592,139 @@ impl Rollouts {
         }
         d.save = Some(self.state());
         d
+    }
+
+    /// An operator's command on `route`'s rollout (`weir rollout promote|abort|pause|resume`,
+    /// through the admin API): promote and abort end the rollout now, pause holds it at its
+    /// step (no checks, no deadline), resume starts a fresh interval.
+    pub fn manual(&mut self, route: &str, action: Action, now: Now) -> Result<Decisions, Refusal> {
+        let mut d = Decisions::default();
+        let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
+            return Err(Refusal::NoRollout(route.to_owned()));
+        };
+        if run.follows {
+            return Err(Refusal::Fleet(route.to_string()));
+        }
+        if run.progress.phase != Phase::Progressing {
+            return Err(Refusal::Ended(route.to_string(), run.progress.phase));
+        }
+        let plan = &run.rollout.plan;
+        let next = match action {
+            Action::Pause | Action::Resume => {
+                let pause = action == Action::Pause;
+                if run.paused != pause {
+                    run.paused = pause;
+                    run.awaiting_gate = None;
+                    run.interval_start = now.at;
+                    run.progressed_at = now.at;
+                    d.restart.push(route.clone());
+                    tracing::info!(
+                        route = &**route,
+                        action = action.name(),
+                        "rollout held or resumed by an operator"
+                    );
+                }
+                d.save = Some(self.state());
+                return Ok(d);
+            }
+            Action::Promote => Next::Promote,
+            Action::Abort => Next::RollBack(String::from("aborted by an operator")),
+        };
+        run.awaiting_gate = None;
+        run.paused = false;
+        if let Some(mut e) = run.progress.apply(plan, next) {
+            if action == Action::Promote {
+                e.reason = String::from("promoted by an operator");
+            }
+            run.progressed_at = now.at;
+            d.events.push(run.announce(route, e, now));
+            d.steer = true;
+        }
+        d.save = Some(self.state());
+        Ok(d)
+    }
+
+    /// A follower's run for `route`: its progress is the status file's `entry` (a new rollout at
+    /// its first step without one), except that its own fast-fail rollback stands while the
+    /// status still says progressing. A change of step is an event (logged and recorded) and
+    /// starts the probe's count again.
+    #[allow(clippy::too_many_arguments)]
+    fn follow(
+        &mut self,
+        route: &Arc<str>,
+        ro: &config::Rollout,
+        canary: Arc<str>,
+        configured: Vec<u32>,
+        entry: Option<&config::RouteStatus>,
+        old: Option<Run>,
+        now: Now,
+        d: &mut Decisions,
+    ) -> Run {
+        let last_step = ro.plan.steps.len() - 1;
+        let mut followed = entry.map_or_else(Progress::start, |e| Progress {
+            phase: match e.phase {
+                config::StatusPhase::Progressing => Phase::Progressing,
+                config::StatusPhase::Promoted => Phase::Promoted,
+                config::StatusPhase::RolledBack => Phase::RolledBack,
+            },
+            step: e.step,
+            failed_checks: e.failed_checks,
+        });
+        followed.step = followed.step.min(last_step);
+        let paused = entry.is_some_and(|e| e.paused);
+        let released = entry.is_some_and(|e| e.released);
+        let Some(mut run) = old else {
+            self.next_run += 1;
+            let run = Run {
+                id: self.next_run,
+                rollout: ro.clone(),
+                canary,
+                configured,
+                progress: followed,
+                interval_start: now.at,
+                last_check: None,
+                awaiting_gate: None,
+                paused,
+                progressed_at: now.at,
+                follows: true,
+                local_rollback: false,
+                released,
+                // A fleet's rollout is judged by `weir rollout`: no comparison here (validation
+                // refuses `compare` with `source.prometheus`).
+                comparing: None,
+            };
+            tracing::info!(route = &**route, canary = &*run.canary, phase = ?followed.phase, step = followed.step, "rollout follows the fleet's status");
+            return run;
+        };
+        run.rollout = ro.clone();
+        run.canary = canary;
+        run.configured = configured;
+        run.paused = paused;
+        run.released = released;
+        let before = run.progress;
+        if run.local_rollback && followed.phase == Phase::Progressing {
+            return run;
+        }
+        run.local_rollback = false;
+        run.progress = followed;
+        if before != followed {
+            d.restart.push(route.clone());
+            let kind = match followed.phase {
+                Phase::Progressing => config::EventKind::Step,
+                Phase::Promoted => config::EventKind::Promoted,
+                Phase::RolledBack => config::EventKind::RolledBack,
+            };
+            let event = Event {
+                kind,
+                step: followed.step,
+                canary_weight: followed.canary_weight(&run.rollout.plan),
+                reason: entry.map_or_else(String::new, |e| format!("fleet status: {}", e.reason)),
+            };
+            if before.step != followed.step || before.phase != followed.phase {
+                d.events.push(run.announce(route, event, now));
+            }
+        }
+        run
     }
 
     /// The `/stats` rollout block of every route with a rollout.
@@ -497,6 +745,7 @@ impl Rollouts {
                 Saved {
                     definition: run.rollout.definition.clone(),
                     progress: run.progress,
+                    paused: run.paused,
                 },
             );
         }
@@ -511,13 +760,19 @@ impl Rollouts {
 }
 
 impl Run {
+    /// An event of this run. A follower's events are logged and recorded, never sent: the
+    /// fleet's controller sends them once for the fleet.
     fn announce(&self, route: &Arc<str>, event: Event, now: Now) -> Announcement {
         Announcement {
             route: route.clone(),
             canary: self.canary.clone(),
             event,
             at: now.wall,
-            webhooks: self.rollout.webhooks.clone(),
+            webhooks: if self.follows {
+                Vec::new()
+            } else {
+                self.rollout.webhooks.clone()
+            },
         }
     }
 
@@ -544,6 +799,8 @@ impl Run {
             canary_weight: self.progress.canary_weight(&self.rollout.plan),
             failed_checks: self.progress.failed_checks,
             awaiting_confirmation: self.awaiting_gate.is_some(),
+            paused: self.paused,
+            fleet: self.follows,
             last_check,
             comparison: self.comparison_status(),
         }

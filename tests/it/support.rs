@@ -524,3 +524,201 @@ impl Paced {
         (sent, sent as f64 / self.started.elapsed().as_secs_f64())
     }
 }
+
+/// A misbehaving upstream: `handler` gets each accepted TCP connection as it is, to read and
+/// write whatever bytes it wants.
+pub async fn raw_upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handler(stream));
+        }
+    });
+    address
+}
+
+/// Reads one HTTP/1.1 request head from `stream` (up to the empty line); `None` at its end.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// What weir answered to raw bytes: the status (0 when the connection closed without one) and
+/// the whole response text.
+pub struct RawAnswer {
+    pub status: u16,
+    pub text: String,
+}
+
+/// Writes `bytes` to a new connection to `address` and reads one response (head and a
+/// `content-length` body), or until weir closes the connection; at most 30 s.
+pub async fn raw(address: SocketAddr, bytes: &[u8]) -> RawAnswer {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_response(&mut s).await
+}
+
+/// Reads one response from `s` as [`raw`] does.
+pub async fn read_response(s: &mut tokio::net::TcpStream) -> RawAnswer {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            out.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&out);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    RawAnswer { status, text }
+}
+
+/// A Prometheus server (Debian's `prometheus`) on an ephemeral loopback port, scraping the
+/// targets of a file (`file_sd`, rewritten with [`Prometheus::set_targets`]) every second under
+/// job `job`. Killed when dropped.
+pub struct Prometheus {
+    child: std::process::Child,
+    pub address: SocketAddr,
+    targets: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn scraping(job: &str) -> Prometheus {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let targets = dir.path().join("targets.json");
+        std::fs::write(&targets, "[]").unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{ scrape_interval: 1s, scrape_timeout: 900ms }}\n\
+                 scrape_configs:\n  - job_name: {job}\n    file_sd_configs: [{{ files: [\"{}\"], refresh_interval: 1s }}]\n",
+                targets.display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .args(["--web.listen-address=127.0.0.1:0", "--log.level=info"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("prometheus is installed (apt-get install prometheus)");
+        // Prometheus logs the port it bound; the rest of its log is drained and dropped.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(at) = line.find("msg=\"Listening on\" address=") {
+                    let address = line[at..].rsplit('=').next().unwrap_or("").trim();
+                    let _ = tx.send(address.to_owned());
+                }
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("prometheus listened within 60 s")
+            .parse()
+            .unwrap();
+        Prometheus {
+            child,
+            address,
+            targets,
+            _dir: dir,
+        }
+    }
+
+    /// Scrapes exactly `targets` from now on (the file is replaced whole, as file_sd wants).
+    pub fn set_targets(&self, targets: &[SocketAddr]) {
+        let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        let json = serde_json::json!([{ "targets": list }]).to_string();
+        let tmp = self.targets.with_extension("tmp");
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(&tmp, &self.targets).unwrap();
+    }
+
+    /// Waits until the server answers queries (it listens before its storage is ready).
+    pub async fn ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while get(&http1_client(), self.address, "/-/ready").await.status != StatusCode::OK {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prometheus was not ready within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `git ARGS` in `dir` as a child process of the runtime (never blocking a worker thread);
+/// its standard output. Panics with its standard error when it fails.
+pub async fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .await
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
