@@ -14,8 +14,6 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::diag::Diagnostics;
 use super::duration::{DurationSpec, parse_duration};
-use super::model::{Backend, Upstream};
-use super::schema::SourceSpec;
 
 /// The word `compare:` takes for every backend of the route but the canary, pooled.
 pub const COMPARE_STABLE: &str = "stable";
@@ -72,6 +70,28 @@ impl Default for AnalysisSpec {
             max_canary_requests: None,
         }
     }
+}
+
+/// Where a rollout's measurements come from (`analysis.source`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+}
+
+/// A Prometheus server that scrapes every replica (docs/FLEET.md has the queries).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSpec {
+    /// The server's base URL, such as `http://prometheus:9090`.
+    pub url: String,
+    /// Label matchers that select this fleet's replicas in every query, such as `job="weir"`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
+    /// How long one query may take.
+    #[serde(default = "defaults::prometheus_timeout")]
+    pub timeout: DurationSpec,
 }
 
 /// When a step whose comparison passed advances.
@@ -231,6 +251,9 @@ mod defaults {
     pub fn enabled() -> bool {
         true
     }
+    pub fn prometheus_timeout() -> DurationSpec {
+        DurationSpec::from_secs(5)
+    }
     pub fn decide_within() -> DurationSpec {
         DurationSpec::from_secs(600)
     }
@@ -293,8 +316,7 @@ pub(super) fn compare(
     spec: &AnalysisSpec,
     path: &str,
     canary: Option<usize>,
-    backends: &[Backend],
-    upstreams: &[Upstream],
+    backends: &[Member],
     steps: &[u32],
 ) -> Option<Compare> {
     let errors_before = diag.errors.len();
@@ -320,16 +342,8 @@ pub(super) fn compare(
              rollout (`source.prometheus`) is judged by `weir rollout`: leave `compare` out",
         );
     }
-    let stable = canary.and_then(|c| {
-        stable_arm(
-            diag,
-            against,
-            &format!("{path}.compare"),
-            c,
-            backends,
-            upstreams,
-        )
-    });
+    let stable =
+        canary.and_then(|c| stable_arm(diag, against, &format!("{path}.compare"), c, backends));
     let comparing_steps = steps.iter().filter(|&&p| compares(p)).count();
     if comparing_steps == 0 && !steps.is_empty() {
         diag.error(
@@ -421,6 +435,14 @@ pub(super) fn compare(
     })
 }
 
+/// One backend of the route, as the comparison's validation sees it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Member<'a> {
+    /// Its upstream's name.
+    pub upstream: &'a str,
+    pub weight: u32,
+}
+
 /// The backends `compare:` names: every one but the canary for `stable`, else the one backend
 /// of that upstream, which must not be the canary and must have a weight.
 fn stable_arm(
@@ -428,10 +450,9 @@ fn stable_arm(
     against: &str,
     path: &str,
     canary: usize,
-    backends: &[Backend],
-    upstreams: &[Upstream],
+    backends: &[Member],
 ) -> Option<Vec<usize>> {
-    let name = |i: usize| &*upstreams[backends[i].upstream].name;
+    let name = |i: usize| backends[i].upstream;
     if against == COMPARE_STABLE {
         return Some((0..backends.len()).filter(|&i| i != canary).collect());
     }

@@ -1,7 +1,9 @@
 //! The comparison with stable inside a running rollout (`analysis.compare`): one
 //! [`compare::Comparison`] per step that gives both arms traffic, fed with [`Reading`]s of both
 //! arms' probes on a tick ([`COMPARE_EVERY`]) and judged on the totals since the step's first
-//! reading. Pure like the rest of `rollout`: readings and the time come in, [`Decisions`] go out.
+//! reading. Pure like the rest of `rollout`: readings and the time come in, decisions go out.
+//! What a decision does to the rollout is `rollout`'s side (`Rollouts::compare`, in `mod.rs`):
+//! this module imports nothing of its parent, so the module graph has no cycle.
 //!
 //! What a decision does to the rollout:
 //! - **fail**: roll back at once, with the report's reason, never gated (as fast-fail);
@@ -17,16 +19,13 @@
 //! when the settings change on a reload or the probes were made anew (other fast-fail settings);
 //! its progress is not saved in `rollout_state`, so a restarted weir compares the step afresh.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::time::Instant;
 
 use super::compare::{self, Comparison, Counts, Decision, Report, Settings, Tolerance};
-use super::{Decisions, LastCheck, Next, Now, Phase, Rollouts, Run, Verdict};
-use crate::config::{Compare, ToleranceSpec, compares, rfc3339};
-use crate::metrics::Measurement;
+use crate::config::{Compare, ToleranceSpec, rfc3339};
 
 /// How often a running comparison reads the arms' counters. At 1,000 requests a second that is
 /// a batch of 250 requests, so a decision comes at most a quarter of a second after the request
@@ -43,16 +42,16 @@ pub struct Reading {
 
 /// One step's comparison.
 pub(super) struct Comparing {
-    step: usize,
+    pub(super) step: usize,
     /// The settings it was made with: other settings on a reload start it again.
-    config: Compare,
-    comparison: Comparison,
+    pub(super) config: Compare,
+    pub(super) comparison: Comparison,
     /// The reading its window started from, and when (`None` until the step's first reading).
-    base: Option<(Reading, Instant, SystemTime)>,
-    next_read: Instant,
+    pub(super) base: Option<(Reading, Instant, SystemTime)>,
+    pub(super) next_read: Instant,
     /// `advance: on_evidence` and the comparison passed: the interval is due now (once).
-    evidence_due: bool,
-    restarts: u32,
+    pub(super) evidence_due: bool,
+    pub(super) restarts: u32,
 }
 
 /// The `/stats` view of a rollout's comparison with stable.
@@ -100,7 +99,12 @@ fn settings(c: &Compare) -> Settings {
 impl Comparing {
     /// A comparison for `step`, which starts at its first reading. `None` when the settings are
     /// refused (validation refuses them first; logged).
-    fn new(config: &Compare, step: usize, now: Instant, restarts: u32) -> Option<Comparing> {
+    pub(super) fn new(
+        config: &Compare,
+        step: usize,
+        now: Instant,
+        restarts: u32,
+    ) -> Option<Comparing> {
         match Comparison::new(settings(config)) {
             Ok(comparison) => Some(Comparing {
                 step,
@@ -118,13 +122,19 @@ impl Comparing {
         }
     }
 
-    fn undecided(&self) -> bool {
+    pub(super) fn undecided(&self) -> bool {
         self.comparison.decision() == Decision::Continue
     }
 
-    /// Takes `reading`; returns the decision when this reading made it.
-    fn read(&mut self, reading: Reading, now: Now) -> Option<Decision> {
-        self.next_read = now.at + COMPARE_EVERY;
+    /// Takes `reading`, made at `at` (`wall` on the wall clock); returns the decision when this
+    /// reading made it.
+    pub(super) fn read(
+        &mut self,
+        reading: Reading,
+        at: Instant,
+        wall: SystemTime,
+    ) -> Option<Decision> {
+        self.next_read = at + COMPARE_EVERY;
         if !self.undecided() {
             return None;
         }
@@ -145,14 +155,14 @@ impl Comparing {
                     step = self.step,
                     "new probes: the comparison with stable starts again"
                 );
-                let restarted = Comparing::new(&self.config, self.step, now.at, self.restarts + 1)?;
+                let restarted = Comparing::new(&self.config, self.step, at, self.restarts + 1)?;
                 *self = restarted;
-                self.next_read = now.at + COMPARE_EVERY;
-                self.base = Some((reading, now.at, now.wall));
+                self.next_read = at + COMPARE_EVERY;
+                self.base = Some((reading, at, wall));
                 return None;
             }
             None => {
-                self.base = Some((reading, now.at, now.wall));
+                self.base = Some((reading, at, wall));
                 return None;
             }
         };
@@ -163,16 +173,16 @@ impl Comparing {
                 return None;
             }
         };
-        let started = self.base.map_or(now.at, |(_, at, _)| at);
+        let started = self.base.map_or(at, |(_, started, _)| started);
         if decision == Decision::Continue
-            && now.at.saturating_duration_since(started) >= self.config.decide_within
+            && at.saturating_duration_since(started) >= self.config.decide_within
         {
             decision = self.comparison.conclude();
         }
         (decision != Decision::Continue).then_some(decision)
     }
 
-    fn status(&self) -> ComparisonStatus {
+    pub(super) fn status(&self) -> ComparisonStatus {
         ComparisonStatus {
             step: self.step,
             against: self.config.against.clone(),
@@ -187,170 +197,6 @@ impl Comparing {
     }
 }
 
-// === the rollout's side ===
-
-/// Keeps `run`'s comparison in step with its progress and settings: a new one when a step that
-/// compares begins or the settings changed, none without `compare`. After the last comparing
-/// step, and once the rollout ended, the last comparison stays for `/stats`.
-pub(super) fn follow(run: &mut Run, now: Instant) {
-    let Some(config) = &run.rollout.compare else {
-        run.comparing = None;
-        return;
-    };
-    if run.progress.phase != Phase::Progressing {
-        return;
-    }
-    let step = run.progress.step;
-    let current = run.comparing.as_ref().filter(|c| c.step == step);
-    if current.is_some_and(|c| c.config == *config) {
-        return;
-    }
-    if !compares(run.progress.canary_weight(&run.rollout.plan)) {
-        return;
-    }
-    let restarts = current.map_or(0, |c| c.restarts + 1);
-    if current.is_some() {
-        tracing::info!(
-            step,
-            "other comparison settings: the comparison with stable starts again"
-        );
-    }
-    run.comparing = Comparing::new(config, step, now, restarts);
-}
-
-/// The comparison of `run`'s current step, if it has one.
-fn current(run: &Run) -> Option<&Comparing> {
-    run.comparing
-        .as_ref()
-        .filter(|c| c.step == run.progress.step && run.progress.phase == Phase::Progressing)
-}
-
-/// Whether `run`'s interval is due now because its comparison passed (`advance: on_evidence`).
-pub(super) fn evidence_due(run: &Run) -> bool {
-    current(run).is_some_and(|c| c.evidence_due)
-}
-
-/// The check at an interval's end, with the comparison: thresholds that passed while the
-/// comparison has no decision yet make a skipped check, and the step holds.
-pub(super) fn judge(run: &mut Run, verdict: Verdict, next: Next, now: Instant) -> (Verdict, Next) {
-    let step = run.progress.step;
-    let Some(c) = run.comparing.as_mut().filter(|c| c.step == step) else {
-        return (verdict, next);
-    };
-    c.evidence_due = false;
-    if verdict != Verdict::Passed || !c.undecided() {
-        return (verdict, next);
-    }
-    let report = c.comparison.report();
-    let left = c.base.map_or(c.config.decide_within, |(_, at, _)| {
-        c.config
-            .decide_within
-            .saturating_sub(now.saturating_duration_since(at))
-    });
-    let why = format!(
-        "thresholds passed; comparison with stable: no decision yet after {} canary requests \
-         (it decides within {:?})",
-        report.canary_requests,
-        Duration::from_secs(left.as_secs().max(1)),
-    );
-    (Verdict::Skipped(why), Next::Stay)
-}
-
-impl Run {
-    pub(super) fn comparison_status(&self) -> Option<ComparisonStatus> {
-        self.comparing.as_ref().map(Comparing::status)
-    }
-
-    /// The backends whose requests make the stable arm (empty without a comparison).
-    pub(super) fn stable_arm(&self) -> Vec<usize> {
-        self.rollout
-            .compare
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.stable.clone())
-    }
-}
-
-impl Rollouts {
-    /// The routes whose comparison wants a reading at `now`: judged, undecided, and its last
-    /// reading [`COMPARE_EVERY`] ago.
-    pub fn comparisons_due(&self, now: Instant) -> Vec<Arc<str>> {
-        self.runs
-            .iter()
-            .filter(|(_, run)| Self::checking(run))
-            .filter(|(_, run)| current(run).is_some_and(|c| c.undecided() && c.next_read <= now))
-            .map(|(route, _)| route.clone())
-            .collect()
-    }
-
-    /// When the next comparison reading is due.
-    pub(super) fn next_comparison(&self) -> Option<Instant> {
-        self.runs
-            .values()
-            .filter(|run| Self::checking(run))
-            .filter_map(current)
-            .filter(|c| c.undecided())
-            .map(|c| c.next_read)
-            .min()
-    }
-
-    /// A reading of `route`'s arms (`None` when its probes could not be read: the next reading
-    /// is then [`COMPARE_EVERY`] later). A comparison that fails rolls back now; one that passes
-    /// lets the step advance, per `advance`.
-    pub fn compare(&mut self, route: &str, reading: Option<Reading>, now: Now) -> Decisions {
-        let mut d = Decisions::default();
-        let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
-            return d;
-        };
-        if !Self::checking(run) {
-            return d;
-        }
-        let step = run.progress.step;
-        let Some(c) = run.comparing.as_mut().filter(|c| c.step == step) else {
-            return d;
-        };
-        let Some(reading) = reading else {
-            c.next_read = now.at + COMPARE_EVERY;
-            return d;
-        };
-        let canary = c.base.map_or_else(Default::default, |(b, _, _)| {
-            reading.counts.canary.since(&b.counts.canary)
-        });
-        let Some(decision) = c.read(reading, now) else {
-            return d;
-        };
-        let report = c.comparison.report();
-        tracing::info!(route = &**route, step, ?decision, canary_requests = report.canary_requests, reason = %report.reason, "comparison with stable");
-        match decision {
-            Decision::Fail => {
-                let reason = format!("comparison with stable: {}", report.reason);
-                let stats = canary.stats();
-                run.last_check = Some(LastCheck {
-                    at: now.wall,
-                    measurement: Measurement {
-                        requests: stats.requests,
-                        failures: stats.requests - stats.successes,
-                        p99: stats
-                            .percentile_ms(0.99)
-                            .map(|ms| Duration::from_secs_f64(ms / 1e3)),
-                    },
-                    verdict: Verdict::Failed(reason.clone()),
-                });
-                let plan = &run.rollout.plan;
-                if let Some(e) = run.progress.apply(plan, Next::RollBack(reason)) {
-                    d.events.push(run.announce(route, e, now));
-                    d.steer = true;
-                }
-                d.save = Some(self.state());
-            }
-            Decision::Pass => {
-                c.evidence_due = c.config.advance == crate::config::Advance::OnEvidence;
-            }
-            Decision::Continue => {}
-        }
-        d
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -361,6 +207,8 @@ mod tests {
     use super::*;
     use crate::config::{self, Config};
     use crate::metrics::ArmCounts;
+    use crate::metrics::Measurement;
+    use crate::rollout::{Decisions, Now, Rollouts};
 
     /// Route `app`: `stable` 90 and `canary` 10 with a rollout of `rollout` (flow entries), a
     /// 30 s interval and 5 requests at least, compared with stable under `analysis` (flow

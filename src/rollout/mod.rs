@@ -19,7 +19,7 @@ pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Uri;
@@ -338,7 +338,7 @@ impl Rollouts {
                     run.rollout = ro.clone();
                     run.canary = canary;
                     run.configured = configured;
-                    comparing::follow(&mut run, now.at);
+                    follow_comparison(&mut run, now.at);
                     run
                 }
                 old => {
@@ -367,7 +367,7 @@ impl Rollouts {
                         local_rollback: false,
                         released: false,
                     };
-                    comparing::follow(&mut run, now.at);
+                    follow_comparison(&mut run, now.at);
                     if resumed {
                         tracing::info!(route = &*r.name, canary = &*canary, phase = ?progress.phase, step = progress.step, "rollout resumed from the state file");
                     } else {
@@ -457,8 +457,7 @@ impl Rollouts {
             .iter()
             .filter(|(_, r)| {
                 Self::checking(r)
-                    && (now >= r.interval_start + r.rollout.plan.interval
-                        || comparing::evidence_due(r))
+                    && (now >= r.interval_start + r.rollout.plan.interval || evidence_due(r))
             })
             .map(|(route, r)| Due {
                 route: route.clone(),
@@ -509,7 +508,7 @@ impl Rollouts {
         let plan = &run.rollout.plan;
         let (verdict, next) = run.progress.check(plan, &m);
         // An undecided comparison turns a passing check into a skipped one (the step holds).
-        let (verdict, mut next) = comparing::judge(run, verdict, next, now.at);
+        let (verdict, mut next) = judge_with_comparison(run, verdict, next, now.at);
         let plan = &run.rollout.plan;
         d.checks.push((route.clone(), verdict.result()));
         if let (Verdict::Skipped(why), Some(deadline)) = (&verdict, plan.progress_deadline)
@@ -555,7 +554,7 @@ impl Rollouts {
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
-                comparing::follow(run, now.at);
+                follow_comparison(run, now.at);
             }
         }
         d.save = Some(self.state());
@@ -581,7 +580,7 @@ impl Rollouts {
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
-                comparing::follow(run, now.at);
+                follow_comparison(run, now.at);
             }
             Err(reason) => {
                 tracing::info!(route = &**route, %reason, "rollout held by its confirm gate");
@@ -816,6 +815,177 @@ impl StateFile {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a rollout state always serializes")
+    }
+}
+
+// === the comparison with stable (`comparing`), the rollout's side ===
+
+/// Keeps `run`'s comparison in step with its progress and settings: a new one when a step that
+/// compares begins or the settings changed, none without `compare`. After the last comparing
+/// step, and once the rollout ended, the last comparison stays for `/stats`.
+fn follow_comparison(run: &mut Run, now: Instant) {
+    let Some(config) = &run.rollout.compare else {
+        run.comparing = None;
+        return;
+    };
+    if run.progress.phase != Phase::Progressing {
+        return;
+    }
+    let step = run.progress.step;
+    let current = run.comparing.as_ref().filter(|c| c.step == step);
+    if current.is_some_and(|c| c.config == *config) {
+        return;
+    }
+    if !config::compares(run.progress.canary_weight(&run.rollout.plan)) {
+        return;
+    }
+    let restarts = current.map_or(0, |c| c.restarts + 1);
+    if current.is_some() {
+        tracing::info!(
+            step,
+            "other comparison settings: the comparison with stable starts again"
+        );
+    }
+    run.comparing = comparing::Comparing::new(config, step, now, restarts);
+}
+
+/// The comparison of `run`'s current step, if it has one.
+fn current_comparison(run: &Run) -> Option<&comparing::Comparing> {
+    run.comparing
+        .as_ref()
+        .filter(|c| c.step == run.progress.step && run.progress.phase == Phase::Progressing)
+}
+
+/// Whether `run`'s interval is due now because its comparison passed (`advance: on_evidence`).
+fn evidence_due(run: &Run) -> bool {
+    current_comparison(run).is_some_and(|c| c.evidence_due)
+}
+
+/// The check at an interval's end, with the comparison: thresholds that passed while the
+/// comparison has no decision yet make a skipped check, and the step holds.
+fn judge_with_comparison(
+    run: &mut Run,
+    verdict: Verdict,
+    next: Next,
+    now: Instant,
+) -> (Verdict, Next) {
+    let step = run.progress.step;
+    let Some(c) = run.comparing.as_mut().filter(|c| c.step == step) else {
+        return (verdict, next);
+    };
+    c.evidence_due = false;
+    if verdict != Verdict::Passed || !c.undecided() {
+        return (verdict, next);
+    }
+    let report = c.comparison.report();
+    let left = c.base.map_or(c.config.decide_within, |(_, at, _)| {
+        c.config
+            .decide_within
+            .saturating_sub(now.saturating_duration_since(at))
+    });
+    let why = format!(
+        "thresholds passed; comparison with stable: no decision yet after {} canary requests \
+         (it decides within {:?})",
+        report.canary_requests,
+        Duration::from_secs(left.as_secs().max(1)),
+    );
+    (Verdict::Skipped(why), Next::Stay)
+}
+
+impl Run {
+    fn comparison_status(&self) -> Option<ComparisonStatus> {
+        self.comparing.as_ref().map(comparing::Comparing::status)
+    }
+
+    /// The backends whose requests make the stable arm (empty without a comparison).
+    fn stable_arm(&self) -> Vec<usize> {
+        self.rollout
+            .compare
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.stable.clone())
+    }
+}
+
+impl Rollouts {
+    /// The routes whose comparison wants a reading at `now`: judged, undecided, and its last
+    /// reading [`COMPARE_EVERY`] ago.
+    pub fn comparisons_due(&self, now: Instant) -> Vec<Arc<str>> {
+        self.runs
+            .iter()
+            .filter(|(_, run)| Self::checking(run))
+            .filter(|(_, run)| {
+                current_comparison(run).is_some_and(|c| c.undecided() && c.next_read <= now)
+            })
+            .map(|(route, _)| route.clone())
+            .collect()
+    }
+
+    /// When the next comparison reading is due.
+    fn next_comparison(&self) -> Option<Instant> {
+        self.runs
+            .values()
+            .filter(|run| Self::checking(run))
+            .filter_map(current_comparison)
+            .filter(|c| c.undecided())
+            .map(|c| c.next_read)
+            .min()
+    }
+
+    /// A reading of `route`'s arms (`None` when its probes could not be read: the next reading
+    /// is then [`COMPARE_EVERY`] later). A comparison that fails rolls back now; one that passes
+    /// lets the step advance, per `advance`.
+    pub fn compare(&mut self, route: &str, reading: Option<Reading>, now: Now) -> Decisions {
+        let mut d = Decisions::default();
+        let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
+            return d;
+        };
+        if !Self::checking(run) {
+            return d;
+        }
+        let step = run.progress.step;
+        let Some(c) = run.comparing.as_mut().filter(|c| c.step == step) else {
+            return d;
+        };
+        let Some(reading) = reading else {
+            c.next_read = now.at + COMPARE_EVERY;
+            return d;
+        };
+        let canary = c.base.map_or_else(Default::default, |(b, _, _)| {
+            reading.counts.canary.since(&b.counts.canary)
+        });
+        let Some(decision) = c.read(reading, now.at, now.wall) else {
+            return d;
+        };
+        let report = c.comparison.report();
+        tracing::info!(route = &**route, step, ?decision, canary_requests = report.canary_requests, reason = %report.reason, "comparison with stable");
+        match decision {
+            compare::Decision::Fail => {
+                let reason = format!("comparison with stable: {}", report.reason);
+                let stats = canary.stats();
+                run.last_check = Some(LastCheck {
+                    at: now.wall,
+                    measurement: Measurement {
+                        requests: stats.requests,
+                        failures: stats.requests - stats.successes,
+                        p99: stats
+                            .percentile_ms(0.99)
+                            .map(|ms| Duration::from_secs_f64(ms / 1e3)),
+                    },
+                    verdict: Verdict::Failed(reason.clone()),
+                });
+                let plan = &run.rollout.plan;
+                if let Some(e) = run.progress.apply(plan, Next::RollBack(reason)) {
+                    d.events.push(run.announce(route, e, now));
+                    d.steer = true;
+                }
+                d.save = Some(self.state());
+            }
+            compare::Decision::Pass => {
+                c.evidence_due = c.config.advance == config::Advance::OnEvidence;
+            }
+            compare::Decision::Continue => {}
+        }
+        d
     }
 }
 
