@@ -67,7 +67,8 @@ pub enum Command {
     #[command(name = "policy-sandbox", hide = true)]
     PolicySandbox,
     /// A self-contained tour on loopback: a stable and a canary upstream, weir in front,
-    /// traffic, an automated rollout, then a broken canary rolled back.
+    /// traffic, an automated rollout, then a broken canary rolled back by fast-fail and a
+    /// slightly worse one rolled back by the comparison with stable.
     Demo {
         /// The longest the tour may take (it ends when its story does), e.g. 10s or 30s.
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
