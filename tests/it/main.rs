@@ -3,6 +3,7 @@
 mod admin;
 mod admin_access;
 mod check_cmd;
+mod comparing;
 mod config_errors;
 mod dashboards;
 mod demo;
