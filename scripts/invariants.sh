@@ -38,7 +38,8 @@ none "config starts a process only in config::policy" \
 none "config reads no clock and opens no socket" \
   'Instant::now|SystemTime::now|tokio::net|TcpStream|TcpListener' config/*.rs
 none "the rollout core reads no clock, no file, no socket, spawns nothing" \
-  'Instant::now|SystemTime::now|std::fs|tokio::net|tokio::spawn|hyper' rollout/mod.rs rollout/machine.rs
+  'Instant::now|SystemTime::now|std::fs|tokio::net|tokio::spawn|hyper|rand::' rollout/mod.rs rollout/machine.rs \
+  rollout/compare.rs rollout/comparing.rs
 none "the fleet's rollout core reads no clock, no file, no socket, spawns nothing" \
   'Instant::now|SystemTime::now|std::fs|tokio::|hyper|Command' rollout/fleet/mod.rs
 none "git runs only in rollout/fleet/git.rs, as a child process of the runtime" \

@@ -67,7 +67,8 @@ pub enum Command {
     #[command(name = "policy-sandbox", hide = true)]
     PolicySandbox,
     /// A self-contained tour on loopback: a stable and a canary upstream, weir in front,
-    /// traffic, an automated rollout, then a broken canary rolled back.
+    /// traffic, an automated rollout, then a broken canary rolled back by fast-fail and a
+    /// slightly worse one rolled back by the comparison with stable.
     Demo {
         /// The longest the tour may take (it ends when its story does), e.g. 10s or 30s.
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
@@ -511,6 +512,11 @@ pub fn route_table(config: &Config) -> String {
                 steps.join(", "),
                 ro.plan.interval,
             ));
+            if let Some(c) = &ro.compare {
+                out.push_str(&compare_line(&r.name, c, |i| {
+                    config.upstreams[r.backends[i].upstream].name.to_string()
+                }));
+            }
         }
     }
     for r in FleetRoute::of(config) {
@@ -532,6 +538,51 @@ pub fn route_table(config: &Config) -> String {
         }
     }
     out
+}
+
+/// How a rollout's canary is judged against stable, in one line of `weir check`.
+fn compare_line(route: &str, c: &config::Compare, name: impl Fn(usize) -> String) -> String {
+    let arm: Vec<String> = c.stable.iter().map(|&i| name(i)).collect();
+    let mut tests = Vec::new();
+    if let Some(e) = c.errors {
+        tests.push(format!(
+            "errors (good up to {}x stable's rate, caught at {}x)",
+            1.0 + e.margin,
+            e.detect
+        ));
+    }
+    if let Some(l) = c.latency {
+        let tolerance = match l.tolerance {
+            config::ToleranceSpec::Fraction(f) => format!("{}% slower", f * 100.0),
+            config::ToleranceSpec::Duration(d) => format!("{d} slower"),
+        };
+        tests.push(format!(
+            "latency above stable's p{} bucket, {tolerance} tolerated (good up to {}x stable's share, caught at {}x)",
+            l.quantile * 100.0,
+            1.0 + l.rates.margin,
+            l.rates.detect
+        ));
+    }
+    let advance = match c.advance {
+        config::Advance::Interval => "at the interval's end",
+        config::Advance::OnEvidence => "as soon as it passes",
+    };
+    let limit = c
+        .max_canary_requests
+        .map_or_else(String::new, |n| format!(" or {n} canary requests"));
+    format!(
+        "{route}: the canary is compared with {} ({}) by a sequential test on {}; false alarm \
+         {} over {} step(s) ({} each), miss {} per test; a step advances {advance}; no decision \
+         within {:?}{limit}: the evidence's sign decides\n",
+        c.against,
+        arm.join(", "),
+        tests.join(" and "),
+        c.false_alarm,
+        c.comparing_steps,
+        c.step_false_alarm(),
+        c.miss,
+        c.decide_within,
+    )
 }
 
 /// `weir rollout`: the controller (until SIGTERM/SIGINT, or one sync with `--once`), or one

@@ -55,13 +55,16 @@ pub struct Route {
 }
 
 /// What a route with a running rollout takes instead of its file's weights: the weights of its
-/// configured backends, and the probe its canary (index `canary`) feeds while it is judged.
-/// The control task makes it from the rollouts' decisions.
+/// configured backends, the probe its canary (index `canary`) feeds while it is judged, and,
+/// when the rollout compares the canary with stable, the one probe the `stable` backends feed
+/// together. The control task makes it from the rollouts' decisions.
 #[derive(Clone)]
 pub struct Steering {
     pub weights: Vec<u32>,
     pub canary: usize,
     pub probe: Option<Arc<Probe>>,
+    pub stable: Vec<usize>,
+    pub stable_probe: Option<Arc<Probe>>,
 }
 
 /// An upstream with a weight inside a route.
@@ -70,7 +73,8 @@ pub struct Backend {
     pub weight: u32,
     /// Handles of this (route, backend), shared with the previous snapshot when the pair existed.
     pub metrics: Arc<BackendMetrics>,
-    /// The canary of a running rollout: its requests are measured for the analysis.
+    /// The canary of a running rollout, or a backend it is compared with: its requests are
+    /// measured for the analysis.
     pub probe: Option<Arc<Probe>>,
 }
 
@@ -133,9 +137,11 @@ impl Snapshot {
                     .map(|(i, b)| {
                         let weight = steer.map_or(b.weight, |s| s.weights[i]);
                         let mut backend = backend(&r.name, b.upstream, weight);
-                        backend.probe = steer
-                            .filter(|s| s.canary == i)
-                            .and_then(|s| s.probe.clone());
+                        backend.probe = steer.and_then(|s| match i {
+                            i if i == s.canary => s.probe.clone(),
+                            i if s.stable.contains(&i) => s.stable_probe.clone(),
+                            _ => None,
+                        });
                         backend
                     })
                     .collect();

@@ -100,11 +100,13 @@ fn parsed(data: &[u8]) {
     let (mut parts, ()) = req.into_parts();
     let upgrade = forward::is_upgrade(&parts)
         && forward::upgrade_allowed(&parts, &["websocket".into()]);
+    let client_errors = weir::metrics::Metrics::new().listener("fuzz").client_errors;
     let conn = forward::ConnInfo {
         client: "192.0.2.1:5000".parse().unwrap(),
         listener: "fuzz".into(),
         scheme: "http",
-        client_errors: weir::metrics::Metrics::new().listener("fuzz").client_errors,
+        delivery: std::sync::Arc::new(weir::proxy::body::Delivery::new(client_errors.clone())),
+        client_errors,
     };
     if forward::prepare(&mut parts, &conn, upgrade).is_err() {
         return;

@@ -8,6 +8,7 @@
 //! `policy` checks it in a sandbox process.
 
 mod admin_token;
+mod analysis;
 mod decode;
 mod diag;
 mod duration;
@@ -22,6 +23,10 @@ pub mod status;
 mod validate;
 
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
+pub use analysis::{
+    Advance, AnalysisSpec, COMPARE_STABLE, Compare, ErrorsSpec, Latency, LatencySpec, Rates,
+    ToleranceSpec, compares,
+};
 pub use diag::{ConfigError, ConfigErrors};
 pub use duration::{DurationSpec, parse_duration, rfc3339};
 pub use files::{Input, sha256_hex};

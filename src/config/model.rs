@@ -216,6 +216,8 @@ pub struct Rollout {
     pub plan: Plan,
     pub webhooks: Vec<Webhook>,
     pub confirm: Option<http::Uri>,
+    /// `analysis.compare`: the canary judged against stable (`None`: thresholds only).
+    pub compare: Option<super::analysis::Compare>,
     /// The canary upstream's name and endpoints: a rollout restarts when they change.
     pub definition: String,
 }

@@ -191,40 +191,14 @@ pub struct RolloutSpec {
     /// its step not yet served by every replica) for this long ends rolled back. Off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline: Option<DurationSpec>,
+    /// How the canary is judged besides the thresholds: where the measurements come from
+    /// (`source`), and against stable (`compare`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<AnalysisSpec>,
+    pub analysis: Option<super::analysis::AnalysisSpec>,
 }
 
-/// How a rollout's canary is judged.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AnalysisSpec {
-    /// Where the measurements come from: in-process (the default, one instance) or Prometheus
-    /// (a fleet, judged by `weir rollout`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<SourceSpec>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus: Option<PrometheusSpec>,
-}
-
-/// A Prometheus server that scrapes every replica (docs/FLEET.md has the queries).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusSpec {
-    /// The server's base URL, such as `http://prometheus:9090`.
-    pub url: String,
-    /// Label matchers that select this fleet's replicas in every query, such as `job="weir"`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub selector: String,
-    /// How long one query may take.
-    #[serde(default = "defaults::prometheus_timeout")]
-    pub timeout: DurationSpec,
-}
+/// `analysis.source`, kept with the rest of the `analysis` block.
+pub use super::analysis::{PrometheusSpec, SourceSpec};
 
 /// One rollout for the whole fleet (docs/FLEET.md): the status file every replica follows, and
 /// how `weir rollout` keeps it in Git.
@@ -533,9 +507,6 @@ mod defaults {
     }
     pub fn poll_interval() -> DurationSpec {
         DurationSpec::from_secs(2)
-    }
-    pub fn prometheus_timeout() -> DurationSpec {
-        DurationSpec::from_secs(5)
     }
     pub fn sync_interval() -> DurationSpec {
         DurationSpec::from_secs(10)

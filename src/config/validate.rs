@@ -845,6 +845,17 @@ fn rollout(
         );
     }
     rollout_plan(diag, spec, path);
+    let compare = spec.analysis.as_ref().and_then(|a| {
+        let path = format!("{path}.analysis");
+        let members: Vec<super::analysis::Member> = backends
+            .iter()
+            .map(|b| super::analysis::Member {
+                upstream: &upstreams[b.upstream].name,
+                weight: b.weight,
+            })
+            .collect();
+        super::analysis::compare(diag, a, &path, canary, &members, &spec.steps)
+    });
     let source = prometheus_source(diag, spec, path);
     if spec
         .progress_deadline
@@ -884,6 +895,7 @@ fn rollout(
         plan,
         webhooks,
         confirm,
+        compare,
         definition: format!("{} {}", upstream.name, endpoints.join(",")),
     })
 }

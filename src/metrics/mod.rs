@@ -26,7 +26,7 @@ pub use outcome::{RolloutFamilies, STATUS_GENERATION};
 /// `weir_responses_total{route, backend, outcome}`: each judged response once, `success` or
 /// `failure`; the counter a fleet's rollout sums over replicas (docs/FLEET.md).
 pub const OUTCOMES: &str = "weir_responses_total";
-pub use probe::{Measurement, Probe};
+pub use probe::{ArmCounters, ArmCounts, Measurement, Probe};
 pub use window::{LATENCY_BUCKETS_MS, WINDOW_SECS, Window, WindowStats, latency_bucket};
 
 /// The process-wide registry and metric families.

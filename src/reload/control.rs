@@ -29,9 +29,10 @@ use crate::observe::access::{self, AccessLog};
 use crate::observe::human;
 use crate::observe::span_export::{OtlpSettings, Protocol, SpanCounters, SpanExport};
 use crate::observe::trace_context::Sampler;
+use crate::rollout::compare::Counts;
 use crate::rollout::webhook::Hooks;
 use crate::rollout::{
-    Action, Decisions, Measure, Now, Phase, Refusal, Rollouts, StateFile, Status,
+    Action, Decisions, Measure, Now, Phase, Reading, Refusal, Rollouts, StateFile, Status,
 };
 use crate::snapshot::{Snapshot, Steering, Tracer};
 
@@ -93,8 +94,8 @@ pub(super) struct Control {
     history: Arc<History>,
     view: Arc<ArcSwap<RolloutView>>,
     rollouts: Rollouts,
-    /// The probe of each measured route, with the run and settings it was made for.
-    probes: HashMap<Arc<str>, (Measure, Arc<Probe>)>,
+    /// The probes of each measured route, with the run and settings they were made for.
+    probes: HashMap<Arc<str>, Probes>,
     /// Rung by a probe whose fast-fail tripped.
     wake: Arc<Notify>,
     hooks: Hooks,
@@ -386,17 +387,23 @@ impl Control {
         let before = snapshot_weights(&self.snapshots.load());
         let mut d = Decisions::default();
         for route in self.rollouts.judged() {
-            if let Some((_, probe)) = self.probes.get(&route)
-                && probe.tripped()
+            if let Some(p) = self.probes.get(&route)
+                && p.canary.tripped()
             {
-                d.merge(self.rollouts.fast_fail(&route, probe.peek(), now));
+                d.merge(self.rollouts.fast_fail(&route, p.canary.peek(), now));
             }
+        }
+        // Comparisons before the checks: one that passed with `advance: on_evidence` makes its
+        // interval due now.
+        for route in self.rollouts.comparisons_due(now.at) {
+            let reading = self.probes.get(&route).and_then(Probes::reading);
+            d.merge(self.rollouts.compare(&route, reading, now));
         }
         for due in self.rollouts.due(now.at) {
             let measurement = self
                 .probes
                 .get(&due.route)
-                .map(|(_, p)| p.take())
+                .map(|p| p.canary.take())
                 .unwrap_or_default();
             d.merge(self.rollouts.check(&due.route, measurement, now));
         }
@@ -425,8 +432,8 @@ impl Control {
             );
         }
         for route in &d.restart {
-            if let Some((_, probe)) = self.probes.get(route) {
-                probe.take();
+            if let Some(p) = self.probes.get(route) {
+                p.canary.take();
             }
         }
         if d.steer {
@@ -545,33 +552,71 @@ fn attempt_of_refused(revision: Option<&Revision>, errors: &ConfigErrors) -> Att
     }
 }
 
+/// A measured route's probes: its canary's, and, when the rollout compares the canary with
+/// stable, the one its stable backends feed together.
+struct Probes {
+    /// The run and settings they were made for.
+    measure: Measure,
+    /// Tells this pair from the ones before it: a new pair counts from zero.
+    id: u64,
+    canary: Arc<Probe>,
+    stable: Option<Arc<Probe>>,
+}
+
+impl Probes {
+    fn new(measure: Measure, wake: &Arc<Notify>) -> Probes {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Probes {
+            measure,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            canary: Arc::new(Probe::new(measure.fast_fail, wake.clone())),
+            stable: measure
+                .compare
+                .then(|| Arc::new(Probe::new(None, wake.clone()))),
+        }
+    }
+
+    /// Both arms' totals, for the comparison.
+    fn reading(&self) -> Option<Reading> {
+        let stable = self.stable.as_ref()?;
+        Some(Reading {
+            probes: self.id,
+            counts: Counts {
+                canary: self.canary.totals(),
+                stable: stable.totals(),
+            },
+        })
+    }
+}
+
 /// What each route with a rollout takes in the next snapshot: the rollout's weights, and the
-/// probe of a running one (kept while its run and fast-fail settings stay, new otherwise).
+/// probes of a running one (kept while its run and measure settings stay, new otherwise).
 fn steering(
     rollouts: &Rollouts,
-    probes: &mut HashMap<Arc<str>, (Measure, Arc<Probe>)>,
+    probes: &mut HashMap<Arc<str>, Probes>,
     wake: &Arc<Notify>,
 ) -> HashMap<Arc<str>, Steering> {
     let steers = rollouts.steering();
-    probes.retain(|route, (kept, _)| {
+    probes.retain(|route, kept| {
         steers
             .get(route)
             .and_then(|s| s.measure)
-            .is_some_and(|m| m == *kept)
+            .is_some_and(|m| m == kept.measure)
     });
     steers
         .into_iter()
         .map(|(route, s)| {
-            let probe = s.measure.map(|m| {
-                let (_, probe) = probes
+            let made = s.measure.map(|m| {
+                probes
                     .entry(route.clone())
-                    .or_insert_with(|| (m, Arc::new(Probe::new(m.fast_fail, wake.clone()))));
-                probe.clone()
+                    .or_insert_with(|| Probes::new(m, wake))
             });
             let steering = Steering {
                 weights: s.weights,
                 canary: s.canary,
-                probe,
+                probe: made.as_ref().map(|p| p.canary.clone()),
+                stable: s.stable,
+                stable_probe: made.and_then(|p| p.stable.clone()),
             };
             (route, steering)
         })

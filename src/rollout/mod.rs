@@ -12,19 +12,21 @@
 //! is one rollout's state machine; `webhook` is the HTTP client the control task sends with.
 
 pub mod compare;
+mod comparing;
 pub mod fleet;
 mod machine;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Uri;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use comparing::{COMPARE_EVERY, ComparisonStatus, Reading};
 pub use machine::{Event, Next, Phase, Progress, Verdict, weights};
 
 use crate::config::{self, Config, FastFail, rfc3339};
@@ -57,6 +59,8 @@ struct Run {
     interval_start: Instant,
     last_check: Option<LastCheck>,
     awaiting_gate: Option<Next>,
+    /// The comparison with stable of the current (or last comparing) step.
+    comparing: Option<comparing::Comparing>,
     /// Held by an operator (`weir rollout pause`): no checks until resumed.
     paused: bool,
     /// When the rollout last moved (started, stepped, resumed): `progress_deadline` counts
@@ -121,6 +125,9 @@ pub struct Steer {
     /// While the rollout runs, its canary is measured: by one probe per run, kept across
     /// snapshots until the run or its fast-fail settings change.
     pub measure: Option<Measure>,
+    /// The backends compared with the canary (`analysis.compare`), whose requests feed one
+    /// probe together while the rollout is measured; empty without a comparison.
+    pub stable: Vec<usize>,
 }
 
 /// Which measurement a running rollout's canary feeds.
@@ -128,6 +135,8 @@ pub struct Steer {
 pub struct Measure {
     pub run: u64,
     pub fast_fail: Option<FastFail>,
+    /// The stable backends are measured too (`analysis.compare`).
+    pub compare: bool,
 }
 
 /// An interval that ended: measure `route` since `since` and [`check`](Rollouts::check) it.
@@ -223,6 +232,9 @@ pub struct Status {
     /// Follows the fleet's status file (`fleet:`): the controller decides the steps.
     pub fleet: bool,
     pub last_check: Option<CheckStatus>,
+    /// The comparison with stable (`analysis.compare`): the running test, or the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonStatus>,
 }
 
 /// The last check of a rollout, as `/stats` shows it.
@@ -326,6 +338,7 @@ impl Rollouts {
                     run.rollout = ro.clone();
                     run.canary = canary;
                     run.configured = configured;
+                    follow_comparison(&mut run, now.at);
                     run
                 }
                 old => {
@@ -338,7 +351,7 @@ impl Rollouts {
                     let mut progress = saved.map_or_else(Progress::start, |s| s.progress);
                     progress.step = progress.step.min(last_step);
                     self.next_run += 1;
-                    let run = Run {
+                    let mut run = Run {
                         id: self.next_run,
                         rollout: ro.clone(),
                         canary: canary.clone(),
@@ -347,12 +360,14 @@ impl Rollouts {
                         interval_start: now.at,
                         last_check: None,
                         awaiting_gate: None,
+                        comparing: None,
                         paused,
                         progressed_at: now.at,
                         follows: false,
                         local_rollback: false,
                         released: false,
                     };
+                    follow_comparison(&mut run, now.at);
                     if resumed {
                         tracing::info!(
                             route = &*r.name,
@@ -397,7 +412,9 @@ impl Rollouts {
                     measure: (run.progress.phase == Phase::Progressing).then_some(Measure {
                         run: run.id,
                         fast_fail: plan.fast_fail,
+                        compare: run.rollout.compare.is_some(),
                     }),
+                    stable: run.stable_arm(),
                 };
                 (route.clone(), steer)
             })
@@ -429,20 +446,25 @@ impl Rollouts {
             .collect()
     }
 
-    /// When the next interval of a running rollout ends.
+    /// When the next interval of a running rollout ends, or the next comparison reading is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.runs
+        let intervals = self
+            .runs
             .values()
             .filter(|r| Self::checking(r))
-            .map(|r| r.interval_start + r.rollout.plan.interval)
-            .min()
+            .map(|r| r.interval_start + r.rollout.plan.interval);
+        intervals.chain(self.next_comparison()).min()
     }
 
-    /// The intervals that have ended at `now`.
+    /// The intervals that have ended at `now` (or end early: a comparison passed with
+    /// `advance: on_evidence`).
     pub fn due(&self, now: Instant) -> Vec<Due> {
         self.runs
             .iter()
-            .filter(|(_, r)| Self::checking(r) && now >= r.interval_start + r.rollout.plan.interval)
+            .filter(|(_, r)| {
+                Self::checking(r)
+                    && (now >= r.interval_start + r.rollout.plan.interval || evidence_due(r))
+            })
             .map(|(route, r)| Due {
                 route: route.clone(),
                 since: r.interval_start,
@@ -490,7 +512,10 @@ impl Rollouts {
             return d;
         }
         let plan = &run.rollout.plan;
-        let (verdict, mut next) = run.progress.check(plan, &m);
+        let (verdict, next) = run.progress.check(plan, &m);
+        // An undecided comparison turns a passing check into a skipped one (the step holds).
+        let (verdict, mut next) = judge_with_comparison(run, verdict, next, now.at);
+        let plan = &run.rollout.plan;
         d.checks.push((route.clone(), verdict.result()));
         if let (Verdict::Skipped(why), Some(deadline)) = (&verdict, plan.progress_deadline)
             && now.at.saturating_duration_since(run.progressed_at) >= deadline
@@ -544,6 +569,7 @@ impl Rollouts {
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
+                follow_comparison(run, now.at);
             }
         }
         d.save = Some(self.state());
@@ -569,6 +595,7 @@ impl Rollouts {
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
+                follow_comparison(run, now.at);
             }
             Err(reason) => {
                 tracing::info!(route = &**route, %reason, "rollout held by its confirm gate");
@@ -676,6 +703,9 @@ impl Rollouts {
                 follows: true,
                 local_rollback: false,
                 released,
+                // A fleet's rollout is judged by `weir rollout`: no comparison here (validation
+                // refuses `compare` with `source.prometheus`).
+                comparing: None,
             };
             tracing::info!(
                 route = &**route,
@@ -792,6 +822,7 @@ impl Run {
             paused: self.paused,
             fleet: self.follows,
             last_check,
+            comparison: self.comparison_status(),
         }
     }
 }
@@ -805,6 +836,177 @@ impl StateFile {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a rollout state always serializes")
+    }
+}
+
+// === the comparison with stable (`comparing`), the rollout's side ===
+
+/// Keeps `run`'s comparison in step with its progress and settings: a new one when a step that
+/// compares begins or the settings changed, none without `compare`. After the last comparing
+/// step, and once the rollout ended, the last comparison stays for `/stats`.
+fn follow_comparison(run: &mut Run, now: Instant) {
+    let Some(config) = &run.rollout.compare else {
+        run.comparing = None;
+        return;
+    };
+    if run.progress.phase != Phase::Progressing {
+        return;
+    }
+    let step = run.progress.step;
+    let current = run.comparing.as_ref().filter(|c| c.step == step);
+    if current.is_some_and(|c| c.config == *config) {
+        return;
+    }
+    if !config::compares(run.progress.canary_weight(&run.rollout.plan)) {
+        return;
+    }
+    let restarts = current.map_or(0, |c| c.restarts + 1);
+    if current.is_some() {
+        tracing::info!(
+            step,
+            "other comparison settings: the comparison with stable starts again"
+        );
+    }
+    run.comparing = comparing::Comparing::new(config, step, now, restarts);
+}
+
+/// The comparison of `run`'s current step, if it has one.
+fn current_comparison(run: &Run) -> Option<&comparing::Comparing> {
+    run.comparing
+        .as_ref()
+        .filter(|c| c.step == run.progress.step && run.progress.phase == Phase::Progressing)
+}
+
+/// Whether `run`'s interval is due now because its comparison passed (`advance: on_evidence`).
+fn evidence_due(run: &Run) -> bool {
+    current_comparison(run).is_some_and(|c| c.evidence_due)
+}
+
+/// The check at an interval's end, with the comparison: thresholds that passed while the
+/// comparison has no decision yet make a skipped check, and the step holds.
+fn judge_with_comparison(
+    run: &mut Run,
+    verdict: Verdict,
+    next: Next,
+    now: Instant,
+) -> (Verdict, Next) {
+    let step = run.progress.step;
+    let Some(c) = run.comparing.as_mut().filter(|c| c.step == step) else {
+        return (verdict, next);
+    };
+    c.evidence_due = false;
+    if verdict != Verdict::Passed || !c.undecided() {
+        return (verdict, next);
+    }
+    let report = c.comparison.report();
+    let left = c.base.map_or(c.config.decide_within, |(_, at, _)| {
+        c.config
+            .decide_within
+            .saturating_sub(now.saturating_duration_since(at))
+    });
+    let why = format!(
+        "thresholds passed; comparison with stable: no decision yet after {} canary requests \
+         (it decides within {:?})",
+        report.canary_requests,
+        Duration::from_secs(left.as_secs().max(1)),
+    );
+    (Verdict::Skipped(why), Next::Stay)
+}
+
+impl Run {
+    fn comparison_status(&self) -> Option<ComparisonStatus> {
+        self.comparing.as_ref().map(comparing::Comparing::status)
+    }
+
+    /// The backends whose requests make the stable arm (empty without a comparison).
+    fn stable_arm(&self) -> Vec<usize> {
+        self.rollout
+            .compare
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.stable.clone())
+    }
+}
+
+impl Rollouts {
+    /// The routes whose comparison wants a reading at `now`: judged, undecided, and its last
+    /// reading [`COMPARE_EVERY`] ago.
+    pub fn comparisons_due(&self, now: Instant) -> Vec<Arc<str>> {
+        self.runs
+            .iter()
+            .filter(|(_, run)| Self::checking(run))
+            .filter(|(_, run)| {
+                current_comparison(run).is_some_and(|c| c.undecided() && c.next_read <= now)
+            })
+            .map(|(route, _)| route.clone())
+            .collect()
+    }
+
+    /// When the next comparison reading is due.
+    fn next_comparison(&self) -> Option<Instant> {
+        self.runs
+            .values()
+            .filter(|run| Self::checking(run))
+            .filter_map(current_comparison)
+            .filter(|c| c.undecided())
+            .map(|c| c.next_read)
+            .min()
+    }
+
+    /// A reading of `route`'s arms (`None` when its probes could not be read: the next reading
+    /// is then [`COMPARE_EVERY`] later). A comparison that fails rolls back now; one that passes
+    /// lets the step advance, per `advance`.
+    pub fn compare(&mut self, route: &str, reading: Option<Reading>, now: Now) -> Decisions {
+        let mut d = Decisions::default();
+        let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
+            return d;
+        };
+        if !Self::checking(run) {
+            return d;
+        }
+        let step = run.progress.step;
+        let Some(c) = run.comparing.as_mut().filter(|c| c.step == step) else {
+            return d;
+        };
+        let Some(reading) = reading else {
+            c.next_read = now.at + COMPARE_EVERY;
+            return d;
+        };
+        let canary = c.base.map_or_else(Default::default, |(b, _, _)| {
+            reading.counts.canary.since(&b.counts.canary)
+        });
+        let Some(decision) = c.read(reading, now.at, now.wall) else {
+            return d;
+        };
+        let report = c.comparison.report();
+        tracing::info!(route = &**route, step, ?decision, canary_requests = report.canary_requests, reason = %report.reason, "comparison with stable");
+        match decision {
+            compare::Decision::Fail => {
+                let reason = format!("comparison with stable: {}", report.reason);
+                let stats = canary.stats();
+                run.last_check = Some(LastCheck {
+                    at: now.wall,
+                    measurement: Measurement {
+                        requests: stats.requests,
+                        failures: stats.requests - stats.successes,
+                        p99: stats
+                            .percentile_ms(0.99)
+                            .map(|ms| Duration::from_secs_f64(ms / 1e3)),
+                    },
+                    verdict: Verdict::Failed(reason.clone()),
+                });
+                let plan = &run.rollout.plan;
+                if let Some(e) = run.progress.apply(plan, Next::RollBack(reason)) {
+                    d.events.push(run.announce(route, e, now));
+                    d.steer = true;
+                }
+                d.save = Some(self.state());
+            }
+            compare::Decision::Pass => {
+                c.evidence_due = c.config.advance == config::Advance::OnEvidence;
+            }
+            compare::Decision::Continue => {}
+        }
+        d
     }
 }
 

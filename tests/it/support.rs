@@ -420,6 +420,113 @@ pub async fn tally(address: SocketAddr, n: usize) -> std::collections::BTreeMap<
     counts
 }
 
+/// How a [`seeded_upstream`] plays its version: each answer is a 500 with probability
+/// `failure_rate`, and comes after a log-normal latency (`median`, log standard deviation
+/// `log_sd`) plus `extra`.
+#[derive(Clone, Copy, Debug)]
+pub struct Behaviour {
+    pub failure_rate: f64,
+    pub median: Duration,
+    pub log_sd: f64,
+    pub extra: Duration,
+}
+
+/// An upstream whose failures and latencies are drawn from a ChaCha8 generator seeded with
+/// `seed`, in the order requests arrive (so a run is reproducible per arm, though not which arm
+/// weir's unseeded draw sends a request to).
+pub async fn seeded_upstream(seed: u64, behaviour: Behaviour) -> Upstream {
+    use rand::{RngExt, SeedableRng};
+    let rng = Arc::new(std::sync::Mutex::new(
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+    ));
+    serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Recorded::default(),
+        move |_| {
+            let (fails, latency) = {
+                let mut rng = rng.lock().unwrap();
+                let fails = rng.random::<f64>() < behaviour.failure_rate;
+                // Box-Muller: a standard normal draw from two uniform ones.
+                let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                let latency = behaviour.median.mul_f64((behaviour.log_sd * z).exp());
+                (fails, latency + behaviour.extra)
+            };
+            async move {
+                tokio::time::sleep(latency).await;
+                let mut r = Response::new(full(""));
+                if fails {
+                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                Ok(r)
+            }
+        },
+    )
+    .await
+}
+
+/// Requests to `/` at a steady rate, open loop (each on its own task, at most 256 in flight,
+/// as independent clients would send them), until stopped or 240 s.
+pub struct Paced {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+    started: std::time::Instant,
+}
+
+/// Starts [`Paced`] traffic to `address` at `rate` requests a second, sent in batches 10 ms
+/// apart. A machine that cannot keep up skips batches rather than piling requests up, so the
+/// rate drops but latencies stay those of the upstreams.
+pub fn paced(address: SocketAddr, rate: u64) -> Paced {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (flag, count) = (stop.clone(), sent.clone());
+    let task = tokio::spawn(async move {
+        let client = http1_client();
+        let slots = Arc::new(tokio::sync::Semaphore::new(256));
+        let started = std::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(240) {
+            tick.tick().await;
+            for _ in 0..rate.div_ceil(100) {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let req = Request::get(format!("http://{address}/"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    if let Ok(Ok(r)) =
+                        tokio::time::timeout(Duration::from_secs(20), client.request(req)).await
+                    {
+                        let _ = r.into_body().collect().await;
+                    }
+                    drop(slot);
+                });
+            }
+        }
+    });
+    Paced {
+        stop,
+        sent,
+        task,
+        started: std::time::Instant::now(),
+    }
+}
+
+impl Paced {
+    /// Stops the traffic; returns the requests sent and the rate achieved.
+    pub async fn stop(self) -> (u64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let sent = self.sent.load(Ordering::Relaxed);
+        (sent, sent as f64 / self.started.elapsed().as_secs_f64())
+    }
+}
+
 /// A misbehaving upstream: `handler` gets each accepted TCP connection as it is, to read and
 /// write whatever bytes it wants.
 pub async fn raw_upstream<F, Fut>(handler: F) -> SocketAddr
