@@ -261,15 +261,32 @@ fn init_tracing(
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(true)
         .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(layer.with_filter(quiet_watcher())).init(),
+        LogFormat::Json => registry
+            .with(layer.json().with_filter(quiet_watcher()))
+            .init(),
     }
     guard
+}
+
+/// Drops the file watcher's one warning, `Unable to remove the path from the watches` (target
+/// `notify::inotify`): notify logs it when a watched directory disappears, which is how every
+/// Kubernetes ConfigMap and git-sync update works (the old `..2026_...` data directory is
+/// deleted after the `..data` link moves). weir re-resolves and re-watches the directories after
+/// every event (`reload::watch`), so nothing is lost, and a WARN at every normal update would
+/// teach operators to ignore warnings. `RUST_LOG` naming `notify` shows it again.
+fn quiet_watcher() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool>
+{
+    let asked = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("notify"));
+    tracing_subscriber::filter::filter_fn(move |meta| {
+        asked || !(meta.target() == "notify::inotify" && *meta.level() == tracing::Level::WARN)
+    })
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use crate::config::{Config, GrpcCodes, Retries, RouteMatch};
 use crate::metrics::{BackendMetrics, Metrics, Probe};
+use crate::observe::access::AccessLog;
+use crate::observe::span_export::SpanExport;
+use crate::observe::trace_context::Sampler;
 use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::{Override, Table};
@@ -18,6 +21,20 @@ pub struct Snapshot {
     pub metrics: Arc<Metrics>,
     pub routes: Box<[Route]>,
     pub pools: Box<[Arc<UpstreamPool>]>,
+    /// The access log's queue when the config has one (set by the control task, which opens
+    /// its file); shared with the previous snapshot while the section is unchanged.
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Trace context and span export, when the config has a `tracing` section (set by the
+    /// control task).
+    pub tracer: Option<Tracer>,
+}
+
+/// What a request needs for its trace: the sampler of the traces weir starts, and where sampled
+/// spans go (`None`: propagate only).
+#[derive(Clone)]
+pub struct Tracer {
+    pub sampler: Sampler,
+    pub export: Option<Arc<SpanExport>>,
 }
 
 pub struct Route {
@@ -211,6 +228,8 @@ impl Snapshot {
             metrics: metrics.clone(),
             routes,
             pools,
+            access_log: None,
+            tracer: None,
         }
     }
 

@@ -149,6 +149,8 @@ mod tests {
             policies: Vec::new(),
             limits: Default::default(),
             rollout_state: None,
+            access_log: None,
+            tracing: None,
             reload: Default::default(),
             fleet: None,
         };

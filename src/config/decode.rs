@@ -251,6 +251,8 @@ pub(super) fn parse(text: &str, diag: &mut Diagnostics) -> Option<(ConfigSpec, P
         rollout_state: None,
         reload: ReloadSpec::default(),
         fleet: None,
+        access_log: None,
+        tracing: None,
     };
     let mut parsed = Parsed::default();
     let mut seen_listeners = false;
@@ -291,6 +293,8 @@ pub(super) fn parse(text: &str, diag: &mut Diagnostics) -> Option<(ConfigSpec, P
                 }
             }
             "fleet" => spec.fleet = decode(diag, value, "fleet"),
+            "access_log" => spec.access_log = decode(diag, value, "access_log"),
+            "tracing" => spec.tracing = decode(diag, value, "tracing"),
             other => diag.error(
                 other,
                 format!(

@@ -41,6 +41,42 @@ pub struct Config {
     pub policies: Option<Arc<Policies>>,
     /// The `fleet` block: the rollout status this replica follows, and the controller's Git.
     pub fleet: Option<Fleet>,
+    /// The `access_log` section, when it is there and enabled.
+    pub access_log: Option<AccessLog>,
+    /// The `tracing` section.
+    pub tracing: Option<Tracing>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tracing {
+    pub sampling: f64,
+    pub otlp: Option<Otlp>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Otlp {
+    pub endpoint: http::Uri,
+    pub protocol: super::schema::OtlpProtocol,
+    pub timeout: Duration,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub service_name: String,
+}
+
+/// Where access log lines go and how they read. The file is opened by the control task when the
+/// config is applied (`observe::access`); an error there is reported at `at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLog {
+    pub format: super::schema::AccessLogFormat,
+    pub output: AccessLogOutput,
+    /// Where `access_log.path` is written, for the error of a file that cannot be opened.
+    pub at: super::diag::ConfigError,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogOutput {
+    Stderr,
+    Stdout,
+    File(PathBuf),
 }
 
 /// One rollout for the whole fleet: replicas follow `status` (read with the config), and

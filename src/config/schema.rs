@@ -431,6 +431,18 @@ impl Default for LimitsSpec {
 mod defaults {
     use super::{DurationSpec, GrpcCodeSpec, RetryOnSpec};
 
+    pub fn sampling() -> f64 {
+        1.0
+    }
+    pub fn otlp_timeout() -> DurationSpec {
+        DurationSpec::from_secs(10)
+    }
+    pub fn service_name() -> String {
+        "weir".to_owned()
+    }
+    pub fn access_log_path() -> String {
+        "stderr".to_owned()
+    }
     pub fn rollout_interval() -> DurationSpec {
         DurationSpec::from_secs(30)
     }
@@ -556,6 +568,81 @@ pub struct ConfigSpec {
     pub reload: ReloadSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetSpec>,
+    /// One line per request (docs/OPERATIONS.md, Access log); absent: the `weir::access` line
+    /// through `RUST_LOG`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
+    /// W3C Trace Context and OTLP span export (docs/OPERATIONS.md, Traces); absent: weir
+    /// leaves `traceparent` alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// Trace context: weir continues a caller's trace or starts one, and names its own span as the
+/// upstream's parent.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSpec {
+    /// The share of the traces weir starts that are sampled, 0 to 1; a caller's sampled flag
+    /// decides for its own traces.
+    #[serde(default = "defaults::sampling")]
+    pub sampling: f64,
+    /// Where sampled spans are exported; absent: context is propagated, nothing exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSpec {
+    /// `http://HOST:PORT` or `https://HOST:PORT` (system roots).
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Each export request must be answered within this.
+    #[serde(default = "defaults::otlp_timeout")]
+    pub timeout: DurationSpec,
+    /// Sent with every export (an API key, a tenant).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The `service.name` resource attribute.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (the collector's port 4317).
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// The access log: where each request's line goes, and in which format.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSpec {
+    /// `false` turns the log off (and the `weir::access` line of `RUST_LOG` with it).
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
+    /// `json` (one flat object per line) or `text` (Envoy's default line, then weir's fields).
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// `stderr`, `stdout`, or a file appended to (relative to the config file's directory),
+    /// reopened when logrotate moves it away.
+    #[serde(default = "defaults::access_log_path")]
+    pub path: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    #[default]
+    Json,
+    Text,
 }
 
 /// The top-level keys, in the order `load` reports them when one is unknown.
@@ -569,4 +656,6 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "rollout_state",
     "reload",
     "fleet",
+    "access_log",
+    "tracing",
 ];

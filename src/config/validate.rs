@@ -59,6 +59,11 @@ pub(super) fn validate(
         .as_ref()
         .and_then(|f| fleet(diag, f, files, base_dir));
     fleet_rollouts(diag, &spec);
+    let access_log = spec
+        .access_log
+        .as_ref()
+        .and_then(|a| access_log(diag, a, base_dir));
+    let tracing = spec.tracing.as_ref().and_then(|t| tracing(diag, t));
     if !diag.errors.is_empty() {
         return None;
     }
@@ -76,6 +81,120 @@ pub(super) fn validate(
         limits,
         policies,
         fleet,
+        access_log,
+        tracing,
+    })
+}
+
+/// The `tracing` section.
+fn tracing(diag: &mut Diagnostics, spec: &TracingSpec) -> Option<Tracing> {
+    let mut ok = true;
+    if !(0.0..=1.0).contains(&spec.sampling) {
+        diag.error(
+            "tracing.sampling",
+            format!("expected a share from 0 to 1, found {}", spec.sampling),
+        );
+        ok = false;
+    }
+    let otlp = match &spec.otlp {
+        None => None,
+        Some(o) => {
+            let endpoint = match o.endpoint.parse::<http::Uri>() {
+                Ok(u)
+                    if matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.host().is_some_and(|h| !h.is_empty()) =>
+                {
+                    Some(u)
+                }
+                _ => {
+                    diag.error(
+                        "tracing.otlp.endpoint",
+                        format!(
+                            "expected an http:// or https:// address with a host, found `{}`",
+                            o.endpoint
+                        ),
+                    );
+                    None
+                }
+            };
+            let mut headers = Vec::new();
+            for (name, value) in &o.headers {
+                match (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) {
+                    (Ok(n), Ok(v)) => headers.push((n, v)),
+                    _ => {
+                        diag.error(
+                            &format!("tracing.otlp.headers.{name}"),
+                            "expected a valid HTTP header name and a visible ASCII value",
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if o.timeout.get().is_zero() {
+                diag.error("tracing.otlp.timeout", "expected a duration above 0");
+                ok = false;
+            }
+            endpoint.map(|endpoint| Otlp {
+                endpoint,
+                protocol: o.protocol,
+                timeout: o.timeout.get(),
+                headers,
+                service_name: o.service_name.clone(),
+            })
+        }
+    };
+    if spec.otlp.is_some() && otlp.is_none() {
+        ok = false;
+    }
+    ok.then_some(Tracing {
+        sampling: spec.sampling,
+        otlp,
+    })
+}
+
+/// The `access_log` section: `None` when it is turned off.
+fn access_log(
+    diag: &mut Diagnostics,
+    spec: &super::schema::AccessLogSpec,
+    base_dir: &Path,
+) -> Option<super::model::AccessLog> {
+    use super::model::AccessLogOutput;
+    if !spec.enabled {
+        return None;
+    }
+    let output = match spec.path.as_str() {
+        "stderr" => AccessLogOutput::Stderr,
+        "stdout" => AccessLogOutput::Stdout,
+        "" => {
+            diag.error(
+                "access_log.path",
+                "expected `stderr`, `stdout` or a file path, found an empty string",
+            );
+            return None;
+        }
+        p if p.ends_with('/') => {
+            diag.error(
+                "access_log.path",
+                format!("expected a file path, found the directory `{p}`"),
+            );
+            return None;
+        }
+        p => AccessLogOutput::File(base_dir.join(p)),
+    };
+    let (line, column) = diag.locate("access_log.path");
+    Some(super::model::AccessLog {
+        format: spec.format,
+        output,
+        at: super::diag::ConfigError {
+            file: diag.file().to_owned(),
+            line,
+            column,
+            path: "access_log.path".to_owned(),
+            message: String::new(),
+        },
     })
 }
 

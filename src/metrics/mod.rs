@@ -42,6 +42,12 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     pub reloads: IntCounterVec,
     pub last_reload_success: Gauge,
+    /// `weir_config_last_reload_successful`: 1 when the last attempt applied, 0 when refused.
+    pub last_reload_successful: IntGauge,
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    /// The access log's and span export's counters (`telemetry.rs`).
+    pub telemetry: telemetry::Telemetry,
     pub rollout_state: IntGaugeVec,
     active_connections: IntGaugeVec,
     tls_errors: IntCounterVec,
@@ -156,6 +162,25 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            last_reload_successful: register(
+                &r,
+                IntGauge::new(
+                    "weir_config_last_reload_successful",
+                    "1 when the last config reload attempt applied, 0 when it was refused (the running config is older than the file).",
+                )
+                .expect("valid"),
+            ),
+            request_bytes: counter(
+                "weir_request_bytes_total",
+                "Request body bytes received from clients and sent to a backend, by route and backend (counted once, however many tries).",
+                &["route", "backend"],
+            ),
+            response_bytes: counter(
+                "weir_response_bytes_total",
+                "Response body bytes a backend's upstream sent that weir passed to clients, by route and backend.",
+                &["route", "backend"],
+            ),
+            telemetry: telemetry::Telemetry::register(&r).expect("metric names are unique and valid"),
             rollout_state: gauge(
                 "weir_rollout_state",
                 "Rollout state per route: 0 idle, 1 progressing, 2 promoted, 3 rolled_back.",
@@ -211,7 +236,10 @@ impl Metrics {
                 &["backend", "endpoint"],
             ),
             rollout: RolloutFamilies::new(&r),
-            registry: r,
+            registry: {
+                process::register(&r).expect("metric names are unique and valid");
+                r
+            },
             epoch: Instant::now(),
         }
     }
@@ -236,6 +264,8 @@ impl Metrics {
             grpc: self.grpc_responses.clone(),
             by_grpc_status: std::array::from_fn(|_| OnceLock::new()),
             weight: self.weight.with_label_values(&[route, backend]),
+            request_bytes: self.request_bytes.with_label_values(&[route, backend]),
+            response_bytes: self.response_bytes.with_label_values(&[route, backend]),
             window: Window::default(),
             epoch: self.epoch,
         }
@@ -314,6 +344,8 @@ impl Metrics {
         }
         let _ = self.weight.remove_label_values(&labels);
         let _ = self.success_ratio.remove_label_values(&labels);
+        let _ = self.request_bytes.remove_label_values(&labels);
+        let _ = self.response_bytes.remove_label_values(&labels);
     }
 
     /// Drops the per-endpoint series of an endpoint that left `upstream`.
@@ -445,6 +477,10 @@ pub struct BackendMetrics {
     /// route without gRPC exports none of the 18 series.
     by_grpc_status: [OnceLock<IntCounter>; 18],
     pub weight: IntGauge,
+    /// `weir_request_bytes_total`: the client's request body bytes sent to this backend.
+    pub request_bytes: IntCounter,
+    /// `weir_response_bytes_total`: this backend's response body bytes passed to clients.
+    pub response_bytes: IntCounter,
     pub window: Window,
     /// The window clock's start ([`Metrics::second`]).
     epoch: Instant,

@@ -10,7 +10,8 @@
 //!
 //! A generated ID is a UUID version 4 (RFC 9562): 122 random bits from the thread's generator
 //! ([`super::random`]), formatted in lower-case hex into a 36-byte stack buffer. It costs no lock,
-//! no clock read and no system call, and one allocation (the `HeaderValue`'s bytes). Version 7
+//! no clock read and no system call, and one allocation (the `HeaderValue`'s bytes, shared by
+//! its clones). Version 7
 //! would sort by time but needs a wall-clock read per request; the access log has the time
 //! already.
 
@@ -44,7 +45,13 @@ impl RequestId {
     pub fn from_uuid(bits: u128) -> RequestId {
         let mut text = [0u8; 36];
         format_uuid(bits, &mut text);
-        RequestId(HeaderValue::from_bytes(&text).expect("hex digits and hyphens are a valid value"))
+        // One allocation (the owner's box, with its reference count), and every clone after it
+        // (the upstream's header, the client's, the access record) shares it: bytes from a
+        // `Vec` would allocate again at the first clone.
+        RequestId(
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+                .expect("hex digits and hyphens are a valid value"),
+        )
     }
 
     /// The client's ID, when it is valid.

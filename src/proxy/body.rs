@@ -19,12 +19,15 @@ use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::conns::{self, Lease};
 use super::pool::{self, UpstreamPool};
-pub use super::request::{NotReplayable, Replayable, RequestBody};
+pub use super::request::{NotReplayable, Progress, Replayable, RequestBody};
 use crate::config::{GRPC_UNKNOWN, GrpcCodes};
 use crate::metrics::{
     BackendMetrics, ClientErrorKind, ClientErrors, Ended, Probe, UpstreamErrorKind,
     grpc_status_slot,
 };
+use crate::observe::access::{AccessLog, AccessRecord, ResponseFlags};
+use crate::observe::span_export::{SpanExport, SpanRecord};
+use crate::observe::trace_context::{SpanContext, TraceId};
 
 /// Streamed from an upstream, or made by weir.
 pub enum Inner {
@@ -91,24 +94,121 @@ pub struct ResponseBody {
     delivery: Option<Arc<Delivery>>,
     /// A frame went to hyper and hyper has not asked for the next one yet.
     waiting: bool,
+    /// Data bytes handed to hyper for the client, added to the backend's
+    /// `weir_response_bytes_total` once, when the response ends.
+    sent: u64,
     access: Option<Box<Access>>,
 }
 
-/// What the access line says about one request. Boxed, and built only when the `weir::access`
-/// target is enabled, so a disabled log costs nothing.
+/// What the access line says about one request. Boxed, and built only when the config's
+/// `access_log` is on or the `weir::access` target is enabled, so a disabled log costs nothing.
+/// Every field is a clone of what the request holds (`Arc`s, `Bytes`-backed values).
 pub struct Access {
-    pub route: Arc<str>,
-    pub backend: Arc<str>,
+    /// The config's access log; `None`: the `weir::access` line of `RUST_LOG`.
+    pub log: Option<Arc<AccessLog>>,
+    pub route: Option<Arc<str>>,
+    pub backend: Option<Arc<str>>,
     pub listener: Arc<str>,
     pub client: SocketAddr,
+    pub protocol: http::Version,
     pub method: http::Method,
+    pub authority: Option<http::HeaderValue>,
     pub path: http::uri::PathAndQuery,
+    pub user_agent: Option<http::HeaderValue>,
+    pub request_id: crate::observe::request_id::RequestId,
+    pub endpoint: Option<http::uri::Authority>,
     pub status: u16,
+    pub grpc_status: Option<u16>,
+    pub flags: ResponseFlags,
+    pub retries: u32,
+    /// From sending the last try to the upstream's response head.
+    pub upstream: Option<Duration>,
     pub started: Instant,
+    /// Request body bytes: a replayed body's length, plus what a streamed body's `Progress`
+    /// counted.
+    pub bytes_received: u64,
+    pub progress: Option<Arc<Progress>>,
+    /// Response body bytes sent to the client.
     pub bytes: u64,
     /// `success`, `failure`, the client's error kind when the client ended it, or `unjudged`
     /// (the client's own fault before any response).
     pub outcome: &'static str,
+    /// weir's span and where it goes, when it is sampled and exported.
+    pub span: Option<(SpanContext, Arc<SpanExport>)>,
+    /// The request's trace, when tracing is on.
+    pub trace_id: Option<TraceId>,
+}
+
+impl Access {
+    fn write(self: Box<Access>) {
+        let a = *self;
+        let bytes_received = a.bytes_received + a.progress.as_ref().map_or(0, |p| p.received());
+        let duration = a.started.elapsed();
+        if let Some((context, export)) = &a.span {
+            export.record(SpanRecord {
+                context: *context,
+                started: a.started,
+                duration,
+                method: a.method.clone(),
+                path: a.path.clone(),
+                authority: a.authority.clone(),
+                protocol: a.protocol,
+                client: a.client,
+                request_id: Some(a.request_id.clone()),
+                route: a.route.clone(),
+                backend: a.backend.clone(),
+                endpoint: a.endpoint.clone(),
+                status: a.status,
+                grpc_status: a.grpc_status,
+                flags: a.flags,
+                retries: a.retries,
+            });
+        }
+        match a.log {
+            Some(log) => log.log(AccessRecord {
+                started: a.started,
+                listener: a.listener,
+                client: a.client,
+                protocol: a.protocol,
+                method: a.method,
+                authority: a.authority,
+                path: a.path,
+                user_agent: a.user_agent,
+                request_id: Some(a.request_id),
+                trace_id: a.trace_id,
+                route: a.route,
+                backend: a.backend,
+                endpoint: a.endpoint,
+                status: a.status,
+                grpc_status: a.grpc_status,
+                flags: a.flags,
+                retries: a.retries,
+                upstream: a.upstream,
+                duration,
+                bytes_received,
+                bytes_sent: a.bytes,
+            }),
+            None => {
+                let (Some(route), Some(backend)) = (&a.route, &a.backend) else {
+                    return;
+                };
+                tracing::info!(
+                    target: "weir::access",
+                    request_id = a.request_id.as_str(),
+                    route = &**route,
+                    backend = &**backend,
+                    status = a.status,
+                    outcome = a.outcome,
+                    duration_ms = a.started.elapsed().as_secs_f64() * 1e3,
+                    bytes = a.bytes,
+                    method = a.method.as_str(),
+                    path = a.path.as_str(),
+                    client = %a.client,
+                    listener = &*a.listener,
+                );
+            }
+        }
+    }
 }
 
 /// What a response's end records against the backend that was chosen, resolved before the head
@@ -253,6 +353,7 @@ impl ResponseBody {
             record: None,
             delivery: None,
             waiting: false,
+            sent: 0,
             access,
         }
     }
@@ -276,9 +377,27 @@ impl ResponseBody {
 
     fn finish(&mut self, end: End) {
         if let Some(record) = self.record.take() {
+            if self.sent != 0 {
+                record.metrics.response_bytes.inc_by(self.sent);
+            }
+            let grpc_status = record.grpc.and(record.grpc_status);
             let outcome = record.finish(end);
             if let Some(access) = &mut self.access {
                 access.outcome = outcome;
+                access.grpc_status = grpc_status.filter(|c| *c != 255).map(u16::from);
+                access.flags.insert(match end {
+                    End::Clean => ResponseFlags::NONE,
+                    End::Upstream(UpstreamErrorKind::Timeout) => ResponseFlags::UPSTREAM_TIMEOUT,
+                    End::Upstream(UpstreamErrorKind::Protocol) => {
+                        ResponseFlags::UPSTREAM_PROTOCOL_ERROR
+                    }
+                    End::Upstream(UpstreamErrorKind::Connect | UpstreamErrorKind::Tls) => {
+                        ResponseFlags::UPSTREAM_CONNECT_FAILURE
+                    }
+                    End::Upstream(UpstreamErrorKind::Reset) => ResponseFlags::UPSTREAM_RESET,
+                    End::Client(ClientErrorKind::Timeout) => ResponseFlags::CLIENT_STALLED,
+                    End::Client(_) => ResponseFlags::CLIENT_CLOSED,
+                });
             }
         }
     }
@@ -306,10 +425,11 @@ impl Body for ResponseBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(access) = &mut this.access
-                    && let Some(data) = frame.data_ref()
-                {
-                    access.bytes += data.len() as u64;
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                    if let Some(access) = &mut this.access {
+                        access.bytes += data.len() as u64;
+                    }
                 }
                 if let (Some(record), Some(trailers)) = (&mut this.record, frame.trailers_ref()) {
                     record.read_trailers(trailers);
@@ -366,19 +486,7 @@ impl Drop for ResponseBody {
             }
         }
         if let Some(a) = self.access.take() {
-            tracing::info!(
-                target: "weir::access",
-                route = &*a.route,
-                backend = &*a.backend,
-                status = a.status,
-                outcome = a.outcome,
-                duration_ms = a.started.elapsed().as_secs_f64() * 1e3,
-                bytes = a.bytes,
-                method = a.method.as_str(),
-                path = a.path.as_str(),
-                client = %a.client,
-                listener = &*a.listener,
-            );
+            a.write();
         }
     }
 }

@@ -20,6 +20,8 @@ use super::head::Refusal;
 use super::pool::UpstreamPool;
 use super::request::{ClientFault, Progress};
 use crate::metrics::UpstreamErrorKind;
+use crate::observe::access::ResponseFlags;
+use crate::observe::request_id::{self, RequestId};
 
 use super::body::Inner as ProxyBody;
 
@@ -69,7 +71,7 @@ pub enum ProxyError {
         upstream: Arc<str>,
         source: BoxError,
     },
-    #[error("upstream `{upstream}` did not answer within the route timeout of {timeout:?}")]
+    #[error("upstream `{upstream}` did not answer within the route timeout of {}", crate::observe::human::duration(*timeout))]
     Timeout {
         upstream: Arc<str>,
         timeout: Duration,
@@ -108,6 +110,27 @@ impl ProxyError {
             | ProxyError::Protocol { .. }
             | ProxyError::BadUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The access log's response flag: why weir answered itself (docs/OPERATIONS.md).
+    pub fn flags(&self) -> ResponseFlags {
+        match self {
+            ProxyError::NoRoute => ResponseFlags::NO_ROUTE,
+            ProxyError::NoHealthyEndpoint { .. } => ResponseFlags::NO_HEALTHY_ENDPOINT,
+            ProxyError::Connect { .. } | ProxyError::Tls { .. } => {
+                ResponseFlags::UPSTREAM_CONNECT_FAILURE
+            }
+            ProxyError::Timeout { .. } => ResponseFlags::UPSTREAM_TIMEOUT,
+            ProxyError::Reset { .. } => ResponseFlags::UPSTREAM_RESET,
+            ProxyError::Protocol { .. } | ProxyError::BadUpgrade { .. } => {
+                ResponseFlags::UPSTREAM_PROTOCOL_ERROR
+            }
+            ProxyError::BadRequest | ProxyError::Refused(_) | ProxyError::ClientBody(_) => {
+                ResponseFlags::CLIENT_PROTOCOL_ERROR
+            }
+            ProxyError::ClientGone(_) => ResponseFlags::CLIENT_CLOSED,
+            ProxyError::ClientTimeout => ResponseFlags::CLIENT_STALLED,
         }
     }
 
@@ -171,8 +194,11 @@ pub fn grpc_timeout<B>(req: &Request<B>) -> Option<Duration> {
 }
 
 /// The one place where weir makes a response of its own. gRPC callers get what gRPC clients
-/// understand: HTTP 200 with `grpc-status` and `grpc-message` in a trailers-only response.
-pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
+/// understand: HTTP 200 with `grpc-status` and `grpc-message` in a trailers-only response. The
+/// request's ID goes back in `x-request-id` and in the text (the body, or the `grpc-message`), so
+/// a user who pastes the error hands over what finds it in the access log and the upstream's
+/// logs. Failure path only: the text is formatted here.
+pub fn error_response(err: &ProxyError, grpc: bool, id: &RequestId) -> Response<ProxyBody> {
     if grpc {
         let (code, message) = match err {
             ProxyError::NoRoute => ("12", "weir: no route matches this request"),
@@ -198,7 +224,8 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
             HeaderValue::from_static("application/grpc"),
         );
         h.insert("grpc-status", HeaderValue::from_static(code));
-        h.insert("grpc-message", HeaderValue::from_static(message));
+        h.insert("grpc-message", grpc_message(message, id));
+        h.insert(&request_id::HEADER, id.header_value().clone());
         return response;
     }
     let body: &'static str = match err {
@@ -216,15 +243,34 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
         ProxyError::Protocol { .. } => "weir: the upstream's answer was malformed\n",
         ProxyError::Timeout { .. } => "weir: the upstream did not answer in time\n",
     };
-    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))));
+    let text = format!("{} (request ID {id})\n", body.trim_end());
+    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from(text))));
     *response.status_mut() = err.status();
-    response.headers_mut().insert(
+    let h = response.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    h.insert(&request_id::HEADER, id.header_value().clone());
     response
+}
+
+/// `grpc-message`: `message (request ID ID)`, percent-encoded as gRPC asks (every byte outside
+/// printable ASCII, and `%` itself; a valid ID may hold `%`).
+fn grpc_message(message: &str, id: &RequestId) -> HeaderValue {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(message.len() + id.as_str().len() + 16);
+    text.push_str(message);
+    text.push_str(" (request ID ");
+    for b in id.as_str().bytes() {
+        if b == b'%' || !(0x20..=0x7e).contains(&b) {
+            let _ = write!(text, "%{b:02X}");
+        } else {
+            text.push(char::from(b));
+        }
+    }
+    text.push(')');
+    HeaderValue::from_str(&text).expect("printable ASCII after encoding")
 }
 
 /// Sends `req` to endpoint `endpoint` of `pool` and returns the upstream's response head; the

@@ -182,7 +182,7 @@ impl Body for Tracked {
 /// Serves one request of `conn`, counted in flight until its response body is dropped.
 async fn serve_request(
     conn: Arc<Connection>,
-    req: http::Request<hyper::body::Incoming>,
+    mut req: http::Request<hyper::body::Incoming>,
 ) -> Response<Tracked> {
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let mut in_flight = InFlight::new(conn.clone());
@@ -193,8 +193,10 @@ async fn serve_request(
         conn.info
             .client_errors
             .count(crate::metrics::ClientErrorKind::Framing);
-        tracing::debug!(client = %conn.info.client, error = %e, "request refused");
-        let mut r = super::forward::error_response(&e, false).map(|b| ResponseBody::new(b, None));
+        let id = crate::observe::request_id::ensure(req.headers_mut());
+        tracing::debug!(client = %conn.info.client, request_id = %id, error = %e, "request refused");
+        let mut r =
+            super::forward::error_response(&e, false, &id).map(|b| ResponseBody::new(b, None));
         r.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
@@ -334,7 +336,7 @@ async fn serve_http<I>(
             }
             _ = stall_check.tick() => {
                 if conn.info.delivery.stalled(&mut stall) {
-                    tracing::debug!(client = %peer, timeout = ?limits.write_stall_timeout, "closing a connection whose client stopped reading");
+                    tracing::debug!(client = %peer, timeout = %crate::observe::human::duration(limits.write_stall_timeout), "closing a connection whose client stopped reading");
                     break;
                 }
             }

@@ -9,12 +9,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use prometheus::IntCounter;
 
 /// The request body weir sends upstream: the client's stream, passed through as it arrives, or a
 /// copy of a small body read in full, which can be sent again (retries) or twice (mirroring).
@@ -49,11 +50,13 @@ pub struct Streaming {
     yielded: u8,
     /// What came after gathered data, given on the next poll: trailers, or the end (`None`).
     after: Option<Option<Frame<Bytes>>>,
+    /// The backend's `weir_request_bytes_total`, counted as the client's bytes arrive.
+    received: Option<IntCounter>,
 }
 
 /// How far a client got with its request body, as the body saw it.
 #[derive(Debug, Default)]
-pub struct Progress(AtomicU8);
+pub struct Progress(AtomicU8, AtomicU64);
 
 const ENDED: u8 = 1;
 const WAITING: u8 = 2;
@@ -91,6 +94,11 @@ impl Progress {
         }
     }
 
+    /// Data bytes the client sent so far.
+    pub fn received(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
+    }
+
     fn set(&self, flags: u8) {
         self.0.fetch_or(flags, Ordering::Relaxed);
     }
@@ -105,8 +113,9 @@ impl Progress {
 }
 
 impl RequestBody {
-    /// The client's body, to stream; tracked unless it is empty.
-    pub fn streaming(body: Incoming) -> RequestBody {
+    /// The client's body, to stream; tracked unless it is empty. Its data bytes are counted in
+    /// `received` (a pre-resolved handle) as they arrive.
+    pub fn streaming(body: Incoming, received: Option<IntCounter>) -> RequestBody {
         let progress = (!body.is_end_stream()).then(Arc::default);
         RequestBody::Streaming(Streaming {
             body,
@@ -115,6 +124,7 @@ impl RequestBody {
             gathered: BytesMut::new(),
             yielded: 0,
             after: None,
+            received,
         })
     }
 
@@ -186,6 +196,15 @@ impl Replayable {
         })
     }
 
+    /// The body's data bytes.
+    pub fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     pub fn body(&self) -> RequestBody {
         RequestBody::Replay {
             data: (!self.data.is_empty()).then(|| self.data.clone()),
@@ -211,6 +230,12 @@ impl Streaming {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         self.yielded = 0;
+                        if let Some(c) = &self.received {
+                            c.inc_by(data.len() as u64);
+                        }
+                        if let Some(p) = &self.progress {
+                            p.1.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
                         let end = self.body.is_end_stream();
                         if end {
                             self.ended();

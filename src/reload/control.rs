@@ -23,14 +23,18 @@ use super::history::{
 };
 use super::read::{Attempt, Candidate, ReadResult, Refused, attempt_of};
 use super::revision::Revision;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::{Metrics, Probe};
+use crate::observe::access::{self, AccessLog};
+use crate::observe::human;
+use crate::observe::span_export::{OtlpSettings, Protocol, SpanCounters, SpanExport};
+use crate::observe::trace_context::Sampler;
 use crate::rollout::compare::Counts;
 use crate::rollout::webhook::Hooks;
 use crate::rollout::{
     Action, Decisions, Measure, Now, Phase, Reading, Refusal, Rollouts, StateFile, Status,
 };
-use crate::snapshot::{Snapshot, Steering};
+use crate::snapshot::{Snapshot, Steering, Tracer};
 
 /// What the control task is asked to do.
 pub(super) enum Command {
@@ -162,11 +166,21 @@ impl Control {
         let steering = steering(&rollouts, &mut probes, &wake);
         let m = metrics.clone();
         let c = config.clone();
-        let snapshot = blocking(move || Snapshot::build(c, None, &m, &steering)).await;
+        let access_log =
+            open_access_log(&config, None, metrics.telemetry.access_log.clone()).await?;
+        let tracer = tracer(&config, None, &metrics.telemetry.spans);
+        let snapshot = blocking(move || {
+            let mut s = Snapshot::build(c, None, &m, &steering);
+            s.access_log = access_log;
+            s.tracer = tracer;
+            s
+        })
+        .await;
         metrics.reloads.with_label_values(&["success"]).inc();
         metrics
             .last_reload_success
             .set(unix_seconds(record.revision.loaded_at));
+        metrics.last_reload_successful.set(1);
         let shared = Shared {
             snapshots: Arc::new(ArcSwap::from_pointee(snapshot)),
             history: Arc::new(History::new(record)),
@@ -298,13 +312,23 @@ impl Control {
             self.refuse(Some(&candidate.revision), attempt, &errors);
             return Err(errors);
         }
-        self.apply(candidate).await;
+        let running = self.snapshots.load().access_log.clone();
+        let counters = self.metrics.telemetry.access_log.clone();
+        let access_log = match open_access_log(&candidate.config, running, counters).await {
+            Ok(a) => a,
+            Err(errors) => {
+                let attempt = attempt_of_refused(Some(&candidate.revision), &errors);
+                self.refuse(Some(&candidate.revision), attempt, &errors);
+                return Err(errors);
+            }
+        };
+        self.apply(candidate, access_log).await;
         Ok(true)
     }
 
     /// Swaps `candidate` in. Listener and admin addresses are bound once at start: a change of
     /// them is reported in the warnings and the old addresses stay; the rest applies.
-    async fn apply(&mut self, candidate: Candidate) {
+    async fn apply(&mut self, candidate: Candidate, access_log: Option<Arc<AccessLog>>) {
         let Candidate {
             mut config,
             revision,
@@ -315,14 +339,20 @@ impl Control {
             tracing::warn!("{w}");
         }
         let weights = weight_changes(Some(&previous.config), &config);
+        let changed = human::changes(&config_shape(&previous.config), &config_shape(&config));
         self.state_file = config.rollout_state.clone();
         let decisions = self.rollouts.sync(&config, now());
-        self.build(Arc::new(config)).await;
+        self.build(Arc::new(config), access_log).await;
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics
             .last_reload_success
             .set(unix_seconds(revision.loaded_at));
-        tracing::info!(sha256 = %revision.sha256, changes = weights.len(), "config applied");
+        self.metrics.last_reload_successful.set(1);
+        tracing::info!(
+            sha256 = %revision.sha256,
+            changes = %human::summary(&changed, 20),
+            "config applied"
+        );
         {
             let limit = self.snapshots.load().config.spec.admin.history;
             let mut record = self.history.record();
@@ -339,6 +369,7 @@ impl Control {
 
     fn refuse(&mut self, revision: Option<&Revision>, attempt: Attempt, errors: &ConfigErrors) {
         self.metrics.reloads.with_label_values(&["failure"]).inc();
+        self.metrics.last_reload_successful.set(0);
         tracing::error!(errors = %errors, "config refused; the running config stays");
         let limit = self.snapshots.load().config.spec.admin.history;
         let mut record = self.history.record();
@@ -406,8 +437,9 @@ impl Control {
             }
         }
         if d.steer {
-            let config = self.snapshots.load().config.clone();
-            self.build(config).await;
+            let running = self.snapshots.load_full();
+            self.build(running.config.clone(), running.access_log.clone())
+                .await;
         }
         self.publish();
         if !d.events.is_empty() {
@@ -449,12 +481,25 @@ impl Control {
     }
 
     /// Builds and stores the snapshot of `config` with the rollouts' weights and probes.
-    async fn build(&mut self, config: Arc<Config>) {
+    /// Builds and stores the snapshot of `config`, with `access_log` (opened by
+    /// [`open_access_log`] when the config was checked, or the running one for a rollout's
+    /// new weights).
+    async fn build(&mut self, config: Arc<Config>, access_log: Option<Arc<AccessLog>>) {
         let steering = steering(&self.rollouts, &mut self.probes, &self.wake);
         let previous = self.snapshots.load_full();
         let metrics = self.metrics.clone();
-        let snapshot =
-            blocking(move || Snapshot::build(config, Some(&previous), &metrics, &steering)).await;
+        let tracer = tracer(
+            &config,
+            previous.tracer.as_ref(),
+            &self.metrics.telemetry.spans,
+        );
+        let snapshot = blocking(move || {
+            let mut s = Snapshot::build(config, Some(&previous), &metrics, &steering);
+            s.access_log = access_log;
+            s.tracer = tracer;
+            s
+        })
+        .await;
         self.snapshots.store(Arc::new(snapshot));
     }
 
@@ -635,4 +680,94 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The tracer of `config`'s `tracing` section: its sampler, and the span exporter (the running
+/// one while `tracing.otlp` is unchanged, else a new one; the old one sends what it holds, then
+/// ends).
+fn tracer(config: &Config, running: Option<&Tracer>, counters: &SpanCounters) -> Option<Tracer> {
+    use crate::config::OtlpProtocol;
+    let t = config.tracing.as_ref()?;
+    let export = t.otlp.as_ref().and_then(|o| {
+        let settings = OtlpSettings {
+            endpoint: o.endpoint.clone(),
+            protocol: match o.protocol {
+                OtlpProtocol::Grpc => Protocol::Grpc,
+                OtlpProtocol::HttpProtobuf => Protocol::HttpProtobuf,
+            },
+            timeout: o.timeout,
+            headers: o.headers.clone(),
+            service_name: o.service_name.clone(),
+        };
+        let running = running.and_then(|r| r.export.as_ref());
+        // Validation checked the endpoint, the one thing `start` refuses.
+        SpanExport::keep_or_start(running, &settings, counters)
+            .inspect_err(|e| tracing::error!(error = %e, "spans will not be exported"))
+            .ok()
+    });
+    Some(Tracer {
+        sampler: Sampler::new(t.sampling),
+        export,
+    })
+}
+
+/// Opens the access log `config` asks for, or keeps `running` when the settings are the same;
+/// on a blocking thread (it opens a file and starts the writer's thread). A file that cannot be
+/// opened refuses the config, located at `access_log.path`.
+async fn open_access_log(
+    config: &Config,
+    running: Option<Arc<AccessLog>>,
+    counters: access::AccessLogCounters,
+) -> Result<Option<Arc<AccessLog>>, ConfigErrors> {
+    use crate::config::{AccessLogFormat, AccessLogOutput};
+    let Some(spec) = config.access_log.clone() else {
+        return Ok(None);
+    };
+    let settings = access::AccessLogSettings {
+        format: match spec.format {
+            AccessLogFormat::Json => access::Format::Json,
+            AccessLogFormat::Text => access::Format::Text,
+        },
+        output: match spec.output {
+            AccessLogOutput::Stderr => access::Output::Stderr,
+            AccessLogOutput::Stdout => access::Output::Stdout,
+            AccessLogOutput::File(p) => access::Output::File(p),
+        },
+    };
+    blocking(move || AccessLog::keep_or_start(running.as_ref(), &settings, &counters))
+        .await
+        .map(Some)
+        .map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                message: e.to_string(),
+                ..spec.at
+            }])
+        })
+}
+
+/// What a change summary speaks of in `config`: each route's backends and their weights as the
+/// file sets them, each upstream's endpoints.
+fn config_shape(config: &Config) -> human::ConfigShape {
+    human::ConfigShape {
+        routes: config
+            .routes
+            .iter()
+            .map(|r| human::RouteShape {
+                name: r.name.to_string(),
+                backends: r
+                    .backends
+                    .iter()
+                    .map(|b| (config.upstreams[b.upstream].name.to_string(), b.weight))
+                    .collect(),
+            })
+            .collect(),
+        upstreams: config
+            .upstreams
+            .iter()
+            .map(|u| human::UpstreamShape {
+                name: u.name.to_string(),
+                endpoints: u.endpoints.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+    }
 }

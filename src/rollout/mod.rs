@@ -369,7 +369,13 @@ impl Rollouts {
                     };
                     follow_comparison(&mut run, now.at);
                     if resumed {
-                        tracing::info!(route = &*r.name, canary = &*canary, phase = ?progress.phase, step = progress.step, "rollout resumed from the state file");
+                        tracing::info!(
+                            route = &*r.name,
+                            canary = &*canary,
+                            phase = progress.phase.name(),
+                            step = progress.step,
+                            "rollout resumed from the state file"
+                        );
                     } else {
                         let reason = match old {
                             Some(_) => "the canary's endpoints changed",
@@ -515,11 +521,20 @@ impl Rollouts {
             && now.at.saturating_duration_since(run.progressed_at) >= deadline
         {
             next = Next::RollBack(format!(
-                "progress deadline: no progress for {deadline:?} (last check: {why})"
+                "progress deadline: no progress for {} (last check: {why})",
+                crate::observe::human::duration(deadline)
             ));
             d.deadlines.push(route.clone());
         }
-        tracing::info!(route = &**route, requests = m.requests, failures = m.failures, p99 = ?m.p99, ?verdict, "rollout check");
+        tracing::info!(
+            route = &**route,
+            verdict = verdict.result(),
+            reason = verdict.reason(),
+            requests = m.requests,
+            failures = m.failures,
+            p99 = %crate::observe::human::MaybeDuration(m.p99),
+            "rollout check"
+        );
         run.last_check = Some(LastCheck {
             at: now.wall,
             measurement: m,
@@ -692,7 +707,13 @@ impl Rollouts {
                 // refuses `compare` with `source.prometheus`).
                 comparing: None,
             };
-            tracing::info!(route = &**route, canary = &*run.canary, phase = ?followed.phase, step = followed.step, "rollout follows the fleet's status");
+            tracing::info!(
+                route = &**route,
+                canary = &*run.canary,
+                phase = followed.phase.name(),
+                step = followed.step,
+                "rollout follows the fleet's status"
+            );
             return run;
         };
         run.rollout = ro.clone();

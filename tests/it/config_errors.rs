@@ -96,7 +96,7 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &(GOOD.to_owned() + "extra: 1\n"),
             &[
-                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`, `fleet`",
+                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`, `fleet`, `access_log`, `tracing`",
             ],
         ),
         (
@@ -368,6 +368,69 @@ fn hostile_nesting_is_refused_with_its_location_before_any_recursive_parse() {
         &flow,
         &["t.yaml:14:72: the YAML nests deeper than 64 levels; weir refuses it unread"],
     );
+}
+
+#[test]
+fn a_bad_access_log_section_is_refused_where_it_is_written() {
+    check(
+        &(GOOD.to_owned() + "access_log:\n  format: xml\n"),
+        &["t.yaml:15:3: access_log.format: unknown variant `xml`, expected `json` or `text`"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  path: \"\"\n"),
+        &[
+            "t.yaml:15:3: access_log.path: expected `stderr`, `stdout` or a file path, found an empty string",
+        ],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  path: logs/\n"),
+        &["t.yaml:15:3: access_log.path: expected a file path, found the directory `logs/`"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  enabled: maybe\n"),
+        &["t.yaml:15:3: access_log.enabled: invalid type: string \"maybe\", expected a boolean"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  fromat: json\n"),
+        &[
+            "t.yaml:15:3: access_log.fromat: unknown field `fromat`, expected one of `enabled`, `format`, `path`",
+        ],
+    );
+    for good in [
+        "access_log: {}\n",
+        "access_log: { enabled: false, path: \"\" }\n",
+        "access_log: { format: text, path: stdout }\n",
+        "access_log: { path: /var/log/weir/access.log }\n",
+    ] {
+        check(&(GOOD.to_owned() + good), &[]);
+    }
+}
+
+#[test]
+fn a_bad_tracing_section_is_refused_where_it_is_written() {
+    check(
+        &(GOOD.to_owned() + "tracing:\n  sampling: 1.5\n"),
+        &["t.yaml:15:3: tracing.sampling: expected a share from 0 to 1, found 1.5"],
+    );
+    check(
+        &(GOOD.to_owned() + "tracing:\n  otlp:\n    endpoint: collector:4317\n"),
+        &[
+            "t.yaml:16:5: tracing.otlp.endpoint: expected an http:// or https:// address with a host, found `collector:4317`",
+        ],
+    );
+    check(
+        &(GOOD.to_owned() + "tracing:\n  otlp:\n    endpoint: http://c:4318\n    protocol: http\n"),
+        &[
+            "t.yaml:17:5: tracing.otlp.protocol: unknown variant `http`, expected `grpc` or `http/protobuf`",
+        ],
+    );
+    for good in [
+        "tracing: {}\n",
+        "tracing: { sampling: 0.1, otlp: { endpoint: \"http://otel:4317\" } }\n",
+        "tracing: { otlp: { endpoint: \"https://otel:4318\", protocol: http/protobuf, timeout: 5s, headers: { x-api-key: k } } }\n",
+    ] {
+        check(&(GOOD.to_owned() + good), &[]);
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! One integration test binary (see matklad, "Delete Cargo Integration Tests").
 
+mod access_log;
 mod admin;
 mod admin_access;
 mod check_cmd;
@@ -18,10 +19,12 @@ mod limits;
 mod live_page;
 mod mirror;
 mod observe;
+mod ops_metrics;
 mod outcome;
 mod picking;
 mod policies;
 mod reload;
+mod request_ids;
 mod resilience;
 mod rollout;
 mod routing;

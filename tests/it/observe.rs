@@ -382,3 +382,134 @@ fn build_info_process_and_telemetry_metrics_pass_promtool_check_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// === through weir ===
+
+/// What the upstream (support's `/headers`) was told: `traceparent`, as text.
+fn upstream_traceparent(answer: &crate::support::Answer) -> String {
+    answer
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .unwrap_or_else(|| panic!("the upstream got a traceparent: {}", answer.text()))
+        .to_owned()
+}
+
+fn hex_text(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn weir_continues_or_starts_a_trace_and_exports_its_span_with_the_route_and_backend() {
+    use crate::support::*;
+    let (collector, mut rx) = grpc_collector(None).await;
+    let up = upstream("app").await;
+    let yaml = config(
+        &[("app", &[up.address])],
+        "  - name: app\n    backends: [{ upstream: app, weight: 1 }]\n",
+    ) + &format!(
+        "tracing:\n  sampling: 1.0\n  otlp:\n    endpoint: http://{collector}\n    service_name: weir-test\n"
+    );
+    let w = weir(&yaml).await;
+
+    // A caller's sampled trace: weir's span is the caller's child and the upstream's parent.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    for client in [http1_client(), h2c_client()] {
+        let req = http::Request::get(format!("http://{}/headers", w.address))
+            .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+            .header("tracestate", "vendor=abc")
+            .header("x-request-id", "trace-req-1")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let a = send(&client, req).await;
+        let sent = upstream_traceparent(&a);
+        let parts: Vec<&str> = sent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{sent}");
+        assert_eq!((parts[0], parts[1], parts[3]), ("00", caller_trace, "01"));
+        assert_ne!(parts[2], caller_span, "weir's own span is the parent");
+        assert!(a.text().contains("tracestate: vendor=abc"), "{}", a.text());
+
+        let (_, got) = spans(&mut rx, 1).await;
+        let span = &got[0];
+        assert_eq!(hex_text(&span.trace_id), caller_trace);
+        assert_eq!(hex_text(&span.parent_span_id), caller_span);
+        assert_eq!(hex_text(&span.span_id), parts[2]);
+        assert_eq!(span.name, "GET app");
+        assert_eq!(attr(span, "weir.route"), text("app"));
+        assert_eq!(attr(span, "weir.backend"), text("app"));
+        assert_eq!(attr(span, "weir.endpoint"), text(&up.address.to_string()));
+        assert_eq!(attr(span, "weir.request_id"), text("trace-req-1"));
+        assert_eq!(attr(span, "weir.retries"), Some(Value::IntValue(0)));
+        assert_eq!(
+            attr(span, "http.response.status_code"),
+            Some(Value::IntValue(200))
+        );
+    }
+
+    // No traceparent: weir starts a sampled trace (sampling 1.0), with no parent.
+    let a = get(&http1_client(), w.address, "/headers").await;
+    let sent = upstream_traceparent(&a);
+    let parts: Vec<&str> = sent.split('-').collect();
+    let (_, got) = spans(&mut rx, 1).await;
+    let span = &got[0];
+    assert_eq!(hex_text(&span.trace_id), parts[1]);
+    assert_eq!(hex_text(&span.span_id), parts[2]);
+    assert!(span.parent_span_id.is_empty(), "a root span");
+    assert_eq!(parts[3], "03", "sampled, with a random trace ID");
+}
+
+#[tokio::test]
+async fn without_a_tracing_section_traceparent_passes_untouched() {
+    use crate::support::*;
+    let up = upstream("app").await;
+    let w = weir(&config(
+        &[("app", &[up.address])],
+        "  - name: app\n    backends: [{ upstream: app, weight: 1 }]\n",
+    ))
+    .await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let req = http::Request::get(format!("http://{}/headers", w.address))
+        .header("traceparent", incoming)
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let a = send(&http1_client(), req).await;
+    assert_eq!(upstream_traceparent(&a), incoming);
+    let a = get(&http1_client(), w.address, "/headers").await;
+    assert!(!a.text().contains("traceparent"), "{}", a.text());
+}
+
+#[tokio::test]
+async fn an_unsampled_trace_is_propagated_and_not_exported() {
+    use crate::support::*;
+    let (collector, mut rx) = grpc_collector(None).await;
+    let up = upstream("app").await;
+    let yaml = config(
+        &[("app", &[up.address])],
+        "  - name: app\n    backends: [{ upstream: app, weight: 1 }]\n",
+    ) + &format!(
+        "tracing:\n  sampling: 0.0\n  otlp:\n    endpoint: http://{collector}\n    service_name: weir-test\n"
+    );
+    let w = weir(&yaml).await;
+    let a = get(&http1_client(), w.address, "/headers").await;
+    let sent = upstream_traceparent(&a);
+    assert!(
+        sent.ends_with("-02"),
+        "not sampled, random trace ID: {sent}"
+    );
+    // A sampled caller's trace still is.
+    let req = http::Request::get(format!("http://{}/headers", w.address))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    send(&http1_client(), req).await;
+    let (_, got) = spans(&mut rx, 1).await;
+    assert_eq!(got.len(), 1, "only the sampled trace's span");
+    assert_eq!(
+        hex_text(&got[0].trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+}

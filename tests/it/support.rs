@@ -368,6 +368,7 @@ pub fn h2c_client() -> TestClient {
 pub struct Answer {
     pub status: StatusCode,
     pub version: http::Version,
+    pub headers: HeaderMap,
     pub body: Bytes,
     pub trailers: Option<HeaderMap>,
 }
@@ -389,6 +390,7 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Answer {
     Answer {
         status: parts.status,
         version: parts.version,
+        headers: parts.headers,
         body: collected.to_bytes(),
         trailers,
     }

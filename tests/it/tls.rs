@@ -481,9 +481,10 @@ async fn an_untrusted_upstream_certificate_is_a_502_counted_as_tls_not_connect()
     let w = weir(&yaml).await;
     let a = get(&http1_client(), w.address, "/").await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    let id = a.headers["x-request-id"].to_str().unwrap();
     assert_eq!(
         a.text(),
-        "weir: the TLS handshake with the upstream failed\n"
+        format!("weir: the TLS handshake with the upstream failed (request ID {id})\n")
     );
     for (kind, want) in [("tls", 1.0), ("connect", 0.0)] {
         let labels = [("backend", "secure"), ("kind", kind)];

@@ -349,7 +349,17 @@ impl Controller {
                 }
                 Err(NotApplied::Nothing(check)) => {
                     if let Some(result) = check {
-                        tracing::info!(route, result, ?change, "rollout check");
+                        match &change {
+                            Change::Judge { measurement: m, .. } => tracing::info!(
+                                route,
+                                verdict = result,
+                                requests = m.requests,
+                                failures = m.failures,
+                                p99 = %crate::observe::human::MaybeDuration(m.p99),
+                                "rollout check"
+                            ),
+                            _ => tracing::info!(route, verdict = result, "rollout check"),
+                        }
                     }
                     return Ok(None);
                 }

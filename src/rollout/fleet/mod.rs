@@ -351,7 +351,10 @@ pub fn apply(
         }
         Change::Deadline { .. } => {
             let deadline = plan.progress_deadline.unwrap_or_default();
-            let reason = format!("progress deadline: no decision for {deadline:?}");
+            let reason = format!(
+                "progress deadline: no decision for {}",
+                crate::observe::human::duration(deadline)
+            );
             progress.apply(plan, Next::RollBack(reason.clone()));
             ("rolled_back", reason)
         }
