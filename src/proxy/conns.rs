@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::request::{Progress, RequestBody};
+use super::retry;
 use crate::metrics::UpstreamErrorKind;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -142,6 +143,14 @@ impl Http1Pool {
     /// Sends `req` (origin-form URI, `Host` set) to `endpoint` (at `authority`) on an idle
     /// connection, or a new one. A pooled connection that turns out closed before the request
     /// went out is replaced by a new one, transparently: the request was not sent.
+    ///
+    /// An upstream may also close an idle connection while the request is on its way (it
+    /// answered the last one without `Connection: close` and closed anyway, or its keep-alive
+    /// timeout fired): the request then meets the end of the connection and no answer. An
+    /// idempotent request without a body is sent once more on a new connection, as Go's HTTP
+    /// transport does on a reused connection; any other request fails as a reset (the route's
+    /// `retries` decide about it). Such a resend takes nothing from the retry budget: the
+    /// upstream never answered the first copy.
     pub async fn send(
         &self,
         endpoint: usize,
@@ -150,15 +159,23 @@ impl Http1Pool {
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let home = &self.idle[endpoint];
         let progress = req.body().progress();
+        let resendable =
+            retry::idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
         while let Some(mut sender) = home.pop() {
             if sender.is_closed() || sender.ready().await.is_err() {
                 continue;
             }
+            let again = resendable.then(|| copy_bodiless(&req));
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok((response, self.lease(sender, endpoint, progress))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(SendError::after_connect(e.into_error().into())),
+                Err(mut e) => match (e.take_message(), again) {
+                    (Some(unsent), _) => req = unsent,
+                    (None, Some(again)) if closed_unanswered(e.error()) => {
+                        tracing::debug!(endpoint = %authority, error = %e.error(), "pooled connection closed under the request; sending it on a new one");
+                        req = again;
+                        break;
+                    }
+                    (None, _) => return Err(SendError::after_connect(e.into_error().into())),
                 },
             }
         }
@@ -208,6 +225,37 @@ impl Http1Pool {
         });
         Ok(sender)
     }
+}
+
+/// A copy of a request without a body, to send again.
+fn copy_bodiless(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// Whether a request sent on a reused connection met the connection's end with no answer: the
+/// upstream closed it (end of stream, reset, broken pipe) rather than answered badly.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// A connection to `authority`: its IP literal, or each address its name resolves to, in order,

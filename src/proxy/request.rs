@@ -128,6 +128,14 @@ impl RequestBody {
         })
     }
 
+    /// No body at all.
+    pub fn empty() -> RequestBody {
+        RequestBody::Replay {
+            data: None,
+            trailers: None,
+        }
+    }
+
     /// How far the client got, for a streamed body that was not empty.
     pub fn progress(&self) -> Option<Arc<Progress>> {
         match self {
