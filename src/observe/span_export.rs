@@ -22,10 +22,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Uri, Version};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -188,7 +184,7 @@ impl SpanExport {
 
 // === the export task ===
 
-type ExportClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type ExportClient = crate::tls::OutboundClient<Full<Bytes>>;
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -317,25 +313,11 @@ fn unframe(mut body: Bytes) -> Bytes {
 }
 
 fn client(protocol: Protocol, timeout: Duration) -> ExportClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(timeout));
-    let tls = crate::tls::client_config(None).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "no TLS roots for an https OTLP collector");
-        crate::tls::no_roots_client_config()
-    });
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_or_http();
-    let connector = match protocol {
-        Protocol::Grpc => builder.enable_http2().wrap_connector(http),
-        Protocol::HttpProtobuf => builder.enable_http1().enable_http2().wrap_connector(http),
+    let versions = match protocol {
+        Protocol::Grpc => crate::tls::Versions::Http2,
+        Protocol::HttpProtobuf => crate::tls::Versions::Both,
     };
-    let mut client = Client::builder(TokioExecutor::new());
-    if protocol == Protocol::Grpc {
-        client.http2_only(true);
-    }
-    client.build(connector)
+    crate::tls::outbound_client("OTLP export", timeout, versions)
 }
 
 async fn run(
