@@ -130,10 +130,14 @@ pub struct SpanCounters {
 pub enum SpanExportError {
     #[error("OTLP endpoint `{0}` must be an http:// or https:// address with a host")]
     Endpoint(Uri),
+    #[error("cannot start the OTLP exporter's thread: {0}")]
+    Thread(std::io::Error),
 }
 
-/// A running exporter: the queue's sending end. The task ends when the last `SpanExport` is
-/// dropped, after sending what was queued.
+/// A running exporter: the queue's sending end. The exporter runs on a thread of its own (one
+/// single-threaded runtime): encoding batches and their HTTP exchanges never take a turn of the
+/// request path's workers. It ends when the last `SpanExport` is dropped, after sending what was
+/// queued.
 pub struct SpanExport {
     settings: OtlpSettings,
     queue: mpsc::Sender<SpanRecord>,
@@ -141,7 +145,7 @@ pub struct SpanExport {
 }
 
 impl SpanExport {
-    /// Starts the export task (on the current tokio runtime).
+    /// Starts the exporter's thread.
     pub fn start(
         settings: OtlpSettings,
         counters: SpanCounters,
@@ -150,7 +154,18 @@ impl SpanExport {
         let (queue, spans) = mpsc::channel(QUEUE);
         let dropped_full = counters.dropped_full.clone();
         let resource = resource(&settings.service_name);
-        tokio::spawn(run(target, spans, counters, resource));
+        std::thread::Builder::new()
+            .name("weir-otlp".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(run(target, spans, counters, resource)),
+                    Err(e) => tracing::error!(error = %e, "the OTLP exporter has no runtime; spans are dropped"),
+                }
+            })
+            .map_err(SpanExportError::Thread)?;
         Ok(SpanExport {
             settings,
             queue,
