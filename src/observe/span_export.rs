@@ -199,7 +199,7 @@ impl SpanExport {
 
 // === the export task ===
 
-type ExportClient = crate::tls::OutboundClient<Full<Bytes>>;
+type ExportClient = crate::tls::outbound::OutboundClient<Full<Bytes>>;
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -329,10 +329,10 @@ fn unframe(mut body: Bytes) -> Bytes {
 
 fn client(protocol: Protocol, timeout: Duration) -> ExportClient {
     let versions = match protocol {
-        Protocol::Grpc => crate::tls::Versions::Http2,
-        Protocol::HttpProtobuf => crate::tls::Versions::Both,
+        Protocol::Grpc => crate::tls::outbound::Versions::Http2,
+        Protocol::HttpProtobuf => crate::tls::outbound::Versions::Both,
     };
-    crate::tls::outbound_client("OTLP export", timeout, versions)
+    crate::tls::outbound::outbound_client("OTLP export", timeout, versions)
 }
 
 async fn run(

@@ -15,7 +15,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const TRIES: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-type HookClient = crate::tls::OutboundClient<Full<Bytes>>;
+type HookClient = crate::tls::outbound::OutboundClient<Full<Bytes>>;
 
 /// The webhook client, built on first use: the system's TLS roots cost about a megabyte of
 /// memory, which a weir without webhooks should not pay.
@@ -84,5 +84,9 @@ impl Hooks {
 }
 
 fn build_client() -> HookClient {
-    crate::tls::outbound_client("webhooks", TIMEOUT, crate::tls::Versions::Http1)
+    crate::tls::outbound::outbound_client(
+        "webhooks",
+        TIMEOUT,
+        crate::tls::outbound::Versions::Http1,
+    )
 }

@@ -5,9 +5,7 @@
 //! error with its location, and a reload re-reads them: new connections get the new
 //! certificates, open ones keep theirs.
 
-mod outbound;
-
-pub use outbound::{OutboundClient, Versions, outbound_client};
+pub mod outbound;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -19,7 +19,7 @@ use crate::metrics::Measurement;
 /// The largest answer read from Prometheus (a handful of samples is expected).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
-type PromClient = crate::tls::OutboundClient<Empty<Bytes>>;
+type PromClient = crate::tls::outbound::OutboundClient<Empty<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -69,10 +69,10 @@ struct Sample {
 fn client() -> &'static PromClient {
     static CLIENT: OnceLock<PromClient> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        crate::tls::outbound_client(
+        crate::tls::outbound::outbound_client(
             "Prometheus queries",
             Duration::from_secs(5),
-            crate::tls::Versions::Http1,
+            crate::tls::outbound::Versions::Http1,
         )
     })
 }
