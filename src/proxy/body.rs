@@ -35,8 +35,9 @@ pub enum Inner {
     Local(Full<Bytes>),
 }
 
-/// An upstream's response body. When it ends, the connection it came on goes back to its pool
-/// (weir's own HTTP/1.1 pool); dropped before its end, the connection closes with it.
+/// An upstream's response body. On weir's own HTTP/1.1 pool, it drives the connection it came
+/// on while it streams, and puts the connection back in the pool when it ends; dropped before
+/// its end, the connection closes with it.
 pub struct UpstreamBody {
     body: Incoming,
     lease: Option<Lease>,
@@ -67,7 +68,13 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let this = &mut *self;
+        // weir's HTTP/1.1 connections have no task of their own: the body's reader drives its
+        // connection, which reads the next bytes into the body.
+        if let Some(lease) = &mut this.lease {
+            lease.drive(cx);
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
         // hyper stops polling a body that says it has ended, so the last frame counts as the
         // end too, not only the final `None`.
         if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
