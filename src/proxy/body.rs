@@ -70,11 +70,16 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         // weir's HTTP/1.1 connections have no task of their own: the body's reader drives its
-        // connection, which reads the next bytes into the body.
-        if let Some(lease) = &mut this.lease {
-            lease.drive(cx);
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        // connection, which reads the next bytes into the body. While it lives, only those
+        // polls put frames in the body, and they registered `cx` for what they wait on: the
+        // body itself gets a waker that does nothing, so a frame handed over does not wake
+        // this task a second time.
+        let driven = this.lease.as_mut().is_some_and(|lease| lease.drive(cx));
+        let polled = if driven {
+            Pin::new(&mut this.body).poll_frame(&mut Context::from_waker(std::task::Waker::noop()))
+        } else {
+            Pin::new(&mut this.body).poll_frame(cx)
+        };
         // hyper stops polling a body that says it has ended, so the last frame counts as the
         // end too, not only the final `None`.
         if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {

@@ -144,13 +144,25 @@ impl Upstream {
         &mut self,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        // Out of tokio's budget: the response future is polled with a waker that does nothing
+        // (below), so it must never return `Pending` only to be woken.
+        let mut response =
+            std::pin::pin!(tokio::task::unconstrained(self.sender.try_send_request(req)));
         let driver = &mut self.driver;
         let result = std::future::poll_fn(|cx| {
             // The connection first: it writes the request and reads the answer, which the
-            // response future then finds without waiting for a wake-up.
+            // response future then finds. While the connection lives, only its polls here
+            // can deliver the answer, and they registered `cx` for whatever they wait on; so
+            // the response future gets a waker that does nothing, and hyper's hand-over of
+            // the head does not wake this task a second time.
             drive(driver, cx);
-            response.as_mut().poll(cx)
+            if driver.is_some() {
+                response
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            } else {
+                response.as_mut().poll(cx)
+            }
         })
         .await;
         if let Ok(r) = &result
@@ -193,9 +205,11 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Polls the connection (the response body is read through it).
-    pub fn drive(&mut self, cx: &mut Context<'_>) {
+    /// Polls the connection (the response body is read through it); `false` once it has
+    /// ended, when the body holds all that will come.
+    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
         drive(&mut self.upstream.driver, cx);
+        self.upstream.driver.is_some()
     }
 
     /// Puts the connection back for the next request; a closed one is dropped, and so is one
