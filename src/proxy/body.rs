@@ -35,9 +35,8 @@ pub enum Inner {
     Local(Full<Bytes>),
 }
 
-/// An upstream's response body. On weir's own HTTP/1.1 pool, it drives the connection it came
-/// on while it streams, and puts the connection back in the pool when it ends; dropped before
-/// its end, the connection closes with it.
+/// An upstream's response body. When it ends, the connection it came on goes back to its pool
+/// (weir's own HTTP/1.1 pool); dropped before its end, the connection closes with it.
 pub struct UpstreamBody {
     body: Incoming,
     lease: Option<Lease>,
@@ -68,18 +67,7 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        // weir's HTTP/1.1 connections have no task of their own: the body's reader drives its
-        // connection, which reads the next bytes into the body. While it lives, only those
-        // polls put frames in the body, and they registered `cx` for what they wait on: the
-        // body itself gets a waker that does nothing, so a frame handed over does not wake
-        // this task a second time.
-        let driven = this.lease.as_mut().is_some_and(|lease| lease.drive(cx));
-        let polled = if driven {
-            Pin::new(&mut this.body).poll_frame(&mut Context::from_waker(std::task::Waker::noop()))
-        } else {
-            Pin::new(&mut this.body).poll_frame(cx)
-        };
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
         // hyper stops polling a body that says it has ended, so the last frame counts as the
         // end too, not only the final `None`.
         if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {

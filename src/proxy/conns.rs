@@ -3,18 +3,14 @@
 //! response body it carried ends, on the task that read that body: no lock, no hashing, no task
 //! spawned per request. TLS and HTTP/2 upstreams use hyper-util's pooled client instead.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -108,130 +104,28 @@ pub fn framing_problem(response: &Response<Incoming>) -> Option<&'static str> {
 
 pub struct Http1Pool {
     /// Idle connections per endpoint (in the upstream's endpoint order).
-    idle: Box<[Arc<ArrayQueue<Upstream>>]>,
+    idle: Box<[Arc<ArrayQueue<SendRequest<RequestBody>>>]>,
     connect_timeout: Duration,
 }
 
-/// hyper's connection future, with upgrades (a 101 hands the socket to the tunnel): boxed once
-/// per connection, since hyper's upgradeable connection type has no name outside hyper.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// One upstream connection: the handle requests go in by, and the future that reads and writes
-/// its socket. No task of its own: the request that holds it drives it (while it waits for the
-/// response head, then from the response body's `poll_frame`), so a request costs no wake-up
-/// between tasks on the upstream side.
-pub struct Upstream {
-    sender: SendRequest<RequestBody>,
-    /// `None` once the connection has ended (closed, failed, or handed to an upgrade).
-    driver: Option<Driver>,
-}
-
-impl Upstream {
-    /// Whether a connection taken from the idle queue takes a request now. Polled once with a
-    /// waker that does nothing (the request's own polls register the real one right after): a
-    /// close or a reset that arrived while it idled ends it here, and hyper finishes the last
-    /// exchange's bookkeeping and asks for the next request.
-    fn ready_now(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        drive(&mut self.driver, &mut cx);
-        self.driver.is_some()
-            && !self.sender.is_closed()
-            && matches!(self.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
-    }
-
-    /// Sends `req` and drives the connection until the response head (or the failure) arrives.
-    async fn exchange(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
-        // Out of tokio's budget: the response future is polled with a waker that does nothing
-        // (below), so it must never return `Pending` only to be woken.
-        let mut response =
-            std::pin::pin!(tokio::task::unconstrained(self.sender.try_send_request(req)));
-        let driver = &mut self.driver;
-        let result = std::future::poll_fn(|cx| {
-            // The connection first: it writes the request and reads the answer, which the
-            // response future then finds. While the connection lives, only its polls here
-            // can deliver the answer, and they registered `cx` for whatever they wait on; so
-            // the response future gets a waker that does nothing, and hyper's hand-over of
-            // the head does not wake this task a second time.
-            drive(driver, cx);
-            if driver.is_some() {
-                response
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-            } else {
-                response.as_mut().poll(cx)
-            }
-        })
-        .await;
-        if let Ok(r) = &result
-            && r.status() == http::StatusCode::SWITCHING_PROTOCOLS
-            && let Some(d) = self.driver.take()
-        {
-            // The connection now belongs to the tunnel: its future hands the socket over to
-            // the upgrade and ends, on a task of its own.
-            tokio::spawn(async move {
-                if let Err(e) = d.await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
-        }
-        result
-    }
-}
-
-/// Polls a connection: writes what is queued, reads what arrived, and notices its end (then
-/// `driver` becomes `None`; an ended connection future is never polled again).
-fn drive(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
-    if let Some(d) = driver
-        && let Poll::Ready(result) = d.as_mut().poll(cx)
-    {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "upstream connection ended");
-        }
-        *driver = None;
-    }
-}
-
 /// A connection lent to one request, returned to its endpoint's queue when the response body
-/// ends (see `body::UpstreamBody`), which drives it until then.
+/// ends (see `body::UpstreamBody`).
 pub struct Lease {
-    upstream: Upstream,
-    home: Arc<ArrayQueue<Upstream>>,
+    sender: SendRequest<RequestBody>,
+    home: Arc<ArrayQueue<SendRequest<RequestBody>>>,
     /// The request body's progress, when it streamed: an upstream may answer before the body
     /// is sent, and the connection is reusable only once both directions are complete.
     request: Option<Arc<Progress>>,
 }
 
 impl Lease {
-    /// Polls the connection (the response body is read through it); `false` once it has
-    /// ended, when the body holds all that will come.
-    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        drive(&mut self.upstream.driver, cx);
-        self.upstream.driver.is_some()
-    }
-
     /// Puts the connection back for the next request; a closed one is dropped, and so is one
-    /// past the queue's capacity (it closes instead of idling). One whose request body has not
-    /// ended (the upstream answered early) would keep the next request waiting: it finishes
-    /// sending that body on a task of its own, and closes.
+    /// past the queue's capacity (it closes instead of idling), and one whose request body has
+    /// not ended (the next request would wait behind it).
     pub fn give_back(self) {
         let sent = self.request.as_ref().is_none_or(|p| p.ended());
-        let Upstream { sender, driver } = self.upstream;
-        let Some(driver) = driver else { return };
-        if !sent {
-            drop(sender);
-            tokio::spawn(async move {
-                if let Err(e) = driver.await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
-        } else if !sender.is_closed() {
-            let _ = self.home.push(Upstream {
-                sender,
-                driver: Some(driver),
-            });
+        if sent && !self.sender.is_closed() {
+            let _ = self.home.push(self.sender);
         }
     }
 }
@@ -267,13 +161,13 @@ impl Http1Pool {
         let progress = req.body().progress();
         let resendable =
             retry::idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
-        while let Some(mut upstream) = home.pop() {
-            if !upstream.ready_now() {
+        while let Some(mut sender) = home.pop() {
+            if sender.is_closed() || sender.ready().await.is_err() {
                 continue;
             }
             let again = resendable.then(|| copy_bodiless(&req));
-            match upstream.exchange(req).await {
-                Ok(response) => return Ok((response, self.lease(upstream, endpoint, progress))),
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok((response, self.lease(sender, endpoint, progress))),
                 Err(mut e) => match (e.take_message(), again) {
                     (Some(unsent), _) => req = unsent,
                     (None, Some(again)) if closed_unanswered(e.error()) => {
@@ -285,27 +179,27 @@ impl Http1Pool {
                 },
             }
         }
-        let mut upstream = self.connect(authority).await?;
-        match upstream.exchange(req).await {
-            Ok(response) => Ok((response, self.lease(upstream, endpoint, progress))),
-            Err(e) => Err(SendError::after_connect(e.into_error().into())),
+        let mut sender = self.connect(authority).await?;
+        match sender.send_request(req).await {
+            Ok(response) => Ok((response, self.lease(sender, endpoint, progress))),
+            Err(e) => Err(SendError::after_connect(e.into())),
         }
     }
 
     fn lease(
         &self,
-        upstream: Upstream,
+        sender: SendRequest<RequestBody>,
         endpoint: usize,
         request: Option<Arc<Progress>>,
     ) -> Lease {
         Lease {
-            upstream,
+            sender,
             home: self.idle[endpoint].clone(),
             request,
         }
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<Upstream, SendError> {
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<RequestBody>, SendError> {
         let connect = async {
             let stream = connect_any(authority).await?;
             stream.set_nodelay(true)?;
@@ -324,10 +218,12 @@ impl Http1Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Connect(e.into()))?;
-        Ok(Upstream {
-            sender,
-            driver: Some(Box::pin(connection.with_upgrades())),
-        })
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
     }
 }
 
