@@ -743,6 +743,39 @@ mod tests {
     }
 
     #[test]
+    fn each_hop_by_hop_field_goes_alone_and_connection_may_name_fields_over_several_lines() {
+        let names = |h: &HeaderMap| h.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
+        // Each field alone, with no `Connection` to name it.
+        for name in [
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut h = headers(&[(name, "x"), ("x-kept", "yes")]);
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(names(&h), ["x-kept"], "{name}");
+        }
+        // `Connection` over two lines: the fields named on each go.
+        let mut h = headers(&[
+            ("connection", "x-one"),
+            ("connection", "close, x-two"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["x-kept"]);
+        // A head with no hop-by-hop field keeps every field, `TE: trailers` included.
+        let mut h = headers(&[("host", "a"), ("te", "trailers"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["host", "te", "x-kept"]);
+    }
+
+    #[test]
     fn connection_never_names_away_host_or_content_length() {
         let mut h = headers(&[
             ("connection", "host, Content-Length, x-drop"),
