@@ -22,10 +22,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Uri, Version};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -134,10 +130,14 @@ pub struct SpanCounters {
 pub enum SpanExportError {
     #[error("OTLP endpoint `{0}` must be an http:// or https:// address with a host")]
     Endpoint(Uri),
+    #[error("cannot start the OTLP exporter's thread: {0}")]
+    Thread(std::io::Error),
 }
 
-/// A running exporter: the queue's sending end. The task ends when the last `SpanExport` is
-/// dropped, after sending what was queued.
+/// A running exporter: the queue's sending end. The exporter runs on a thread of its own (one
+/// single-threaded runtime): encoding batches and their HTTP exchanges never take a turn of the
+/// request path's workers. It ends when the last `SpanExport` is dropped, after sending what was
+/// queued.
 pub struct SpanExport {
     settings: OtlpSettings,
     queue: mpsc::Sender<SpanRecord>,
@@ -145,7 +145,7 @@ pub struct SpanExport {
 }
 
 impl SpanExport {
-    /// Starts the export task (on the current tokio runtime).
+    /// Starts the exporter's thread.
     pub fn start(
         settings: OtlpSettings,
         counters: SpanCounters,
@@ -154,7 +154,18 @@ impl SpanExport {
         let (queue, spans) = mpsc::channel(QUEUE);
         let dropped_full = counters.dropped_full.clone();
         let resource = resource(&settings.service_name);
-        tokio::spawn(run(target, spans, counters, resource));
+        std::thread::Builder::new()
+            .name("weir-otlp".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(run(target, spans, counters, resource)),
+                    Err(e) => tracing::error!(error = %e, "the OTLP exporter has no runtime; spans are dropped"),
+                }
+            })
+            .map_err(SpanExportError::Thread)?;
         Ok(SpanExport {
             settings,
             queue,
@@ -188,7 +199,7 @@ impl SpanExport {
 
 // === the export task ===
 
-type ExportClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type ExportClient = crate::tls::outbound::OutboundClient<Full<Bytes>>;
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -317,25 +328,11 @@ fn unframe(mut body: Bytes) -> Bytes {
 }
 
 fn client(protocol: Protocol, timeout: Duration) -> ExportClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(timeout));
-    let tls = crate::tls::client_config(None).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "no TLS roots for an https OTLP collector");
-        crate::tls::no_roots_client_config()
-    });
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_or_http();
-    let connector = match protocol {
-        Protocol::Grpc => builder.enable_http2().wrap_connector(http),
-        Protocol::HttpProtobuf => builder.enable_http1().enable_http2().wrap_connector(http),
+    let versions = match protocol {
+        Protocol::Grpc => crate::tls::outbound::Versions::Http2,
+        Protocol::HttpProtobuf => crate::tls::outbound::Versions::Both,
     };
-    let mut client = Client::builder(TokioExecutor::new());
-    if protocol == Protocol::Grpc {
-        client.http2_only(true);
-    }
-    client.build(connector)
+    crate::tls::outbound::outbound_client("OTLP export", timeout, versions)
 }
 
 async fn run(

@@ -15,8 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::request::{Progress, RequestBody};
-use super::retry;
+use super::request::{self, Progress, RequestBody};
 use crate::metrics::UpstreamErrorKind;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -160,7 +159,7 @@ impl Http1Pool {
         let home = &self.idle[endpoint];
         let progress = req.body().progress();
         let resendable =
-            retry::idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
+            request::idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
         while let Some(mut sender) = home.pop() {
             if sender.is_closed() || sender.ready().await.is_err() {
                 continue;

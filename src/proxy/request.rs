@@ -145,6 +145,16 @@ impl RequestBody {
     }
 }
 
+/// A request that may be sent twice without changing the outcome (RFC 9110, 9.2.2), less
+/// `TRACE`, which no upstream should see twice.
+pub fn idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
 /// Whether a client's body failed because the client went away (its connection ended before
 /// the body did) rather than because of what it sent.
 pub fn went_away(e: &hyper::Error) -> bool {

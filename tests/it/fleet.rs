@@ -159,10 +159,12 @@ impl Fleet {
                     .map(|r| r.clone.clone())
                     .collect();
                 for clone in clones {
+                    // A replica restarting has no clone for a moment: git says so, unheard.
                     let fetched = tokio::process::Command::new("git")
                         .arg("-C")
                         .arg(&clone)
                         .args(["fetch", "--quiet", "origin", "main"])
+                        .stderr(std::process::Stdio::null())
                         .status()
                         .await;
                     if fetched.is_ok_and(|s| s.success()) {

@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ use weir::observe::request_id::RequestId;
 use weir::observe::span_export::{OtlpSettings, Protocol, SpanCounters, SpanExport, SpanRecord};
 use weir::observe::trace_context::{self, Sampler, SpanContext};
 
-use crate::support::blackhole;
+use crate::support::{blackhole, promtool_is_silent};
 
 type Received = mpsc::UnboundedReceiver<(HeaderMap, ExportTraceServiceRequest)>;
 
@@ -318,9 +317,9 @@ async fn spans_a_collector_refuses_are_counted_as_lost() {
 
 #[tokio::test]
 async fn a_full_span_queue_drops_and_counts_instead_of_waiting() {
-    // A collector that accepts connections and never answers; on this single-threaded test
-    // runtime the export task cannot run until the test awaits, so the queue holds exactly
-    // QUEUE spans and the rest are dropped.
+    // A collector that accepts connections and never answers (for 10 s, the export timeout):
+    // the exporter's thread takes at most one batch (MAX_BATCH spans) off the queue before its
+    // first export hangs, the queue holds QUEUE more, and the rest are dropped.
     let address = blackhole().await;
     let counters = counters();
     let export = SpanExport::start(
@@ -333,7 +332,12 @@ async fn a_full_span_queue_drops_and_counts_instead_of_waiting() {
     for _ in 0..weir::observe::span_export::QUEUE + extra {
         export.record(span_of(context, "app", 200));
     }
-    assert_eq!(counters.dropped_full.get(), extra as u64);
+    let dropped = counters.dropped_full.get();
+    let batch = weir::observe::span_export::MAX_BATCH as u64;
+    assert!(
+        (extra as u64 - batch..=extra as u64).contains(&dropped),
+        "{dropped} spans dropped"
+    );
 }
 
 #[test]
@@ -350,7 +354,7 @@ fn build_info_process_and_telemetry_metrics_pass_promtool_check_metrics() {
         &mut text,
     )
     .unwrap();
-    let exposition = String::from_utf8(text.clone()).unwrap();
+    let exposition = String::from_utf8(text).unwrap();
     for name in [
         "weir_build_info{",
         "process_cpu_seconds_total ",
@@ -365,22 +369,7 @@ fn build_info_process_and_telemetry_metrics_pass_promtool_check_metrics() {
     ] {
         assert!(exposition.contains(name), "{name} in\n{exposition}");
     }
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (apt-get install prometheus)");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&text).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics:\n{}{}\n{exposition}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_is_silent(&exposition);
 }
 
 // === through weir ===

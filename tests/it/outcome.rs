@@ -265,8 +265,9 @@ async fn a_client_that_goes_away_mid_body_is_counted_as_closed_and_never_against
     assert_eq!(stats["routes"][0]["backends"][0]["requests"], 0, "{stats}");
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_cut_off_after_the_write_stall_timeout() {
+/// weir (write stall timeout 300 ms) over an upstream that answers an endless body as fast as
+/// it can; the flag turns true when weir closes that upstream connection.
+async fn weir_over_a_flood() -> (Weir, Arc<AtomicBool>) {
     let freed = Arc::new(AtomicBool::new(false));
     let flag = freed.clone();
     let (up, _) = raw_upstream(move |_| {
@@ -277,6 +278,26 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_stall_timeout() 
     })
     .await;
     let w = weir(&one_route(up, "limits:\n  write_stall_timeout: 300ms\n")).await;
+    (w, freed)
+}
+
+/// Waits (10 s at most) for weir to close the flooding upstream's connection.
+async fn upstream_connection_closes(freed: &AtomicBool) {
+    for _ in 0..500 {
+        if freed.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the upstream connection behind the stalled client was closed"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_the_write_stall_timeout() {
+    let (w, freed) = weir_over_a_flood().await;
     // An HTTP/1.1 client that sends its request and never reads a byte.
     let mut client = TcpStream::connect(w.address).await.unwrap();
     client
@@ -288,16 +309,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_stall_timeout() 
         metric_reaches(&w, "weir_client_errors_total", &timeout, 1.0).await,
         1.0
     );
-    for _ in 0..500 {
-        if freed.load(Ordering::SeqCst) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        freed.load(Ordering::SeqCst),
-        "the upstream connection behind the stalled client was closed"
-    );
+    upstream_connection_closes(&freed).await;
     let failures = [("route", "app"), ("backend", "up"), ("outcome", "failure")];
     assert_eq!(metric(&w, "weir_responses_total", &failures).await, 0.0);
     drop(client);
@@ -305,16 +317,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_stall_timeout() 
 
 #[tokio::test]
 async fn an_http2_client_with_a_zero_window_is_cut_off_after_the_write_stall_timeout() {
-    let freed = Arc::new(AtomicBool::new(false));
-    let flag = freed.clone();
-    let (up, _) = raw_upstream(move |_| {
-        vec![
-            write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n"),
-            Step::Flood(flag.clone()),
-        ]
-    })
-    .await;
-    let w = weir(&one_route(up, "limits:\n  write_stall_timeout: 300ms\n")).await;
+    let (w, freed) = weir_over_a_flood().await;
     let client: TestClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -331,13 +334,7 @@ async fn an_http2_client_with_a_zero_window_is_cut_off_after_the_write_stall_tim
         metric_reaches(&w, "weir_client_errors_total", &timeout, 1.0).await,
         1.0
     );
-    for _ in 0..500 {
-        if freed.load(Ordering::SeqCst) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(freed.load(Ordering::SeqCst));
+    upstream_connection_closes(&freed).await;
     drop(response);
 }
 

@@ -624,6 +624,15 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn scraping(job: &str) -> Prometheus {
+        Prometheus::start(job, None)
+    }
+
+    /// [`Prometheus::scraping`], also evaluating the rules in `rules` every second.
+    pub fn with_rules(job: &str, rules: &std::path::Path) -> Prometheus {
+        Prometheus::start(job, Some(rules))
+    }
+
+    fn start(job: &str, rules: Option<&std::path::Path>) -> Prometheus {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let targets = dir.path().join("targets.json");
@@ -632,8 +641,10 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global: {{ scrape_interval: 1s, scrape_timeout: 900ms }}\n\
+                "global: {{ scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s }}\n\
+                 rule_files: [{}]\n\
                  scrape_configs:\n  - job_name: {job}\n    file_sd_configs: [{{ files: [\"{}\"], refresh_interval: 1s }}]\n",
+                rules.map(|r| format!("\"{}\"", r.display())).unwrap_or_default(),
                 targets.display()
             ),
         )
@@ -698,6 +709,30 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// An instant query; the `data` of a successful answer.
+    pub async fn query(&self, promql: &str) -> serde_json::Value {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let a = get(
+            &http1_client(),
+            self.address,
+            &format!("/api/v1/query?query={encoded}"),
+        )
+        .await;
+        let answer: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(answer["status"], "success", "{promql}: {answer}");
+        answer["data"].clone()
+    }
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -723,4 +758,49 @@ pub async fn git(dir: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `promtool check metrics` (Debian's prometheus package; CI installs it) on `text`.
+fn promtool_check_metrics(text: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (apt-get install prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// promtool takes `text` as a valid exposition: exit 0, or 3 for lint remarks (style, not
+/// format).
+pub fn promtool_accepts(text: &str) {
+    let out = promtool_check_metrics(text);
+    let code = out.status.code();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        code == Some(0) || code == Some(3),
+        "promtool refused the exposition: {}{report}",
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert!(!report.contains("error while linting"), "{report}");
+}
+
+/// promtool takes `text` and says nothing, not even a lint remark.
+pub fn promtool_is_silent(text: &str) {
+    let out = promtool_check_metrics(text);
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -10,10 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{Request, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::Queries;
@@ -23,7 +19,7 @@ use crate::metrics::Measurement;
 /// The largest answer read from Prometheus (a handful of samples is expected).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
-type PromClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type PromClient = crate::tls::outbound::OutboundClient<Empty<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -73,21 +69,11 @@ struct Sample {
 fn client() -> &'static PromClient {
     static CLIENT: OnceLock<PromClient> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        // System roots for an https Prometheus; without them only http works (and https
-        // queries fail, logged: the controller holds).
-        let tls = crate::tls::client_config(None).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no TLS roots for an https Prometheus");
-            crate::tls::no_roots_client_config()
-        });
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Client::builder(TokioExecutor::new()).build(connector)
+        crate::tls::outbound::outbound_client(
+            "Prometheus queries",
+            Duration::from_secs(5),
+            crate::tls::outbound::Versions::Http1,
+        )
     })
 }
 
