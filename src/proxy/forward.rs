@@ -560,45 +560,70 @@ static END_TO_END: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
 /// in practice (gRPC needs it) and stays; `keep_upgrade` keeps `Upgrade` and `Connection:
 /// upgrade` for a WebSocket handshake.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
-            .collect();
-        for value in &named {
+    // One pass over the names first: a head usually carries no hop-by-hop field but
+    // `Connection`, and each removal hashes its name whether the field is there or not.
+    let (mut connection, mut other) = (false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_hop_by_hop(name) {
+            other = true;
+        }
+    }
+    if connection {
+        // Usually one value (`keep-alive`, `close`), held without a list.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&rest) {
             for name in value.to_str().unwrap_or("").split(',') {
                 let name = name.trim();
                 let kept = (keep_upgrade && name.eq_ignore_ascii_case("upgrade"))
                     || END_TO_END
                         .iter()
                         .any(|h| name.eq_ignore_ascii_case(h.as_str()));
-                if !name.is_empty() && !kept {
+                // `Keep-Alive`, when present, goes below with the other hop-by-hop fields.
+                if !name.is_empty() && !kept && !name.eq_ignore_ascii_case(KEEP_ALIVE.as_str()) {
                     headers.remove(name);
                 }
             }
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+    if other {
+        for name in [
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &header::PROXY_AUTHENTICATE,
+            &header::PROXY_AUTHORIZATION,
+            &header::TRANSFER_ENCODING,
+        ] {
+            headers.remove(name);
+        }
+        if !keep_upgrade {
+            headers.remove(header::UPGRADE);
+        }
+        if let Some(te) = headers.get(header::TE)
+            && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+        {
+            headers.remove(header::TE);
+        }
     }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
-    } else {
+    if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
-    {
-        headers.remove(header::TE);
-    }
+}
+
+/// A hop-by-hop field other than `Connection`: one [`strip_hop_by_hop`] drops (`TE` only when
+/// it says more than `trailers`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Applies the forwarding rules to the request head; `upgrade` keeps a WebSocket handshake's
@@ -715,6 +740,39 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept", "trailer"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_field_goes_alone_and_connection_may_name_fields_over_several_lines() {
+        let names = |h: &HeaderMap| h.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
+        // Each field alone, with no `Connection` to name it.
+        for name in [
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut h = headers(&[(name, "x"), ("x-kept", "yes")]);
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(names(&h), ["x-kept"], "{name}");
+        }
+        // `Connection` over two lines: the fields named on each go.
+        let mut h = headers(&[
+            ("connection", "x-one"),
+            ("connection", "close, x-two"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["x-kept"]);
+        // A head with no hop-by-hop field keeps every field, `TE: trailers` included.
+        let mut h = headers(&[("host", "a"), ("te", "trailers"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["host", "te", "x-kept"]);
     }
 
     #[test]
