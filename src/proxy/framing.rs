@@ -17,16 +17,20 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Which request of a connection (counted from 1, in the order hyper serves them) has an
-/// ambiguous framing; 0 for none.
+/// ambiguous framing; 0 for none. It also tells the listener's head deadline where the stream is
+/// (see `listener::HeadClock`): whether a request body is still being received, and whether the
+/// last write to the client could not go through.
 #[derive(Debug, Default)]
 pub struct Verdict {
     refused: AtomicU64,
+    in_body: AtomicBool,
+    write_blocked: AtomicBool,
 }
 
 impl Verdict {
@@ -38,6 +42,16 @@ impl Verdict {
     /// The number of the refused request, if one was.
     pub fn refused(&self) -> Option<u64> {
         Some(self.refused.load(Ordering::Relaxed)).filter(|&n| n != 0)
+    }
+
+    /// Whether the bytes read so far end inside a request body (more of it is expected).
+    pub fn in_body(&self) -> bool {
+        self.in_body.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last write to the client returned `Pending` (its receive window is full).
+    pub fn write_blocked(&self) -> bool {
+        self.write_blocked.load(Ordering::Relaxed)
     }
 }
 
@@ -68,7 +82,24 @@ impl<I: AsyncRead + Unpin> AsyncRead for Scan<I> {
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             this.scanner.feed(&buf.filled()[before..]);
+            let in_body = this.scanner.in_body();
+            this.scanner
+                .verdict
+                .in_body
+                .store(in_body, Ordering::Relaxed);
         }
+        polled
+    }
+}
+
+impl<I> Scan<I> {
+    /// Notes whether a write went through, for [`Verdict::write_blocked`].
+    fn wrote<T>(&self, polled: Poll<T>) -> Poll<T> {
+        let blocked = polled.is_pending();
+        self.scanner
+            .verdict
+            .write_blocked
+            .store(blocked, Ordering::Relaxed);
         polled
     }
 }
@@ -79,7 +110,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Scan<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(polled)
     }
 
     fn poll_write_vectored(
@@ -87,7 +120,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Scan<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -95,7 +130,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Scan<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.wrote(polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -154,6 +191,12 @@ impl Scanner {
             verdict,
             max_line,
         }
+    }
+
+    /// Whether the bytes fed so far end inside a request body: a `Content-Length` body, chunks
+    /// or trailers still to come.
+    pub fn in_body(&self) -> bool {
+        !matches!(self.state, State::Head | State::Off)
     }
 
     /// Whether the scanner still follows the stream (for tests and the fuzz target).
