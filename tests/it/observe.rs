@@ -388,18 +388,25 @@ fn hex_text(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test]
-async fn weir_continues_or_starts_a_trace_and_exports_its_span_with_the_route_and_backend() {
+/// weir over one upstream `app`, tracing at `sampling` and exporting to a gRPC collector whose
+/// spans arrive on the receiver.
+async fn traced_weir(sampling: f64) -> (crate::support::Weir, crate::support::Upstream, Received) {
     use crate::support::*;
-    let (collector, mut rx) = grpc_collector(None).await;
+    let (collector, rx) = grpc_collector(None).await;
     let up = upstream("app").await;
     let yaml = config(
         &[("app", &[up.address])],
         "  - name: app\n    backends: [{ upstream: app, weight: 1 }]\n",
     ) + &format!(
-        "tracing:\n  sampling: 1.0\n  otlp:\n    endpoint: http://{collector}\n    service_name: weir-test\n"
+        "tracing:\n  sampling: {sampling:?}\n  otlp:\n    endpoint: http://{collector}\n    service_name: weir-test\n"
     );
-    let w = weir(&yaml).await;
+    (weir(&yaml).await, up, rx)
+}
+
+#[tokio::test]
+async fn weir_continues_or_starts_a_trace_and_exports_its_span_with_the_route_and_backend() {
+    use crate::support::*;
+    let (w, up, mut rx) = traced_weir(1.0).await;
 
     // A caller's sampled trace: weir's span is the caller's child and the upstream's parent.
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -471,15 +478,7 @@ async fn without_a_tracing_section_traceparent_passes_untouched() {
 #[tokio::test]
 async fn an_unsampled_trace_is_propagated_and_not_exported() {
     use crate::support::*;
-    let (collector, mut rx) = grpc_collector(None).await;
-    let up = upstream("app").await;
-    let yaml = config(
-        &[("app", &[up.address])],
-        "  - name: app\n    backends: [{ upstream: app, weight: 1 }]\n",
-    ) + &format!(
-        "tracing:\n  sampling: 0.0\n  otlp:\n    endpoint: http://{collector}\n    service_name: weir-test\n"
-    );
-    let w = weir(&yaml).await;
+    let (w, _up, mut rx) = traced_weir(0.0).await;
     let a = get(&http1_client(), w.address, "/headers").await;
     let sent = upstream_traceparent(&a);
     assert!(
