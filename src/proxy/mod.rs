@@ -6,6 +6,7 @@ pub mod body;
 pub mod conns;
 pub mod forward;
 pub mod listener;
+pub mod matching;
 pub mod mirror;
 pub mod pool;
 pub mod retry;
