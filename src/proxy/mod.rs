@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod conns;
+pub mod filters;
 pub mod forward;
 pub mod listener;
 pub mod matching;
