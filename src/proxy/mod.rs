@@ -2,6 +2,7 @@
 //!
 //! `proxy` reads only the current [`Snapshot`], never the config file.
 
+pub mod affinity;
 pub mod body;
 pub mod conns;
 pub mod filters;
