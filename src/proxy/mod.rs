@@ -7,6 +7,7 @@ pub mod body;
 pub mod conns;
 pub mod filters;
 pub mod forward;
+pub mod health;
 pub mod listener;
 pub mod matching;
 pub mod mirror;
