@@ -5,6 +5,7 @@
 pub mod affinity;
 pub mod body;
 pub mod conns;
+pub mod drain;
 pub mod filters;
 pub mod forward;
 pub mod health;
