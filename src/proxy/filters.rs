@@ -294,17 +294,13 @@ impl PathModifier {
         matches!(self, PathModifier::Prefix(_))
     }
 
-    /// Writes the new path for `path` into `out`. `prefix` is the matched `PathPrefix` without
-    /// its trailing `/` (`""` for `/`); without one, or when `path` does not start with it on a
+    /// The new path for `path`, in two pieces. `prefix` is the matched `PathPrefix` without its
+    /// trailing `/` (`""` for `/`); without one, or when `path` does not start with it on a
     /// segment boundary, a prefix replacement leaves the path as it is.
-    fn write_into(&self, path: &str, prefix: Option<&str>, out: &mut String) {
+    fn pieces<'a>(&'a self, path: &'a str, prefix: Option<&str>) -> PathPieces<'a> {
         match self {
-            PathModifier::Full(p) => out.push_str(p),
-            PathModifier::Prefix(replacement) => {
-                let PathPieces(a, b) = replace_prefix(path, prefix, replacement);
-                out.push_str(a);
-                out.push_str(b);
-            }
+            PathModifier::Full(p) => PathPieces(p, ""),
+            PathModifier::Prefix(replacement) => replace_prefix(path, prefix, replacement),
         }
     }
 }
@@ -325,6 +321,31 @@ fn replace_prefix<'a>(path: &'a str, prefix: Option<&str>, replacement: &'a str)
 
 /// A path made of two borrowed pieces.
 struct PathPieces<'a>(&'a str, &'a str);
+
+impl PathPieces<'_> {
+    fn len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+}
+
+/// A buffer of exactly `len` bytes: turned into `Bytes` without a second allocation (`Bytes`
+/// takes a `Vec` whose length is its capacity as it is, and allocates a header otherwise).
+fn exact(len: usize, fill: impl FnOnce(&mut String)) -> Bytes {
+    let mut out = String::with_capacity(len);
+    fill(&mut out);
+    debug_assert_eq!(out.len(), len, "the length was computed before");
+    Bytes::from(out)
+}
+
+fn digits(n: u16) -> usize {
+    match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    }
+}
 
 // === redirects ===
 
@@ -503,35 +524,35 @@ impl Redirect {
             (None, Some(h)) => return Err(RedirectError::BadHost(h.into())),
             (None, None) => None,
         };
-        let path = uri.path();
-        let mut out = String::with_capacity(
-            scheme.len()
-                + 3
-                + host.map_or(0, str::len)
-                + 6
-                + path.len()
-                + 32
-                + uri.query().map_or(0, str::len),
-        );
-        // Without any host (an HTTP/1.0 request with no Host), the Location is relative.
-        if let Some(host) = host {
-            out.push_str(scheme);
-            out.push_str("://");
-            out.push_str(host);
-            if default_port(scheme) != Some(port) {
-                out.push(':');
-                push_u16(&mut out, port);
+        let path = match &self.path {
+            None => PathPieces(uri.path(), ""),
+            Some(m) => m.pieces(uri.path(), prefix),
+        };
+        let query = uri.query();
+        let show_port = default_port(scheme) != Some(port);
+        let len = host.map_or(0, |h| {
+            scheme.len() + 3 + h.len() + if show_port { 1 + digits(port) } else { 0 }
+        }) + path.len()
+            + query.map_or(0, |q| 1 + q.len());
+        let out = exact(len, |out| {
+            // Without any host (an HTTP/1.0 request with no Host), the Location is relative.
+            if let Some(host) = host {
+                out.push_str(scheme);
+                out.push_str("://");
+                out.push_str(host);
+                if show_port {
+                    out.push(':');
+                    push_u16(out, port);
+                }
             }
-        }
-        match &self.path {
-            None => out.push_str(path),
-            Some(m) => m.write_into(path, prefix, &mut out),
-        }
-        if let Some(q) = uri.query() {
-            out.push('?');
-            out.push_str(q);
-        }
-        HeaderValue::from_maybe_shared(Bytes::from(out))
+            out.push_str(path.0);
+            out.push_str(path.1);
+            if let Some(q) = query {
+                out.push('?');
+                out.push_str(q);
+            }
+        });
+        HeaderValue::from_maybe_shared(out)
             .map_err(|_| RedirectError::BadHost(host.unwrap_or_default().into()))
     }
 
@@ -642,14 +663,16 @@ impl UrlRewrite {
         };
         let old = parts.uri.path();
         let query = parts.uri.query();
-        let mut out = String::with_capacity(old.len() + 32 + query.map_or(0, |q| q.len() + 1));
-        path.write_into(old, prefix, &mut out);
-        if let Some(q) = query {
-            out.push('?');
-            out.push_str(q);
-        }
-        let pq =
-            PathAndQuery::from_maybe_shared(Bytes::from(out)).map_err(|_| RewriteError::Path)?;
+        let pieces = path.pieces(old, prefix);
+        let out = exact(pieces.len() + query.map_or(0, |q| q.len() + 1), |out| {
+            out.push_str(pieces.0);
+            out.push_str(pieces.1);
+            if let Some(q) = query {
+                out.push('?');
+                out.push_str(q);
+            }
+        });
+        let pq = PathAndQuery::from_maybe_shared(out).map_err(|_| RewriteError::Path)?;
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.path_and_query = Some(pq);
         if let (Some(host), Some(_)) = (&self.hostname, &uri.authority) {
