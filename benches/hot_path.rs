@@ -132,7 +132,7 @@ fn picks(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 split::choose(
-                    route,
+                    &route.split,
                     black_box(&headers),
                     black_box(Some("a=1&b=2")),
                     random,
@@ -198,9 +198,16 @@ fn policies(c: &mut Criterion) {
         Path::new("."),
     )
     .unwrap();
+    // The sandbox is the weir binary (this bench's own executable is not weir).
+    weir::config::policy::use_sandbox_program(Path::new(env!("CARGO_BIN_EXE_weir")));
     assert!(new.check_policies(Some(&old.spec)).is_ok());
     c.bench_function("policies_5_files_100_routes", |b| {
         b.iter(|| new.check_policies(black_box(Some(&old.spec))).unwrap())
+    });
+    // The same work without the sandbox: the difference is the child process's cost.
+    let policies = new.policies.as_ref().unwrap();
+    c.bench_function("policies_5_files_100_routes_in_process", |b| {
+        b.iter(|| policies.in_process(&new.spec, black_box(Some(&old.spec))))
     });
 }
 

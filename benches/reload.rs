@@ -98,7 +98,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.yaml");
         std::fs::write(&path, yaml(stable, canary, 100, 0)).unwrap();
-        let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("{e}"));
+        let candidate = weir::reload::read_file(&path).unwrap_or_else(|r| panic!("{}", r.errors));
         let running = weir::server::start(candidate, Some(path.clone())).await.unwrap();
         let address = running.address("main").unwrap();
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();

@@ -61,6 +61,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
     },
+    /// Internal: compiles and evaluates policies for a weir process, under its limits.
+    #[command(name = "policy-sandbox", hide = true)]
+    PolicySandbox,
     /// A self-contained tour on loopback: a stable and a canary upstream, weir in front,
     /// traffic, an automated rollout, then a broken canary rolled back.
     Demo {
@@ -96,9 +99,12 @@ pub fn main() -> ExitCode {
         Command::Demo { .. } => "off",
         _ => "info,weir::access=off",
     };
-    // Held to the end of main: dropping it flushes the log lines still queued.
-    let _log_guard = init_tracing(cli.log_format, default_filter);
+    // Held to the end of main: dropping it flushes the log lines still queued. The policy
+    // sandbox logs nothing (it writes only its answer) and starts no logging thread.
+    let sandbox = matches!(cli.command, Command::PolicySandbox);
+    let _log_guard = (!sandbox).then(|| init_tracing(cli.log_format, default_filter));
     match cli.command {
+        Command::PolicySandbox => config::policy::sandbox_main(),
         Command::Run { config, threads } => run(&config, threads),
         Command::Check {
             config,
@@ -275,7 +281,7 @@ pub fn check_json(path: &Path, previous: Option<&Path>) -> (bool, Value) {
         .routes
         .iter()
         .map(|r| {
-            let total: f64 = r.backends.iter().map(|b| f64::from(b.weight)).sum();
+            let weights = || r.backends.iter().map(|b| b.weight);
             let backends: Vec<Value> = r
                 .backends
                 .iter()
@@ -283,7 +289,7 @@ pub fn check_json(path: &Path, previous: Option<&Path>) -> (bool, Value) {
                     json!({
                         "upstream": b.upstream,
                         "weight": b.weight,
-                        "share": f64::from(b.weight) / total,
+                        "share": config::share(b.weight, weights()),
                     })
                 })
                 .collect();
@@ -371,7 +377,6 @@ pub fn route_table(config: &Config) -> String {
         "share".to_owned(),
     ]];
     for r in &config.routes {
-        let total: u64 = r.backends.iter().map(|b| u64::from(b.weight)).sum();
         for (i, b) in r.backends.iter().enumerate() {
             rows.push([
                 if i == 0 {
@@ -381,7 +386,10 @@ pub fn route_table(config: &Config) -> String {
                 },
                 config.upstreams[b.upstream].name.to_string(),
                 b.weight.to_string(),
-                format!("{:.1}%", 100.0 * f64::from(b.weight) / total as f64),
+                format!(
+                    "{:.1}%",
+                    100.0 * config::share(b.weight, r.backends.iter().map(|b| b.weight))
+                ),
             ]);
         }
     }
@@ -422,7 +430,8 @@ pub fn route_table(config: &Config) -> String {
 fn run(path: &Path, threads: Option<usize>) -> ExitCode {
     let candidate = match crate::reload::read_file(path) {
         Ok(c) => c,
-        Err((_, errors)) => {
+        Err(refused) => {
+            let errors = refused.errors;
             print_errors(&errors);
             return ExitCode::FAILURE;
         }
@@ -448,11 +457,9 @@ async fn serve(candidate: crate::reload::Candidate, path: PathBuf) -> anyhow::Re
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                // A refused file is logged and recorded by the reloader; the old config stays.
-                // Off the async workers: reading, validating and the policies block.
-                let reloader = running.reloader.clone();
-                let result = tokio::task::spawn_blocking(move || reloader.reload()).await;
-                if let Ok(Ok(changed)) = result {
+                // A refused file is logged and recorded by the control task; the old config
+                // stays. Reading, validating and the policy sandbox run off the worker threads.
+                if let Ok(changed) = running.reloader.reload().await {
                     tracing::info!(path = %path.display(), changed, "config reloaded on SIGHUP");
                 }
             }

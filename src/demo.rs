@@ -27,7 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::metrics::{LATENCY_BUCKETS_MS, WindowStats, latency_bucket};
+use crate::metrics::{Probe, latency_bucket};
 
 /// Starts an HTTP/1.1 server on an ephemeral loopback port that answers every request with
 /// `name`.
@@ -94,60 +94,19 @@ fn demo_config(
     )
 }
 
-/// What the clients saw of one version: requests, failures, latency buckets (the same buckets
-/// as weir's histogram). `tick` is since the last live line, `total` the whole tour.
+/// What the clients saw of one version, counted as weir counts a rollout's canary: `tick` since
+/// the last live line, `total` the whole tour.
 struct Seen {
-    tick: Counts,
-    total: Counts,
-}
-
-struct Counts {
-    requests: AtomicU64,
-    failures: AtomicU64,
-    latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
-}
-
-impl Counts {
-    fn new() -> Self {
-        Counts {
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-
-    fn record(&self, ok: bool, bucket: usize) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counts as window statistics; `reset` zeroes them (the live line's second).
-    fn stats(&self, reset: bool) -> WindowStats {
-        let read = |a: &AtomicU64| {
-            if reset {
-                a.swap(0, Ordering::Relaxed)
-            } else {
-                a.load(Ordering::Relaxed)
-            }
-        };
-        let requests = read(&self.requests);
-        let failures = read(&self.failures).min(requests);
-        WindowStats {
-            requests,
-            successes: requests - failures,
-            latency: self.latency.iter().map(read).collect(),
-        }
-    }
+    tick: Probe,
+    total: Probe,
 }
 
 impl Seen {
     fn new() -> Self {
+        let probe = || Probe::new(None, Arc::new(tokio::sync::Notify::new()));
         Seen {
-            tick: Counts::new(),
-            total: Counts::new(),
+            tick: probe(),
+            total: probe(),
         }
     }
 }
@@ -278,7 +237,10 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             let next = demo_config(("v2", v2), ("v3", v3), interval);
             let candidate = crate::reload::Candidate::from_str(&next, "demo.yaml")
                 .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
-            reloader.apply(candidate);
+            // Through the same door as a reload of the file: policies, history, rollouts.
+            if let Err(e) = reloader.submit(Ok(candidate)).await {
+                anyhow::bail!("the demo config was refused:\n{e}");
+            }
         }
         if deployed_broken && state == "rolled_back" && epilogue.is_none() {
             epilogue = Some(EPILOGUE_TICKS);
@@ -325,7 +287,7 @@ fn live_line(
     let filled = (weight as usize).div_ceil(10).min(10);
     let bar: String = "#".repeat(filled) + &".".repeat(10 - filled);
     let version = |v: usize| {
-        let s = seen[v].tick.stats(true);
+        let s = seen[v].tick.take_stats();
         format!(
             "{} {:>5}/s {:>6} {:>6}",
             VERSIONS[v],
@@ -390,7 +352,7 @@ fn summary(reloader: &crate::reload::Reloader, seen: &[Seen; 3]) {
         "canary, rolled back",
     ];
     for (v, role) in roles.iter().enumerate() {
-        let s = seen[v].total.stats(false);
+        let s = seen[v].total.peek_stats();
         println!(
             "  {} {:<19} {:>7} req  success {:>6}  p50 {:>6}  p99 {:>6}",
             VERSIONS[v],

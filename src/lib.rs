@@ -20,7 +20,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod metrics;
-pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod rollout;

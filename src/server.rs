@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::metrics::Metrics;
 use crate::proxy::listener::{self, ListenerContext};
+use crate::reload::Candidate;
 use crate::reload::Reloader;
-use crate::reload::apply::Candidate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -61,18 +61,23 @@ async fn bind(what: String, address: SocketAddr) -> Result<(TcpListener, SocketA
 /// the file later reloads read.
 pub async fn start(candidate: Candidate, path: Option<PathBuf>) -> Result<Running, ServerError> {
     let metrics = Arc::new(Metrics::new());
-    let config = &candidate.config;
-    config.check_policies(None).map_err(ServerError::Refused)?;
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let listeners_wanted = candidate.config.listeners.clone();
+    let admin_wanted = candidate.config.admin_address;
+    // The initial load: the policies, the first snapshot, the control task (which ends with
+    // `admin_stop`, also when binding fails below).
+    let reloader = Reloader::start(candidate, path, metrics.clone(), admin_stop_rx.clone())
+        .await
+        .map_err(ServerError::Refused)?;
+    let reloader = Arc::new(reloader);
     let mut bound = Vec::new();
-    for l in &config.listeners {
+    for l in &listeners_wanted {
         let (socket, address) = bind(format!("listener `{}`", l.name), l.address).await?;
         bound.push((l.name.clone(), address, socket));
     }
-    let (admin_socket, admin_address) = bind("admin".to_owned(), config.admin_address).await?;
+    let (admin_socket, admin_address) = bind("admin".to_owned(), admin_wanted).await?;
 
-    let reloader = Arc::new(Reloader::start(candidate, path, metrics.clone()));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let (admin_stop, admin_stop_rx) = watch::channel(false);
     let (open_tx, open_rx) = mpsc::channel(1);
     let draining = Arc::new(AtomicBool::new(false));
 
@@ -96,10 +101,6 @@ pub async fn start(candidate: Candidate, path: Option<PathBuf>) -> Result<Runnin
         draining: draining.clone(),
     });
     tokio::spawn(admin::serve(admin_socket, state, admin_stop_rx.clone()));
-    tokio::spawn(crate::rollout::controller(
-        reloader.clone(),
-        admin_stop_rx.clone(),
-    ));
     tokio::spawn(crate::reload::watch::run(reloader.clone(), admin_stop_rx));
 
     Ok(Running {

@@ -7,15 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::AtomicU64;
-
-use crate::config::{Condition, Config, Pick, Retries, RouteMatch, StickyKey};
-use crate::metrics::{BackendMetrics, Metrics};
+use crate::config::{Config, Retries, RouteMatch};
+use crate::metrics::{BackendMetrics, Metrics, Probe};
 use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
-use crate::proxy::split::WeightTable;
-use crate::rollout::Steering;
-use crate::rollout::probe::Probe;
+use crate::proxy::split::{Override, Table};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -30,30 +26,21 @@ pub struct Route {
     /// The configured backends in file order, then (with weight 0, never picked by weight) the
     /// upstreams only an override sends to.
     pub backends: Box<[Backend]>,
-    pub weights: WeightTable,
+    /// How a request picks among `backends`.
+    pub split: Table,
     pub timeout: Duration,
-    pub picker: Picker,
-    pub sticky: Option<StickyKey>,
-    pub overrides: Box<[RouteOverride]>,
     pub mirror: Option<RouteMirror>,
     pub retries: Option<Retries>,
 }
 
-/// How a request without an override or sticky key is given a backend.
-pub enum Picker {
-    Random,
-    /// One precomputed smooth cycle and one shared counter: shares are exact across all worker
-    /// threads, for one relaxed atomic add per request.
-    RoundRobin {
-        sequence: Box<[u32]>,
-        next: AtomicU64,
-    },
-}
-
-pub struct RouteOverride {
-    pub conditions: Box<[Condition]>,
-    /// Index into the route's `backends`.
-    pub backend: usize,
+/// What a route with a running rollout takes instead of its file's weights: the weights of its
+/// configured backends, and the probe its canary (index `canary`) feeds while it is judged.
+/// The control task makes it from the rollouts' decisions.
+#[derive(Clone)]
+pub struct Steering {
+    pub weights: Vec<u32>,
+    pub canary: usize,
+    pub probe: Option<Arc<Probe>>,
 }
 
 /// An upstream with a weight inside a route.
@@ -143,7 +130,7 @@ impl Snapshot {
                                 backends.len() - 1
                             }
                         };
-                        RouteOverride {
+                        Override {
                             conditions: o.conditions.clone().into(),
                             backend: index,
                         }
@@ -158,29 +145,17 @@ impl Snapshot {
                     RouteMirror::new(pool, m.percent, handles)
                 });
                 let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+                let split = Table::new(&weights, overrides, r.sticky.clone(), r.pick)
+                    .expect("validation refuses routes whose weights sum to 0");
+                if let Some(cycle) = split.round_robin_fallback() {
+                    tracing::warn!(route = &*r.name, cycle, "round_robin needs a cycle of at most 65536 picks and these rollout weights give more: picking at random, with the same shares on average");
+                }
                 Route {
                     name: r.name.clone(),
                     matcher: r.matcher.clone(),
-                    weights: WeightTable::new(weights.iter().copied())
-                        .expect("validation refuses routes whose weights sum to 0"),
-                    picker: match r.pick {
-                        Pick::Random => Picker::Random,
-                        // Rollout weights can make a cycle longer than validation allows.
-                        Pick::RoundRobin
-                            if crate::proxy::split::round_robin_cycle(&weights)
-                                > crate::proxy::split::MAX_ROUND_ROBIN_CYCLE =>
-                        {
-                            Picker::Random
-                        }
-                        Pick::RoundRobin => Picker::RoundRobin {
-                            sequence: crate::proxy::split::round_robin_sequence(&weights),
-                            next: AtomicU64::new(0),
-                        },
-                    },
                     backends: backends.into(),
+                    split,
                     timeout: r.timeout,
-                    sticky: r.sticky.clone(),
-                    overrides,
                     mirror,
                     retries: r.retries.clone(),
                 }

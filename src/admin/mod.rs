@@ -232,17 +232,9 @@ async fn reload(reloader: &Arc<Reloader>) -> Response<Full<Bytes>> {
             "this weir was started without a config file: nothing to reload\n",
         );
     }
-    // Reading, validating and the policies block: off the async workers.
-    let worker = reloader.clone();
-    let changed = match tokio::task::spawn_blocking(move || worker.reload()).await {
-        Ok(Ok(changed)) => changed,
-        // The refusal is in the record, which the answer shows.
-        Ok(Err(_)) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "the reload task failed");
-            return respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "reload failed\n");
-        }
-    };
+    // The control task reads, validates and checks the policies off the async workers.
+    // A refusal is in the record, which the answer shows.
+    let changed = reloader.reload().await.unwrap_or(true);
     if changed {
         tracing::info!("config reloaded on POST /reload");
     }
@@ -293,7 +285,7 @@ fn stats_json(reloader: &Reloader) -> Value {
         .routes
         .iter()
         .map(|r| {
-            let total = r.weights.total() as f64;
+            let weights = || r.backends.iter().map(|b| b.weight);
             let backends: Vec<Value> = r
                 .backends
                 .iter()
@@ -303,7 +295,7 @@ fn stats_json(reloader: &Reloader) -> Value {
                     json!({
                         "name": &**b.name(),
                         "weight": b.weight,
-                        "share": f64::from(b.weight) / total,
+                        "share": crate::config::share(b.weight, weights()),
                         "requests": s.requests,
                         "success_rate": s.success_rate(),
                         "latency_ms": { "p50": p(0.5), "p90": p(0.9), "p99": p(0.99) },

@@ -4,11 +4,12 @@
 //! restart. The token never appears in `/config`, in logs or in `Debug` output.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::files::Files;
 use super::schema::{AdminReads, AdminSpec};
 
 /// Shorter tokens are refused: they are too easy to guess.
@@ -54,12 +55,14 @@ pub struct TokenError {
     pub message: String,
 }
 
-/// Reads the token the admin section names. Returns it (or `None` when no token is configured)
-/// and the file it came from, which the config then lists among its inputs.
-pub fn read(
+/// The token the admin section names (`None` when none is configured). A `token_file` was read
+/// with the config's other files (it is one of its inputs, so a rotated Secret is a reload);
+/// `token_env` is read from the environment.
+pub fn token(
     admin: &AdminSpec,
+    files: &Files,
     base_dir: &Path,
-) -> Result<(Option<AdminToken>, Option<PathBuf>), TokenError> {
+) -> Result<Option<AdminToken>, TokenError> {
     let error = |field, message: String| TokenError { field, message };
     let (text, file) = match (&admin.token_file, &admin.token_env) {
         (Some(_), Some(_)) => {
@@ -70,12 +73,15 @@ pub fn read(
         }
         (Some(name), None) => {
             let path = base_dir.join(name);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                error(
-                    "admin.token_file",
-                    format!("cannot read the token file {}: {e}", path.display()),
-                )
-            })?;
+            let text = files
+                .get(&path)
+                .and_then(|b| String::from_utf8(b.to_vec()).map_err(std::io::Error::other))
+                .map_err(|e| {
+                    error(
+                        "admin.token_file",
+                        format!("cannot read the token file {}: {e}", path.display()),
+                    )
+                })?;
             (text, Some(path))
         }
         (None, Some(var)) => {
@@ -94,7 +100,7 @@ pub fn read(
                     "`token` needs a token: set admin.token_file or admin.token_env".to_owned(),
                 ));
             }
-            return Ok((None, None));
+            return Ok(None);
         }
     };
     let field = if file.is_some() {
@@ -120,12 +126,38 @@ pub fn read(
                 .to_owned(),
         ));
     }
-    Ok((Some(AdminToken::new(token)), file))
+    Ok(Some(AdminToken::new(token)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::config::ConfigSpec;
+
+    /// The token of `admin` with files under `dir`, and the file the config lists for it.
+    fn read(
+        admin: &AdminSpec,
+        dir: &Path,
+    ) -> Result<(Option<AdminToken>, Option<PathBuf>), TokenError> {
+        let spec = ConfigSpec {
+            listeners: Vec::new(),
+            admin: admin.clone(),
+            upstreams: Vec::new(),
+            routes: Vec::new(),
+            policies: Vec::new(),
+            limits: Default::default(),
+            rollout_state: None,
+            reload: Default::default(),
+        };
+        let files = Files::read(&spec, dir);
+        let listed = files
+            .inputs()
+            .iter()
+            .find_map(|i| i.path().map(Path::to_path_buf));
+        token(admin, &files, dir).map(|t| (t, listed))
+    }
 
     fn admin(file: Option<&str>, env: Option<&str>, reads: AdminReads) -> AdminSpec {
         AdminSpec {

@@ -1,4 +1,9 @@
-//! Durations as written in the config: `250ms`, `15s`, `2m`, `1h`.
+//! Time as weir writes it: durations in the config (`250ms`, `15s`, `2m`, `1h`), and instants as
+//! RFC 3339 (`/config`, `/history`, webhook bodies).
+//!
+//! The duration grammar is weir's own on purpose, one integer and one unit: humantime's parser
+//! would also take `10 days`, `1h 30m` or a bare `15`, and what a config accepts is a contract.
+//! humantime formats the instants.
 
 use std::fmt;
 use std::time::Duration;
@@ -35,6 +40,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(millis))
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds, as `2026-11-22T10:00:00.000Z`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 impl fmt::Display for DurationSpec {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::DurationSpec;
+use super::duration::DurationSpec;
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -379,6 +379,28 @@ mod defaults {
     pub fn drain_timeout() -> DurationSpec {
         DurationSpec::from_secs(30)
     }
+    pub fn poll_interval() -> DurationSpec {
+        DurationSpec::from_secs(2)
+    }
+}
+
+/// How weir notices that the config changed (an extension of SPEC.md, which has the 2 s poll).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSpec {
+    /// How often the file (and every file it reads) is hashed, as a fallback for filesystems
+    /// that send no change events; `0s` turns the poll off and leaves the file watcher and
+    /// SIGHUP.
+    #[serde(default = "defaults::poll_interval")]
+    pub poll_interval: DurationSpec,
+}
+
+impl Default for ReloadSpec {
+    fn default() -> Self {
+        ReloadSpec {
+            poll_interval: defaults::poll_interval(),
+        }
+    }
 }
 
 /// The whole file with defaults filled in. Its JSON form is `/config`'s `config` and the
@@ -404,6 +426,8 @@ pub struct ConfigSpec {
     pub limits: LimitsSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout_state: Option<String>,
+    #[schemars(default)]
+    pub reload: ReloadSpec,
 }
 
 /// The top-level keys, in the order `load` reports them when one is unknown.
@@ -415,4 +439,5 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "policies",
     "limits",
     "rollout_state",
+    "reload",
 ];

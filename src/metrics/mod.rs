@@ -6,6 +6,7 @@
 //! in a table of lazily created handles, the histogram handle is pre-resolved, and no label is
 //! formatted on the request path.
 
+pub mod probe;
 mod window;
 
 use std::sync::{Arc, OnceLock};
@@ -17,21 +18,8 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use window::{WINDOW_SECS, Window, WindowStats};
-
-/// Upper bounds, in milliseconds, of the latency buckets: 0.5 ms to 30 s, about 1.3x to 2x apart,
-/// dense around the 100 ms - 1 s range where latency thresholds usually sit.
-pub const LATENCY_BUCKETS_MS: [f64; 32] = [
-    0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 150.0,
-    200.0, 300.0, 400.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0, 7500.0, 10000.0,
-    15000.0, 20000.0, 30000.0,
-];
-
-/// The index of the window bucket for `d` (the last index is the overflow bucket).
-pub fn latency_bucket(d: Duration) -> usize {
-    let ms = d.as_secs_f64() * 1e3;
-    LATENCY_BUCKETS_MS.partition_point(|&upper| upper < ms)
-}
+pub use probe::{Measurement, Probe};
+pub use window::{LATENCY_BUCKETS_MS, WINDOW_SECS, Window, WindowStats, latency_bucket};
 
 /// The process-wide registry and metric families.
 pub struct Metrics {
@@ -46,6 +34,7 @@ pub struct Metrics {
     pub rollout_state: IntGaugeVec,
     active_connections: IntGaugeVec,
     tls_errors: IntCounterVec,
+    client_errors: IntCounterVec,
     mirror_requests: IntCounterVec,
     mirror_duration: HistogramVec,
     mirror_dropped: IntCounterVec,
@@ -154,6 +143,11 @@ impl Metrics {
                 "TLS handshakes that failed (plaintext, bad hello, aborted) or timed out, per listener.",
                 &["listener", "reason"],
             ),
+            client_errors: counter(
+                "weir_client_errors_total",
+                "Requests that failed by the client's fault (framing, body, timeout, closed), per listener; never counted against a backend.",
+                &["listener", "kind"],
+            ),
             mirror_requests: counter(
                 "weir_mirror_requests_total",
                 "Shadow copies answered by the mirror upstream (answers discarded), by route, mirror backend and status code.",
@@ -249,6 +243,10 @@ impl Metrics {
             active: self.active_connections.with_label_values(&[name]),
             tls_failed: self.tls_errors.with_label_values(&[name, "failed"]),
             tls_timeout: self.tls_errors.with_label_values(&[name, "timeout"]),
+            client_errors: ClientErrors {
+                by_kind: ClientErrorKind::ALL
+                    .map(|k| self.client_errors.with_label_values(&[name, k.label()])),
+            },
         }
     }
 
@@ -433,6 +431,51 @@ pub struct ListenerMetrics {
     pub active: IntGauge,
     pub tls_failed: IntCounter,
     pub tls_timeout: IntCounter,
+    pub client_errors: ClientErrors,
+}
+
+/// Why a request failed by the client's fault: the `kind` label of `weir_client_errors_total`.
+/// None of these counts against a backend (its metrics, outlier state or a rollout's analysis).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientErrorKind {
+    /// A request head weir refuses: ambiguous framing or authority, a forbidden method or upgrade.
+    Framing,
+    /// The request body broke while weir read or forwarded it (bad chunked framing, an abort).
+    Body,
+    /// The client did not send its head or body in time.
+    Timeout,
+    /// The client went away before its response ended.
+    Closed,
+}
+
+impl ClientErrorKind {
+    pub const ALL: [ClientErrorKind; 4] = [
+        ClientErrorKind::Framing,
+        ClientErrorKind::Body,
+        ClientErrorKind::Timeout,
+        ClientErrorKind::Closed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientErrorKind::Framing => "framing",
+            ClientErrorKind::Body => "body",
+            ClientErrorKind::Timeout => "timeout",
+            ClientErrorKind::Closed => "closed",
+        }
+    }
+}
+
+/// A listener's `weir_client_errors_total` counters, one per kind, resolved once.
+#[derive(Clone)]
+pub struct ClientErrors {
+    by_kind: [IntCounter; 4],
+}
+
+impl ClientErrors {
+    pub fn count(&self, kind: ClientErrorKind) {
+        self.by_kind[kind as usize].inc();
+    }
 }
 
 /// A connection's place in `weir_active_connections`: counted while it lives.
@@ -462,6 +505,19 @@ mod tests {
         assert_eq!(latency_bucket(Duration::from_micros(501)), 1);
         assert_eq!(latency_bucket(Duration::from_secs(30)), 31);
         assert_eq!(latency_bucket(Duration::from_secs(31)), 32);
+    }
+
+    #[test]
+    fn client_error_series_exist_from_the_start_and_count_by_kind() {
+        let m = Metrics::new();
+        let l = m.listener("public");
+        l.client_errors.count(ClientErrorKind::Body);
+        let text = String::from_utf8(m.render(std::iter::empty())).unwrap();
+        for (kind, n) in [("framing", 0), ("body", 1), ("timeout", 0), ("closed", 0)] {
+            let line =
+                format!("weir_client_errors_total{{kind=\"{kind}\",listener=\"public\"}} {n}");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]

@@ -6,8 +6,21 @@
 //! lose its count from the window; the Prometheus counters, which are exact, are not affected.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
-use super::LATENCY_BUCKETS_MS;
+/// Upper bounds, in milliseconds, of the latency buckets: 0.5 ms to 30 s, about 1.3x to 2x apart,
+/// dense around the 100 ms - 1 s range where latency thresholds usually sit.
+pub const LATENCY_BUCKETS_MS: [f64; 32] = [
+    0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 150.0,
+    200.0, 300.0, 400.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0, 7500.0, 10000.0,
+    15000.0, 20000.0, 30000.0,
+];
+
+/// The index of the window bucket for `d` (the last index is the overflow bucket).
+pub fn latency_bucket(d: Duration) -> usize {
+    let ms = d.as_secs_f64() * 1e3;
+    LATENCY_BUCKETS_MS.partition_point(|&upper| upper < ms)
+}
 
 pub const WINDOW_SECS: u64 = 60;
 const SLOTS: usize = WINDOW_SECS as usize;

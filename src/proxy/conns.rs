@@ -15,7 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::RequestBody;
+use super::request::RequestBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

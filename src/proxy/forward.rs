@@ -14,13 +14,22 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
-use super::ConnInfo;
 use super::body::{RequestBody, UpstreamBody};
 use super::conns::{BoxError, SendError};
 use super::pool::{Outcome, UpstreamPool};
 use crate::metrics::UpstreamErrorKind;
 
 use super::body::Inner as ProxyBody;
+
+/// What a request knows about the connection it came on.
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub listener: Arc<str>,
+    /// `http` or `https`, for `x-forwarded-proto`.
+    pub scheme: &'static str,
+    /// The listener's `weir_client_errors_total` counters.
+    pub client_errors: crate::metrics::ClientErrors,
+}
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -68,6 +77,17 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Reset { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The client error kind when the client is the cause, else `None`.
+    pub fn client_kind(&self) -> Option<crate::metrics::ClientErrorKind> {
+        use crate::metrics::ClientErrorKind;
+        match self {
+            ProxyError::BadRequest => Some(ClientErrorKind::Framing),
+            ProxyError::ClientBody(_) => Some(ClientErrorKind::Body),
+            ProxyError::ClientTimeout => Some(ClientErrorKind::Timeout),
+            _ => None,
         }
     }
 

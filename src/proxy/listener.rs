@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::ConnInfo;
+use super::forward::ConnInfo;
 use crate::config::Limits;
 use crate::metrics::{ConnectionGauge, ListenerMetrics};
 use crate::snapshot::Snapshot;
@@ -133,6 +133,7 @@ async fn serve_http<I>(
             client: peer,
             listener: ctx.name.clone(),
             scheme,
+            client_errors: ctx.metrics.client_errors.clone(),
         },
         requests: AtomicU64::new(0),
     });

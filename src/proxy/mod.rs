@@ -13,13 +13,12 @@ pub mod listener;
 pub mod matching;
 pub mod mirror;
 pub mod pool;
+pub mod request;
 pub mod retry;
 pub mod router;
 pub mod split;
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -30,20 +29,13 @@ use rand::{RngExt, SeedableRng};
 
 use crate::snapshot::{Backend, Route, Snapshot};
 use body::{Access, NotReplayable, Replayable, RequestBody, ResponseBody};
+pub use forward::ConnInfo;
 use forward::ProxyError;
 
 /// Request bodies up to this size (with a known length) are read in full when the route retries
 /// or mirrors the request, so they can be sent again; larger ones stream and are neither retried
 /// nor mirrored.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
-
-/// What a request knows about the connection it came on.
-pub struct ConnInfo {
-    pub client: SocketAddr,
-    pub listener: Arc<str>,
-    /// `http` or `https`, for `x-forwarded-proto`.
-    pub scheme: &'static str,
-}
 
 thread_local! {
     // One generator per worker thread: a weighted pick costs a few nanoseconds and takes no lock.
@@ -75,8 +67,8 @@ pub async fn handle(
     };
     let logged = tracing::enabled!(target: "weir::access", tracing::Level::INFO)
         .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
-    let backend =
-        &route.backends[split::choose(route, req.headers(), req.uri().query(), random_below)];
+    let backend = &route.backends
+        [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
     let (response, status) = match exchange(route, backend, req, conn, started, timeout).await {
         Ok(r) => {
             let status = r.status();
@@ -86,6 +78,9 @@ pub async fn handle(
             tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
+            }
+            if let Some(kind) = e.client_kind() {
+                conn.client_errors.count(kind);
             }
             // Metrics and the access log name the HTTP status of the failure, also when a gRPC
             // caller got it as HTTP 200 with a grpc-status.

@@ -1,35 +1,113 @@
 //! Choosing a backend: overrides first, then the sticky key, then the weights (at random or in
 //! smooth round robin). Pure: the random draw comes in as an argument (a thread-local generator
-//! in production, a seeded one in tests), and every table is built once per snapshot.
+//! in production, a seeded one in tests), and each route's [`Table`] is compiled once per
+//! snapshot.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderMap;
 
-use crate::config::{Condition, Expect, StickyKey};
-use crate::snapshot::{Picker, Route};
+use crate::config::{
+    Condition, Expect, MAX_ROUND_ROBIN_CYCLE, Pick, StickyKey, gcd, round_robin_cycle,
+};
 
-/// The index in `route.backends` for a request with these headers and query. `random(n)` must
-/// return a number below `n`.
+/// One route's choice, compiled: its overrides, sticky key, weights and pick mode.
+pub struct Table {
+    overrides: Box<[Override]>,
+    sticky: Option<StickyKey>,
+    weights: WeightTable,
+    picker: Picker,
+    /// Set when `round_robin` was asked for but the weights' cycle is too long (see
+    /// [`Table::new`]): the cycle's length.
+    fallback: Option<u64>,
+}
+
+/// Requests meeting every condition go to `backend`.
+pub struct Override {
+    pub conditions: Box<[Condition]>,
+    pub backend: usize,
+}
+
+/// How a request without an override or sticky key is given a backend.
+enum Picker {
+    Random,
+    /// One precomputed smooth cycle and one shared counter: shares are exact across all worker
+    /// threads, for one relaxed atomic add per request.
+    RoundRobin {
+        sequence: Box<[u32]>,
+        next: AtomicU64,
+    },
+}
+
+impl Table {
+    /// The table for backends of `weights` (in the route's order; the sum must be positive,
+    /// which validation guarantees), `overrides` naming indexes into them, and `pick`.
+    ///
+    /// The round-robin rule: a smooth cycle is precomputed only when its length (the weight sum
+    /// over the weights' gcd) is at most [`MAX_ROUND_ROBIN_CYCLE`]. Validation refuses configured
+    /// weights that break it, but a rollout's weights can (a 3:1 pair of stables at 10 %: 27/9/4
+    /// is fine, 900001/99999 is not); such a table picks at random, with the same shares on
+    /// average, and [`Table::round_robin_fallback`] says so for the caller to log.
+    pub fn new(
+        weights: &[u32],
+        overrides: Vec<Override>,
+        sticky: Option<StickyKey>,
+        pick: Pick,
+    ) -> Option<Table> {
+        let table = WeightTable::new(weights.iter().copied())?;
+        let cycle = round_robin_cycle(weights);
+        let (picker, fallback) = match pick {
+            Pick::Random => (Picker::Random, None),
+            Pick::RoundRobin if cycle > MAX_ROUND_ROBIN_CYCLE => (Picker::Random, Some(cycle)),
+            Pick::RoundRobin => (
+                Picker::RoundRobin {
+                    sequence: round_robin_sequence(weights),
+                    next: AtomicU64::new(0),
+                },
+                None,
+            ),
+        };
+        Some(Table {
+            overrides: overrides.into(),
+            sticky,
+            weights: table,
+            picker,
+            fallback,
+        })
+    }
+
+    pub fn weights(&self) -> &WeightTable {
+        &self.weights
+    }
+
+    /// The cycle length that made a `round_robin` table pick at random, if it did.
+    pub fn round_robin_fallback(&self) -> Option<u64> {
+        self.fallback
+    }
+}
+
+/// The backend index for a request with these headers and query: the first override whose
+/// conditions all hold, else the sticky key's bucket, else the weights. `random(n)` must return
+/// a number below `n`.
 pub fn choose(
-    route: &Route,
+    table: &Table,
     headers: &HeaderMap,
     query: Option<&str>,
     random: impl FnOnce(u64) -> u64,
 ) -> usize {
-    if let Some(o) = route
+    if let Some(o) = table
         .overrides
         .iter()
         .find(|o| o.conditions.iter().all(|c| holds(c, headers, query)))
     {
         return o.backend;
     }
-    let total = route.weights.total();
-    if let Some(key) = route.sticky.as_ref().and_then(|k| sticky_key(k, headers)) {
-        return route.weights.pick(sticky_draw(sticky_hash(key), total));
+    let total = table.weights.total();
+    if let Some(key) = table.sticky.as_ref().and_then(|k| sticky_key(k, headers)) {
+        return table.weights.pick(sticky_draw(sticky_hash(key), total));
     }
-    match &route.picker {
-        Picker::Random => route.weights.pick(random(total)),
+    match &table.picker {
+        Picker::Random => table.weights.pick(random(total)),
         Picker::RoundRobin { sequence, next } => {
             let n = next.fetch_add(1, Ordering::Relaxed);
             sequence[(n % sequence.len() as u64) as usize] as usize
@@ -208,19 +286,6 @@ pub fn sticky_draw(hash: u64, total: u64) -> u64 {
 
 // === smooth weighted round robin ===
 
-/// The longest cycle `pick: round_robin` precomputes (entries of 4 bytes).
-pub const MAX_ROUND_ROBIN_CYCLE: u64 = 65_536;
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-/// The length of one smooth round-robin cycle: the weight sum divided by the weights' gcd.
-pub fn round_robin_cycle(weights: &[u32]) -> u64 {
-    let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w)));
-    weights.iter().map(|&w| u64::from(w)).sum::<u64>() / g.max(1)
-}
-
 /// One cycle of nginx's smooth weighted round robin: each step adds every weight to its
 /// backend's running score, picks the highest (the first on ties) and takes the total from it.
 /// Over any `n` consecutive picks every backend is within one pick of its exact share.
@@ -303,8 +368,6 @@ mod pick_tests {
         assert_eq!(seq.len(), 10);
         assert_eq!(seq.iter().filter(|&&b| b == 1).count(), 1);
         assert_eq!(&*round_robin_sequence(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(round_robin_cycle(&[900, 100]), 10);
-        assert_eq!(round_robin_cycle(&[7, 0, 3]), 10);
         // Within one pick of the exact share after any prefix.
         let seq = round_robin_sequence(&[50, 30, 20]);
         for n in 1..=seq.len() {
@@ -313,5 +376,124 @@ mod pick_tests {
                 assert!((got - w * n as f64).abs() <= 1.0, "{n} {b}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod choose_tests {
+    use super::*;
+
+    /// A request: its headers and query.
+    struct Request {
+        headers: &'static [(&'static str, &'static str)],
+        query: Option<&'static str>,
+    }
+
+    const PLAIN: Request = Request {
+        headers: &[],
+        query: None,
+    };
+
+    /// The backend `table` gives each request, with the random draw fixed to `draw`.
+    fn check(table: &Table, draw: u64, cases: &[(Request, usize)]) {
+        for (i, (req, want)) in cases.iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            for (k, v) in req.headers {
+                headers.append(*k, v.parse().unwrap());
+            }
+            let got = choose(table, &headers, req.query, |n| draw % n);
+            assert_eq!(got, *want, "case {i}");
+        }
+    }
+
+    fn header_override(name: &'static str, value: &str, backend: usize) -> Override {
+        Override {
+            conditions: vec![Condition::Header(
+                http::HeaderName::from_static(name),
+                Expect::Equals(value.to_owned()),
+            )]
+            .into(),
+            backend,
+        }
+    }
+
+    #[test]
+    fn overrides_come_first_then_the_sticky_key_then_the_weights() {
+        // Three backends 90/10/0: backend 2 is reachable only by its override.
+        let table = Table::new(
+            &[90, 10, 0],
+            vec![
+                header_override("x-canary", "always", 1),
+                header_override("x-shadow", "1", 2),
+            ],
+            Some(StickyKey::Header(http::HeaderName::from_static("x-user"))),
+            Pick::Random,
+        )
+        .unwrap();
+        // user-1's sticky draw lands in stable's 90 (see pick_tests' pinned hash).
+        let sticky_user = sticky_draw(sticky_hash(b"user-1"), 100);
+        let user_backend = usize::from(sticky_user >= 90);
+        check(
+            &table,
+            95,
+            &[
+                // No override, no key: the draw (95 of 100) picks the canary.
+                (PLAIN, 1),
+                // The key wins over the draw.
+                (
+                    Request {
+                        headers: &[("x-user", "user-1")],
+                        query: None,
+                    },
+                    user_backend,
+                ),
+                // An override wins over the key, the first that holds wins.
+                (
+                    Request {
+                        headers: &[
+                            ("x-user", "user-1"),
+                            ("x-shadow", "1"),
+                            ("x-canary", "always"),
+                        ],
+                        query: None,
+                    },
+                    1,
+                ),
+                (
+                    Request {
+                        headers: &[("x-shadow", "1")],
+                        query: None,
+                    },
+                    2,
+                ),
+                // A condition that does not hold is no override.
+                (
+                    Request {
+                        headers: &[("x-canary", "sometimes")],
+                        query: Some("x-canary=always"),
+                    },
+                    1,
+                ),
+            ],
+        );
+        check(&table, 5, &[(PLAIN, 0)]);
+    }
+
+    #[test]
+    fn round_robin_is_exact_and_falls_back_to_random_past_its_cycle_limit() {
+        let rr = Table::new(&[3, 1], Vec::new(), None, Pick::RoundRobin).unwrap();
+        assert_eq!(rr.round_robin_fallback(), None);
+        let picks: Vec<usize> = (0..8)
+            .map(|_| choose(&rr, &HeaderMap::new(), None, |_| unreachable!("no draw")))
+            .collect();
+        assert_eq!(picks, [0, 0, 1, 0, 0, 0, 1, 0]);
+
+        // 900001/99999 needs a cycle of 1,000,000 picks: random draws, the same shares on
+        // average, and the caller is told.
+        let long = Table::new(&[900_001, 99_999], Vec::new(), None, Pick::RoundRobin).unwrap();
+        assert_eq!(long.round_robin_fallback(), Some(1_000_000));
+        check(&long, 950_000, &[(PLAIN, 1)]);
+        check(&long, 10, &[(PLAIN, 0)]);
+        assert!(Table::new(&[0, 0], Vec::new(), None, Pick::Random).is_none());
     }
 }

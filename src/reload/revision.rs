@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
+use crate::config::Input;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revision {
@@ -14,20 +14,14 @@ pub struct Revision {
     pub sha256: String,
     pub git_commit: Option<String>,
     pub loaded_at: SystemTime,
-    /// What makes this attempt different from another: the file's sha256, and the content of
-    /// the files it names (certificates) or the errors it got. Not shown; compared on reload.
+    /// What makes this attempt different from another: the file's sha256 and the content of
+    /// what it read besides itself (certificates, policies). Not shown; compared on reload.
     pub identity: String,
+    /// What the file read besides itself (known also for a refused file that got that far).
+    pub inputs: Vec<Input>,
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    out
-}
+pub use crate::config::{rfc3339, sha256_hex};
 
 /// The commit checked out in the Git work tree that holds `file`, if any. Symlinks are resolved
 /// first, so a file reached through git-sync's link is found in the worktree it points to.
@@ -78,10 +72,6 @@ fn head_commit(gitdir: &Path) -> Option<String> {
         let (commit, refname) = line.split_once(' ')?;
         (refname == name && is_commit(commit)).then(|| commit.to_owned())
     })
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! parent of its canonical path, and the directory holding every symlink met on the way to it.
 //! That set is recomputed after each change (a swap can move the target elsewhere). Events are not
 //! filtered by name; a burst is debounced, the file re-read, and its hash decides whether anything
-//! changed. A poll of the hash every few seconds catches filesystems that send no events.
+//! changed. A poll of the hash (every 2 s by default, `reload.poll_interval`) catches filesystems
+//! that send no events; it hashes the bytes of the file and of everything the file reads, and
+//! parses nothing when they are unchanged.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -17,7 +19,8 @@ use std::time::Duration;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use super::apply::{ReadResult, Reloader, attempt_of, read_file};
+use super::handle::{Read, Reloader};
+use super::read::attempt_of;
 
 /// Quiet time after the last event before the file is read.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -27,8 +30,6 @@ const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 /// refused, so a write seen half done is not recorded as a bad config.
 const SETTLE: Duration = Duration::from_millis(250);
 const SETTLE_TRIES: usize = 4;
-/// The fallback poll of the file's hash.
-pub const POLL: Duration = Duration::from_secs(2);
 /// Symlink hops followed when collecting directories to watch.
 const MAX_HOPS: usize = 16;
 
@@ -47,7 +48,7 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     let mut watcher = match watcher {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot start the file watcher; falling back to polling every {POLL:?}");
+            tracing::warn!(error = %e, "cannot start the file watcher; only the poll (reload.poll_interval) and SIGHUP reload");
             None
         }
     };
@@ -55,10 +56,21 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     if let Some(w) = &mut watcher {
         rewatch(w, &mut watched, &path, &reloader);
     }
-    let mut poll = tokio::time::interval(POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    poll.tick().await;
+    // The poll's period comes from the running config (`reload.poll_interval`; off at 0s).
+    let next_poll = |reloader: &Reloader| {
+        let every = reloader.snapshots.load().config.poll_interval;
+        every.map(|d| tokio::time::Instant::now() + d)
+    };
+    // One look right after the watches are set, even with the poll off: a change made between
+    // the initial load and now sent its events to no watch.
+    let mut poll_at = Some(tokio::time::Instant::now());
     loop {
+        let poll = async {
+            match poll_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
@@ -66,29 +78,28 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
                 }
             }
             Some(()) = events.recv() => {
-
                 // Wait for a quiet moment, but not forever: a file rewritten without pause is
                 // still read every MAX_DEBOUNCE.
                 let burst = tokio::time::Instant::now();
                 while burst.elapsed() < MAX_DEBOUNCE
                     && tokio::time::timeout(DEBOUNCE, events.recv()).await.is_ok_and(|e| e.is_some())
                 {}
-                let result = settled_read(&path).await;
-                submit(&reloader, result).await;
+                if let Some(read) = settled_read(&reloader).await {
+                    submit(&reloader, read).await;
+                }
                 if let Some(w) = &mut watcher {
                     rewatch(w, &mut watched, &path, &reloader);
                 }
             }
-            _ = poll.tick() => {
-
-                let p = path.clone();
-                let result = tokio::task::spawn_blocking(move || read_file(&p)).await;
-                if let Ok(result) = result {
-                    submit(&reloader, result).await;
+            _ = poll => {
+                // A poll can land in the middle of a write as an event can.
+                if let Some(read) = settled_read(&reloader).await {
+                    submit(&reloader, read).await;
                 }
                 if let Some(w) = &mut watcher {
                     rewatch(w, &mut watched, &path, &reloader);
                 }
+                poll_at = next_poll(&reloader);
             }
         }
     }
@@ -106,33 +117,40 @@ fn changes_content(kind: &notify::EventKind) -> bool {
     }
 }
 
-async fn submit(reloader: &Arc<Reloader>, result: ReadResult) {
-    let r = reloader.clone();
-    // Parsing a large file takes milliseconds: keep it off the runtime's worker threads.
-    let _ = tokio::task::spawn_blocking(move || r.submit(result)).await;
+/// Hands a read to the control task; a refusal is logged and recorded there.
+async fn submit(reloader: &Reloader, read: Read) {
+    let _ = reloader.submit_read(read).await;
 }
 
-/// Reads the file; while it does not parse and its bytes keep changing, waits and reads again.
-async fn settled_read(path: &Path) -> ReadResult {
-    let read = |p: PathBuf| async move {
-        tokio::task::spawn_blocking(move || read_file(&p))
-            .await
-            .expect("reading a config file does not panic")
+/// Reads the file unless it is the attempt last made (then `None`); while it does not parse and
+/// its bytes keep changing, waits and reads again. Bad bytes are returned (to be refused) only
+/// once two reads agree on them.
+async fn settled_read(reloader: &Arc<Reloader>) -> Option<Read> {
+    let off_runtime = |first: bool| {
+        let r = reloader.clone();
+        async move {
+            let read = move || if first { r.read_if_changed() } else { r.read() };
+            tokio::task::spawn_blocking(read)
+                .await
+                .expect("reading a config file does not panic")
+        }
     };
-    let mut result = read(path.to_path_buf()).await;
+    let mut read = off_runtime(true).await?;
     for _ in 0..SETTLE_TRIES {
-        if result.is_ok() {
-            break;
+        if read.result.is_ok() {
+            return Some(read);
         }
         tokio::time::sleep(SETTLE).await;
-        let next = read(path.to_path_buf()).await;
-        let stable = attempt_of(&next) == attempt_of(&result);
-        result = next;
+        let next = off_runtime(false).await?;
+        let stable = attempt_of(&next.result) == attempt_of(&read.result);
+        read = next;
         if stable {
-            break;
+            return Some(read);
         }
     }
-    result
+    // Still being written: a refusal now could be of half a file. The writer's next event
+    // brings another look.
+    read.result.is_ok().then_some(read)
 }
 
 /// Makes the watched set equal to [`directories_to_watch`] of `path` and of the files the
@@ -144,8 +162,10 @@ fn rewatch(
     reloader: &Reloader,
 ) {
     let mut wanted = directories_to_watch(path);
-    for file in &reloader.snapshots.load().config.files {
-        wanted.extend(directories_to_watch(file));
+    for file in reloader.snapshots.load().config.inputs.iter() {
+        if let Some(file) = file.path() {
+            wanted.extend(directories_to_watch(file));
+        }
     }
     for gone in watched.difference(&wanted) {
         let _ = watcher.unwatch(gone);

@@ -1,31 +1,10 @@
-//! The rollout state machine, pure: measurements and decisions go in, the next state and the
-//! events to announce come out. No clock, no sockets; the controller in `rollout` drives it.
-
-use std::time::Duration;
+//! One rollout's state machine, pure: a measurement goes in, the verdict, the next state and the
+//! event to announce come out. No clock, no sockets; [`super::Rollouts`] drives it.
 
 use serde::{Deserialize, Serialize};
 
-/// What a rollout does, from the route's `rollout:` block.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
-    /// Canary percent at each step, increasing.
-    pub steps: Vec<u32>,
-    pub interval: Duration,
-    /// Fewer canary requests in an interval: the check is skipped.
-    pub min_requests: u64,
-    pub success_rate: f64,
-    pub p99: Option<Duration>,
-    pub max_failed_checks: u32,
-    pub fast_fail: Option<FastFail>,
-}
-
-/// Roll back at once, mid-interval, when at least `min_requests` canary requests of the interval
-/// succeeded less often than `success_rate`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FastFail {
-    pub min_requests: u64,
-    pub success_rate: f64,
-}
+use crate::config::{EventKind, Plan, gcd};
+use crate::metrics::Measurement;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,20 +34,6 @@ pub struct Progress {
     pub failed_checks: u32,
 }
 
-/// The canary's requests over one interval (or so far in it).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Measurement {
-    pub requests: u64,
-    pub failures: u64,
-    pub p99: Option<Duration>,
-}
-
-impl Measurement {
-    pub fn success_rate(&self) -> Option<f64> {
-        (self.requests > 0).then(|| (self.requests - self.failures) as f64 / self.requests as f64)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "verdict", content = "reason", rename_all = "snake_case")]
 pub enum Verdict {
@@ -86,33 +51,6 @@ pub enum Next {
     /// The last step held for an interval: promote (after the confirm gate).
     Promote,
     RollBack(String),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Started,
-    Step,
-    Promoted,
-    RolledBack,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 4] = [
-        EventKind::Started,
-        EventKind::Step,
-        EventKind::Promoted,
-        EventKind::RolledBack,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::Started => "started",
-            EventKind::Step => "step",
-            EventKind::Promoted => "promoted",
-            EventKind::RolledBack => "rolled_back",
-        }
-    }
 }
 
 /// A state change to log, record and announce.
@@ -289,13 +227,12 @@ pub fn weights(configured: &[u32], canary: usize, percent: u32) -> Vec<u32> {
         .collect()
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::FastFail;
 
     fn plan() -> Plan {
         Plan {

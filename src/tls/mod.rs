@@ -51,8 +51,18 @@ fn read(file: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Loads one certificate chain and its key.
 pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = read(cert)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+    certified_key_pem(&read(cert)?, &read(key)?, cert, key)
+}
+
+/// One certificate chain and its key from PEM bytes already read; `cert` and `key` name the
+/// files in errors.
+pub fn certified_key_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert: &Path,
+    key: &Path,
+) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .filter_map(Result::ok)
         .collect();
     if chain.is_empty() {
@@ -60,8 +70,7 @@ pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> 
             file: cert.to_path_buf(),
         });
     }
-    let key_pem = read(key)?;
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::NoKey {
+    let private = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::NoKey {
         file: key.to_path_buf(),
         message: e.to_string(),
     })?;
@@ -129,34 +138,48 @@ pub fn server_config(keys: Vec<CertifiedKey>) -> Arc<ServerConfig> {
 /// A client config trusting the CA certificates in `ca`, or the system's roots without one.
 /// ALPN is left empty: the connector sets it from the protocols it enables.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = match ca {
+        Some(file) => ca_roots(&read(file)?, file)?,
+        None => system_roots()?,
+    };
+    Ok(client_config_with(roots))
+}
+
+/// The CA certificates in the PEM bytes of `file`.
+pub fn ca_roots(pem: &[u8], file: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    match ca {
-        Some(file) => {
-            let pem = read(file)?;
-            for cert in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(TlsError::NoCa {
-                    file: file.to_path_buf(),
-                });
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(TlsError::NoSystemRoots);
-            }
-        }
+    for cert in CertificateDer::pem_slice_iter(pem).filter_map(Result::ok) {
+        let _ = roots.add(cert);
     }
+    if roots.is_empty() {
+        return Err(TlsError::NoCa {
+            file: file.to_path_buf(),
+        });
+    }
+    Ok(roots)
+}
+
+/// The system's trusted roots (the files `rustls-native-certs` finds: `SSL_CERT_FILE`, or the
+/// distribution's bundle).
+pub fn system_roots() -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoSystemRoots);
+    }
+    Ok(roots)
+}
+
+/// A client config trusting `roots`, TLS 1.2 and 1.3.
+pub fn client_config_with(roots: RootCertStore) -> Arc<ClientConfig> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// A client config that trusts nothing: for connectors that must exist but never speak TLS

@@ -277,12 +277,12 @@ async fn history_records_weight_changes_and_refusals_newest_first() {
         split_config(stable.address, canary.address, 75, 25),
     )
     .unwrap();
-    assert!(reloader.reload().unwrap());
+    reload(&w).await.unwrap();
     let good_sha = sha256_of(&w.path);
     std::fs::write(&w.path, "routes: [").unwrap();
-    assert!(reloader.reload().is_err());
+    assert!(reload(&w).await.is_err());
     // The same content again is not a new attempt.
-    assert!(reloader.reload().is_ok_and(|changed| !changed));
+    assert!(reloader.reload().await.is_ok_and(|changed| !changed));
 
     let h = admin_json(&w, "/history").await;
     let h = h.as_array().unwrap();
@@ -353,7 +353,7 @@ async fn history_keeps_the_configured_number_of_attempts() {
     let w = weir(&with_limit(90, 10)).await;
     for canary_weight in [20, 30, 40, 50] {
         std::fs::write(&w.path, with_limit(100 - canary_weight, canary_weight)).unwrap();
-        w.running.reloader.reload().unwrap();
+        reload(&w).await.unwrap();
     }
     let h = admin_json(&w, "/history").await;
     let to: Vec<&Value> = h
@@ -362,5 +362,5 @@ async fn history_keeps_the_configured_number_of_attempts() {
         .iter()
         .map(|e| &e["weights"][1]["to"])
         .collect();
-    assert_eq!(to, [50, 40, 30]);
+    assert_eq!(to, [50, 40, 30], "{h:#}");
 }

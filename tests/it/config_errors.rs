@@ -53,7 +53,7 @@ fn bad_files_are_refused_with_located_messages() {
     let cases: &[(&str, &[&str])] = &[
         (
             "listeners: [",
-            &["t.yaml:2:1: invalid YAML: did not find expected node content"],
+            &["t.yaml:1:13: invalid YAML: did not find expected node content"],
         ),
         (
             "",
@@ -96,7 +96,7 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &(GOOD.to_owned() + "extra: 1\n"),
             &[
-                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`",
+                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`",
             ],
         ),
         (
@@ -256,5 +256,73 @@ fn a_missing_file_is_an_error() {
         err.to_string()
             .starts_with("/nonexistent/weir.yaml:1:1: cannot read the config file:"),
         "{err}"
+    );
+}
+
+#[test]
+fn each_error_keeps_its_own_index_whatever_failed_before_it() {
+    // routes[0] does not decode (a negative weight); routes[1] is still routes[1], at its line.
+    let yaml = GOOD.to_owned()
+        + "  - name: second\n    backends:\n      - { upstream: nowhere, weight: 1 }\n";
+    check(
+        &yaml.replace("weight: 10", "weight: -1"),
+        &[
+            "t.yaml:13:29: routes[0].backends[1].weight: invalid value: integer `-1`, expected u32",
+            "t.yaml:16:11: routes[1].backends[0].upstream: unknown upstream `nowhere`, expected one of: canary, stable",
+        ],
+    );
+    // The same for listeners and upstreams after a broken one.
+    let yaml = GOOD
+        .replace(
+            "  - name: main\n",
+            "  - name: broken\n    address: 1\n    extra: 1\n  - name: main\n",
+        )
+        .replace("address: 127.0.0.1:8080", "address: nowhere");
+    check(
+        &yaml,
+        &[
+            "t.yaml:3:5: listeners[0].address: invalid type: integer `1`, expected a string",
+            "t.yaml:4:5: listeners[0].extra: unknown field `extra`, expected one of `name`, `address`, `tls`",
+            "t.yaml:6:5: listeners[1].address: expected an IP address and port such as 127.0.0.1:8080, found `nowhere`",
+        ],
+    );
+}
+
+#[test]
+fn every_decode_error_inside_one_element_is_reported() {
+    let yaml = GOOD
+        .replace("weight: 90", "weight: ninety")
+        .replace("weight: 10", "weight: -1")
+        + "    timeout: soon\n    pick: sometimes\n    colour: blue\n";
+    check(
+        &yaml,
+        &[
+            "t.yaml:12:29: routes[0].backends[0].weight: invalid type: string \"ninety\", expected u32",
+            "t.yaml:13:29: routes[0].backends[1].weight: invalid value: integer `-1`, expected u32",
+            "t.yaml:14:5: routes[0].timeout: invalid value: string \"soon\", expected a duration such as 250ms, 15s or 2m",
+            "t.yaml:15:5: routes[0].pick: unknown variant `sometimes`, expected `random` or `round_robin`",
+            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`",
+        ],
+    );
+    // A missing required field is reported too, unless a misspelled one explains it.
+    check(
+        &GOOD.replace("{ upstream: canary, weight: 10 }", "{ upstream: canary }"),
+        &["t.yaml:13:11: routes[0].backends[1]: missing field `weight`"],
+    );
+}
+
+#[test]
+fn hostile_nesting_is_refused_with_its_location_before_any_recursive_parse() {
+    for levels in [5_000, 20_000] {
+        let yaml = "- ".repeat(levels) + "x\n";
+        check(
+            &yaml,
+            &["t.yaml:1:129: the YAML nests deeper than 64 levels; weir refuses it unread"],
+        );
+    }
+    let flow = GOOD.to_owned() + "limits: " + &"[".repeat(200) + &"]".repeat(200) + "\n";
+    check(
+        &flow,
+        &["t.yaml:14:72: the YAML nests deeper than 64 levels; weir refuses it unread"],
     );
 }

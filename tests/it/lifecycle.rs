@@ -96,7 +96,14 @@ async fn sigterm_drains_a_request_in_flight_then_exits_zero() {
 
     let in_flight =
         tokio::spawn(async move { get(&http1_client(), address, "/slow?ms=1500").await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The request is in flight once the upstream has it.
+    for _ in 0..500 {
+        if up.hits() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.hits(), 1, "the request reached the upstream");
     signal(&child, "TERM");
 
     let answer = in_flight.await.unwrap();

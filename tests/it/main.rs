@@ -9,6 +9,7 @@ mod demo;
 mod deploy;
 mod forwarding;
 mod grpc;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod live_page;

@@ -22,13 +22,18 @@ fn mirrored(stable: std::net::SocketAddr, shadow: std::net::SocketAddr, percent:
 /// Waits until `count` stops changing for 300 ms (copies are sent on tasks of their own).
 async fn settled(count: impl Fn() -> u64) -> u64 {
     let mut last = count();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut unchanged = 0;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let now = count();
         if now == last {
-            return now;
+            unchanged += 1;
+            if unchanged == 6 {
+                return now;
+            }
+        } else {
+            (last, unchanged) = (now, 0);
         }
-        last = now;
     }
     last
 }
@@ -116,12 +121,12 @@ async fn a_dead_mirror_changes_nothing_for_the_client() {
 async fn mirror_count(w: &Weir, code: &str, want: f64) -> f64 {
     let labels = [("route", "app"), ("backend", "shadow"), ("code", code)];
     let mut v = 0.0;
-    for _ in 0..100 {
+    for _ in 0..500 {
         v = metric(w, "weir_mirror_requests_total", &labels).await;
         if v >= want {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     v
 }

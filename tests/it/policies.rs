@@ -51,8 +51,8 @@ fn check(new: &str, previous: Option<&str>) -> (Option<i32>, String) {
 async fn reload(old: &str, new: &str) -> (Weir, Option<String>) {
     let w = weir(old).await;
     std::fs::write(&w.path, new).unwrap();
-    let result = w.running.reloader.reload();
-    (w, result.err().map(|e| e.to_string()))
+    let result = crate::support::reload(&w).await;
+    (w, result.err())
 }
 
 /// For one shipped policy: `good` passes after `base`, `bad` is refused with `message`, at
@@ -242,8 +242,9 @@ async fn a_changed_policy_file_is_a_changed_config() {
     std::fs::write(&policy, cap(50)).unwrap();
     let (stable, canary) = (upstream("stable").await, upstream("canary").await);
     let p = [policy.clone()];
+    // The poll off: the watcher alone must see both changes.
     let yaml = |w: u32| {
-        with_policies(&p, w, "")
+        with_policies(&p, w, "reload: { poll_interval: 0s }\n")
             .replace(
                 "stable, endpoints: [127.0.0.1:9]",
                 &format!("stable, endpoints: [\"{}\"]", stable.address),
@@ -254,15 +255,13 @@ async fn a_changed_policy_file_is_a_changed_config() {
             )
     };
     let w = weir_in(dir, &yaml(10)).await;
-    // Let the watcher task set up its watches (a write before that is caught by the poll).
-    tokio::time::sleep(Duration::from_millis(200)).await;
     std::fs::write(&w.path, yaml(60)).unwrap();
     // The watcher tries the file and the policy refuses it; the split stays 90/10.
-    for _ in 0..50 {
+    for _ in 0..200 {
         if w.running.reloader.record().history.len() > 1 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let last = w.running.reloader.record().last().error.clone();
     assert!(
@@ -273,11 +272,11 @@ async fn a_changed_policy_file_is_a_changed_config() {
     );
     // Loosening the policy alone lets the same file through.
     std::fs::write(&policy, cap(70)).unwrap();
-    for _ in 0..50 {
+    for _ in 0..200 {
         if w.running.reloader.snapshots.load().routes[0].backends[1].weight == 60 {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the loosened policy did not let the change through");
 }

@@ -1,5 +1,6 @@
 //! Hot reload from the file, by every way a file reaches disk, under load: the new split serves
-//! within a second or so, nothing fails, and a bad file changes nothing.
+//! within a second or so, nothing fails, and a bad file changes nothing. The hash poll is off in
+//! these configs, so each change is seen by the file watcher (notify) or not at all.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -55,8 +56,10 @@ impl Pair {
             canary: upstream("canary").await,
         }
     }
+    /// With the hash poll off: these tests prove that the file watcher alone sees each change.
     fn yaml(&self, ws: u32, wc: u32) -> String {
         split_config(self.stable.address, self.canary.address, ws, wc)
+            + "reload: { poll_interval: 0s }\n"
     }
 }
 
@@ -322,4 +325,58 @@ async fn a_reload_storm_under_load_fails_no_request() {
         "{:#?}",
         record.history
     );
+}
+
+#[tokio::test]
+async fn a_read_that_started_before_a_newer_one_never_undoes_it() {
+    let pair = Pair::new().await;
+    let w = weir(&pair.yaml(100, 0)).await;
+    let reloader = &w.running.reloader;
+    write_in_place(&w.path, &pair.yaml(50, 50));
+    let older = reloader.read().unwrap();
+    write_in_place(&w.path, &pair.yaml(0, 100));
+    let newer = reloader.read().unwrap();
+    assert!(reloader.submit_read(newer).await.unwrap());
+    // The slow first read (a poll, a debounced event) arrives last: it is dropped.
+    assert!(!reloader.submit_read(older).await.unwrap());
+    assert_eq!(served_sha(&w).await, sha_of(&w.path));
+    wait_for_backend(w.address, "canary").await;
+}
+
+#[tokio::test]
+async fn a_long_stream_keeps_its_connection_but_not_the_old_snapshot() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let pair = Pair::new().await;
+    let w = weir(&pair.yaml(100, 0)).await;
+    let old = Arc::downgrade(&w.running.reloader.snapshots.load_full());
+    type Chunk = Result<Frame<bytes::Bytes>, std::convert::Infallible>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<StreamBody<ReceiverStream<Chunk>>>();
+    let req = http::Request::post(format!("http://{}/echo", w.address))
+        .body(StreamBody::new(ReceiverStream::new(rx)))
+        .unwrap();
+    tx.send(Ok(Frame::data("first ".into()))).await.unwrap();
+    let mut body = client.request(req).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first ");
+
+    // The head is back: a reload frees the old snapshot while the stream goes on.
+    write_and_rename(&w.path, &pair.yaml(0, 100));
+    wait_for_backend(w.address, "canary").await;
+    let started = Instant::now();
+    while old.upgrade().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stream keeps the old snapshot alive"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(Ok(Frame::data("second".into()))).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
 }

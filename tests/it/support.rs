@@ -263,8 +263,10 @@ pub async fn weir_in(dir: tempfile::TempDir, yaml: &str) -> Weir {
 /// Starts weir on the config already at `file` inside `dir` (a ConfigMap layout, a git-sync
 /// link), watching it there.
 pub async fn weir_at(dir: tempfile::TempDir, file: &str) -> Weir {
+    use_sandbox();
     let path = dir.path().join(file);
-    let candidate = weir::reload::read_file(&path).unwrap_or_else(|(_, e)| panic!("config:\n{e}"));
+    let candidate =
+        weir::reload::read_file(&path).unwrap_or_else(|r| panic!("config:\n{}", r.errors));
     let running = weir::server::start(candidate, Some(path.clone()))
         .await
         .unwrap();
@@ -275,6 +277,31 @@ pub async fn weir_at(dir: tempfile::TempDir, file: &str) -> Weir {
         running,
         _dir: dir,
     }
+}
+
+/// Reloads the file of `w` and says whether it now serves (`Err` with the refusal). The file
+/// watcher may have tried the same bytes first (then `reload` has nothing new to do): the last
+/// attempt in the history tells its outcome.
+pub async fn reload(w: &Weir) -> Result<(), String> {
+    let reloader = &w.running.reloader;
+    match reloader.reload().await {
+        Ok(true) => Ok(()),
+        Err(e) => Err(e.to_string()),
+        Ok(false) => {
+            let record = reloader.record();
+            let last = record.last();
+            match &last.error {
+                None => Ok(()),
+                Some(e) => Err(e.clone()),
+            }
+        }
+    }
+}
+
+/// Policies run in a child process, the weir binary; this test binary, which runs weir
+/// in-process, is not it.
+pub fn use_sandbox() {
+    weir::config::policy::use_sandbox_program(std::path::Path::new(env!("CARGO_BIN_EXE_weir")));
 }
 
 /// A config with one listener `main` on an ephemeral port, the given upstreams (name and

@@ -255,7 +255,7 @@ async fn a_broken_certificate_on_reload_is_refused_and_the_old_one_serves() {
     let t = tls_weir(up.address).await;
     let dir = t.weir.path.parent().unwrap();
     std::fs::write(dir.join("b.pem"), "not a certificate").unwrap();
-    t.weir.running.reloader.reload().unwrap_err();
+    reload(&t.weir).await.unwrap_err();
     let c: Value =
         serde_json::from_slice(&get(&http1_client(), t.weir.admin, "/config").await.body).unwrap();
     let error = c["last_reload"]["error"].as_str().unwrap();
@@ -386,10 +386,10 @@ async fn a_missing_certificate_at_start_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, tls_config("127.0.0.1:1".parse().unwrap())).unwrap();
-    let Err((_, errors)) = weir::reload::read_file(&path) else {
+    let Err(refused) = weir::reload::read_file(&path) else {
         panic!("accepted")
     };
-    let text = errors.to_string();
+    let text = refused.errors.to_string();
     assert!(
         text.contains("listeners[0].tls.certificates[0].cert: cannot read"),
         "{text}"
@@ -472,7 +472,7 @@ async fn a_renamed_tls_listener_keeps_tls_until_a_restart() {
     let t = tls_weir(up.address).await;
     let renamed = tls_config(up.address).replace("- name: main", "- name: public");
     std::fs::write(&t.weir.path, renamed).unwrap();
-    assert!(t.weir.running.reloader.reload().unwrap());
+    reload(&t.weir).await.unwrap();
     let c: Value =
         serde_json::from_slice(&get(&http1_client(), t.weir.admin, "/config").await.body).unwrap();
     let warnings = c["last_reload"]["warnings"].to_string();

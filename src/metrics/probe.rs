@@ -1,7 +1,8 @@
-//! The canary's own measurements for the interval in progress, recorded on the request path with
-//! relaxed atomic adds and taken (and zeroed) by the controller at each check. Fast-fail is
-//! decided here, on the failing request itself, so a dead canary costs no more failures than
-//! the threshold, whatever the interval and the request rate.
+//! A rollout's canary measured on the request path: [`Probe`] counts the requests, failures and
+//! latency buckets of the interval in progress with relaxed atomic adds; the control task takes
+//! (and zeroes) them as a [`Measurement`] at each check. Fast-fail is decided here, on the
+//! failing request itself, so a dead canary costs no more failures than the threshold, whatever
+//! the interval and the request rate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,9 +10,24 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::machine::{FastFail, Measurement};
-use crate::metrics::{LATENCY_BUCKETS_MS, WindowStats};
+use super::window::{LATENCY_BUCKETS_MS, WindowStats};
+use crate::config::FastFail;
 
+/// The canary's requests over one interval (or so far in it).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Measurement {
+    pub requests: u64,
+    pub failures: u64,
+    pub p99: Option<Duration>,
+}
+
+impl Measurement {
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| (self.requests - self.failures) as f64 / self.requests as f64)
+    }
+}
+
+/// One rollout run's canary counters, shared by the snapshots that route to it.
 pub struct Probe {
     requests: AtomicU64,
     failures: AtomicU64,
@@ -57,31 +73,44 @@ impl Probe {
 
     /// The measurement so far, without resetting it.
     pub fn peek(&self) -> Measurement {
-        self.measure(|a| a.load(Ordering::Relaxed))
+        measurement(&self.peek_stats())
     }
 
     /// The interval's measurement; starts the next interval from zero.
     pub fn take(&self) -> Measurement {
-        let m = self.measure(|a| a.swap(0, Ordering::Relaxed));
-        self.tripped.store(false, Ordering::Relaxed);
-        m
+        measurement(&self.take_stats())
     }
 
-    fn measure(&self, read: impl Fn(&AtomicU64) -> u64) -> Measurement {
+    /// The counts so far, as window statistics (percentiles, success rate).
+    pub fn peek_stats(&self) -> WindowStats {
+        self.stats(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// The counts so far, zeroed: the next interval starts.
+    pub fn take_stats(&self) -> WindowStats {
+        let s = self.stats(|a| a.swap(0, Ordering::Relaxed));
+        self.tripped.store(false, Ordering::Relaxed);
+        s
+    }
+
+    fn stats(&self, read: impl Fn(&AtomicU64) -> u64) -> WindowStats {
         let requests = read(&self.requests);
         let failures = read(&self.failures).min(requests);
-        let stats = WindowStats {
+        WindowStats {
             requests,
             successes: requests - failures,
             latency: self.latency.iter().map(read).collect(),
-        };
-        Measurement {
-            requests,
-            failures,
-            p99: stats
-                .percentile_ms(0.99)
-                .map(|ms| Duration::from_secs_f64(ms / 1e3)),
         }
+    }
+}
+
+fn measurement(s: &WindowStats) -> Measurement {
+    Measurement {
+        requests: s.requests,
+        failures: s.requests - s.successes,
+        p99: s
+            .percentile_ms(0.99)
+            .map(|ms| Duration::from_secs_f64(ms / 1e3)),
     }
 }
 

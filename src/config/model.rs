@@ -1,0 +1,304 @@
+//! The validated configuration: the types the rest of weir relies on without checking again
+//! (unique names, resolved upstream indexes, parsed addresses, weights whose sum is positive),
+//! and the few rules about weights that both validation and the data plane apply.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Authority;
+use serde::{Deserialize, Serialize};
+
+use super::admin_token::AdminToken;
+use super::diag::ConfigErrors;
+use super::files::Input;
+use super::policy::Policies;
+use super::schema::{ConfigSpec, Pick, Protocol, UpstreamSpec};
+
+/// A validated configuration. `spec` is the effective file (defaults filled in); the other
+/// fields are its parsed, cross-referenced form.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub spec: ConfigSpec,
+    pub base_dir: PathBuf,
+    /// What this config read besides its own file (certificates, keys, CA files, policy files,
+    /// the system's trust store): a change of any of them is a change of the config, and the
+    /// watcher watches the files' directories too.
+    pub inputs: Vec<Input>,
+    pub listeners: Vec<Listener>,
+    pub admin_address: SocketAddr,
+    /// The bearer token of the admin API (`admin.token_file` / `admin.token_env`), if set.
+    pub admin_token: Option<AdminToken>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+    pub limits: Limits,
+    /// Where rollouts save their progress, to resume after a restart.
+    pub rollout_state: Option<PathBuf>,
+    /// How often the watcher hashes the file as a fallback; `None`: never.
+    pub poll_interval: Option<Duration>,
+    /// The `policies`, read; every candidate must pass them.
+    pub policies: Option<Arc<Policies>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    /// The TLS server config, with its certificates loaded; `None` for plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Listeners are the same listener when name and address are: TLS settings apply on reload.
+impl PartialEq for Listener {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.address == other.address
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub endpoints: Vec<Authority>,
+    pub protocol: Protocol,
+    pub tls: Option<UpstreamTls>,
+    /// The definition as written (with the CA file's hash); an unchanged definition keeps its
+    /// connection pool on reload.
+    pub spec: UpstreamSpec,
+    pub identity: String,
+    pub outlier: Option<Outlier>,
+}
+
+/// Passive outlier ejection: an endpoint failing `consecutive_failures` times in a row (connect
+/// error, reset, timeout or 5xx) is left out for `ejection` (longer on repeated ejections).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub ejection: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name to send as SNI and verify the certificate against; default: the endpoint host.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub matcher: RouteMatch,
+    pub backends: Vec<Backend>,
+    pub timeout: Duration,
+    pub pick: Pick,
+    pub sticky: Option<StickyKey>,
+    pub overrides: Vec<Override>,
+    pub mirror: Option<Mirror>,
+    pub retries: Option<Retries>,
+    pub rollout: Option<Rollout>,
+}
+
+/// A route's automated rollout: weir drives the weight of `backends[canary]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollout {
+    /// Index into the route's `backends`.
+    pub canary: usize,
+    pub plan: Plan,
+    pub webhooks: Vec<Webhook>,
+    pub confirm: Option<http::Uri>,
+    /// The canary upstream's name and endpoints: a rollout restarts when they change.
+    pub definition: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Webhook {
+    pub url: http::Uri,
+    /// The events sent; empty: all.
+    pub on: Vec<EventKind>,
+}
+
+/// A shadow copy of `percent` % of a route's requests goes to `upstream` (an index into
+/// `Config::upstreams`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mirror {
+    pub upstream: usize,
+    pub percent: f64,
+}
+
+/// When a failed try of an idempotent request is tried again, on another endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retries {
+    pub attempts: u32,
+    pub on_connect: bool,
+    pub on_reset: bool,
+    /// 5xx status codes that are retried.
+    pub on_status: Vec<u16>,
+}
+
+/// At most this many retries per request: more only multiplies the load on a failing upstream.
+pub const MAX_RETRY_ATTEMPTS: u32 = 5;
+
+/// Where a route's sticky key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StickyKey {
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+/// Requests meeting every condition go to `upstream` (an index into `Config::upstreams`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub conditions: Vec<Condition>,
+    pub upstream: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    Header(http::HeaderName, Expect),
+    Cookie(String, Expect),
+    Query(String, Expect),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Equals(String),
+    Present(bool),
+}
+
+/// An upstream with a weight inside a route. `upstream` indexes `Config::upstreams`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub upstream: usize,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub host: HostMatch,
+    pub path_prefix: PathPrefix,
+}
+
+/// Host names are stored lower-case; `Suffix` holds the dot, as in `.example.com`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    Exact(Box<str>),
+    Suffix(Box<str>),
+}
+
+/// A path prefix without its trailing slash; `None` matches every path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPrefix(pub Option<Box<str>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// Runs the policies (if any) on this config, replacing `previous`.
+    pub fn check_policies(&self, previous: Option<&ConfigSpec>) -> Result<(), ConfigErrors> {
+        match &self.policies {
+            Some(p) => p.check(&self.spec, previous),
+            None => Ok(()),
+        }
+    }
+}
+
+// === rollouts ===
+
+/// What a rollout does, from the route's `rollout:` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Canary percent at each step, increasing.
+    pub steps: Vec<u32>,
+    pub interval: Duration,
+    /// Fewer canary requests in an interval: the check is skipped.
+    pub min_requests: u64,
+    pub success_rate: f64,
+    pub p99: Option<Duration>,
+    pub max_failed_checks: u32,
+    pub fast_fail: Option<FastFail>,
+}
+
+/// Roll back at once, mid-interval, when at least `min_requests` canary requests of the interval
+/// succeeded less often than `success_rate`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FastFail {
+    pub min_requests: u64,
+    pub success_rate: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Started,
+    Step,
+    Promoted,
+    RolledBack,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Started,
+        EventKind::Step,
+        EventKind::Promoted,
+        EventKind::RolledBack,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Step => "step",
+            EventKind::Promoted => "promoted",
+            EventKind::RolledBack => "rolled_back",
+        }
+    }
+}
+
+// === weights ===
+
+/// The longest cycle `pick: round_robin` precomputes (entries of 4 bytes). Validation refuses
+/// configured weights whose cycle is longer; the data plane falls back to random picks when a
+/// rollout's weights make it longer (see `proxy::split::Table`).
+pub const MAX_ROUND_ROBIN_CYCLE: u64 = 65_536;
+
+/// The greatest common divisor (0 with 0 is 0).
+pub fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The length of one smooth round-robin cycle: the weight sum divided by the weights' gcd.
+pub fn round_robin_cycle(weights: &[u32]) -> u64 {
+    let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w)));
+    weights.iter().map(|&w| u64::from(w)).sum::<u64>() / g.max(1)
+}
+
+/// A backend's share of its route: its weight over the sum of the route's weights (0 when the
+/// sum is 0, which validation refuses).
+pub fn share(weight: u32, weights: impl IntoIterator<Item = u32>) -> f64 {
+    let total: u64 = weights.into_iter().map(u64::from).sum();
+    if total == 0 {
+        0.0
+    } else {
+        f64::from(weight) / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_and_shares() {
+        assert_eq!(round_robin_cycle(&[900, 100]), 10);
+        assert_eq!(round_robin_cycle(&[7, 0, 3]), 10);
+        assert_eq!(round_robin_cycle(&[0, 0]), 0);
+        assert_eq!(share(10, [90, 10]), 0.1);
+        assert_eq!(share(0, [0, 0]), 0.0);
+    }
+}
