@@ -3,6 +3,7 @@
 # shell), run as a numeric non-root user.
 #
 #   docker build --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -t weir .
+#   docker build --target rollout -t weir-rollout .   # the fleet's controller (needs git, ssh)
 #   docker run -p 8080:8080 -p 9901:9901 weir        # the default config: config/container.yaml
 #   docker run -v "$PWD/conf:/etc/weir:ro" -p 8080:8080 weir   # your own weir.yaml (a directory
 #                                                    # mount, so that changes reload)
@@ -41,6 +42,14 @@ COPY src ./src
 RUN find build.rs src -type f -exec touch {} + \
     && cargo build --release --locked --bin weir \
     && ./target/release/weir --version
+
+# `weir rollout`, the fleet's controller (docs/FLEET.md), runs `git` (and ssh for its pushes) as
+# child processes: the same binary on git-sync's image, which has both, on Debian (glibc).
+FROM registry.k8s.io/git-sync/git-sync:v4.4.0 AS rollout
+COPY --from=build /src/target/release/weir /usr/local/bin/weir
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/weir"]
+CMD ["rollout", "--config", "/git/config/weir.yaml"]
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 ARG GIT_COMMIT=""

@@ -1,6 +1,8 @@
 //! Allocations per proxied request, counted by a global allocator that counts only on weir's own
 //! runtime threads (the client and the upstream run on another runtime and are not counted).
-//! Run with `cargo bench --bench allocs`; REQUESTS sets the count (default 20,000).
+//! Run with `cargo bench --bench allocs`; REQUESTS sets the count (default 20,000). The client
+//! sends no `x-request-id`, so weir generates one per request; `INCOMING_ID=1` sends one (kept).
+//! `WEIR_EXTRA` is top-level YAML appended to weir's config (`tracing: {sampling: 1.0}`, say).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -75,6 +77,7 @@ fn main() {
                  upstreams:\n  - {{ name: stable, endpoints: [\"{upstream}\"] }}\n  - {{ name: canary, endpoints: [\"{upstream}\"] }}\n\
                  routes:\n  - name: app\n    backends: [{{ upstream: stable, weight: 90 }}, {{ upstream: canary, weight: 10 }}]\n"
             );
+            let yaml = yaml + &std::env::var("WEIR_EXTRA").unwrap_or_default();
             let candidate = weir::reload::Candidate::from_str(&yaml, "allocs.yaml").unwrap();
             let running = weir::server::start(candidate, None).await.unwrap();
             tx.send(running.address("main").unwrap()).unwrap();
@@ -87,8 +90,13 @@ fn main() {
     peers.block_on(async move {
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let uri: hyper::Uri = format!("http://{address}/").parse().unwrap();
+        let incoming = std::env::var("INCOMING_ID").is_ok_and(|v| v == "1");
         let get = || async {
-            let r = client.get(uri.clone()).await.unwrap();
+            let mut req = hyper::Request::get(uri.clone());
+            if incoming {
+                req = req.header("x-request-id", "0f8fad5b-d9cb-469f-a165-70867728950e");
+            }
+            let r = client.request(req.body(Empty::new()).unwrap()).await.unwrap();
             assert_eq!(r.status(), 200);
             r.into_body().collect().await.unwrap();
         };

@@ -64,18 +64,30 @@ fn metrics(c: &mut Criterion) {
     let m = weir::metrics::Metrics::new();
     let b = m.backend("app", "stable");
     let mut i = 0u64;
+    let t0 = std::time::Instant::now();
+    // What a response's end records: status counter, both histograms, window, outcome counter;
+    // the clock moves a second every 100,000 records.
+    let ended = |i: u64, grpc: Option<usize>| weir::metrics::Ended {
+        status: http::StatusCode::OK,
+        head: Duration::from_micros(300 + i % 200),
+        total: Duration::from_micros(700 + i % 500),
+        at: t0 + Duration::from_micros(i * 10),
+        success: true,
+        grpc,
+    };
     c.bench_function("metrics_record_request", |bench| {
         bench.iter(|| {
             i += 1;
-            b.record(
-                black_box(http::StatusCode::OK),
-                black_box(Duration::from_micros(700 + i % 500)),
-                black_box(i / 100_000),
-                black_box(true),
-            )
+            b.record(black_box(&ended(i, None)))
         })
     });
-    let now = i / 100_000;
+    c.bench_function("metrics_record_grpc_request", |bench| {
+        bench.iter(|| {
+            i += 1;
+            b.record(black_box(&ended(i, Some(0))))
+        })
+    });
+    let now = m.second(t0 + Duration::from_micros(i * 10));
     c.bench_function("metrics_window_p50_p90_p99", |bench| {
         bench.iter(|| {
             let s = b.stats(black_box(now));

@@ -69,7 +69,7 @@ while IFS= read -r k; do
     echo "   valid for Kubernetes $v: $(grep -c '^INFO.*passed' <<<"$report") resources"
   done
 done < <(find deploy/kubernetes -name kustomization.yaml | sort)
-[[ ${#built[@]} -ge 4 ]] || fail "expected base, edge, sidecar and git-sync; built ${#built[@]}"
+[[ ${#built[@]} -ge 5 ]] || fail "expected base, edge, sidecar, git-sync and fleet; built ${#built[@]}"
 
 echo "== what every weir container keeps"
 "$TOOLS/bin/python" - "${built[@]}" <<'PY' || fail "manifest properties"

@@ -9,7 +9,7 @@
 # cache misses or the kernel, and it counts a `rep movsb` copy as one instruction: judge
 # memory-bound changes with ab.sh.
 #
-# Usage: loadtest/instructions.sh [PEER=weir] [REQUESTS=20000]
+# Usage: [WEIR_EXTRA=YAML] loadtest/instructions.sh [PEER=weir] [REQUESTS=20000]
 #   PEER is `weir` (this checkout's release build), the path of a weir binary, `nginx`,
 #   `haproxy`, or `all` (weir, nginx and HAProxy, one after the other, with a summary).
 source "$(dirname "$0")/lib.sh"
@@ -50,6 +50,9 @@ measure() {
 measure_weir() {
   local bin=$1
   split_config "$WORK/weir.yaml" "127.0.0.1:$PORT" 127.0.0.1:18381
+  # WEIR_EXTRA: top-level YAML appended to weir's config (a `tracing:` or `access_log:` section,
+  # to measure what it costs per request).
+  if [ -n "${WEIR_EXTRA:-}" ]; then printf '%s\n' "$WEIR_EXTRA" >>"$WORK/weir.yaml"; fi
   RUST_LOG=warn measure weir "$bin" run --config "$WORK/weir.yaml" --threads 1
 }
 

@@ -78,7 +78,9 @@ paths_of() {
   if [ -d "$dir" ]; then
     for child in $(find "$dir" -maxdepth 2 \( -name '*.rs' -path "$dir/*" \) | sed "s#^$dir/##; s#/mod.rs##; s#\.rs##" | grep -v /); do
       [ "$child" = mod ] && continue
-      if code_of "$file" | grep -vE '^\s*(pub(\(.*\))? )?mod ' | grep -qE "(^|[^:A-Za-z0-9_])$child::"; then
+      # `grep -q` would stop reading at the first match, and under pipefail the SIGPIPE it
+      # leaves behind would turn a match into a miss now and then: read everything instead.
+      if code_of "$file" | grep -vE '^\s*(pub(\(.*\))? )?mod ' | grep -E "(^|[^:A-Za-z0-9_])$child::" >/dev/null; then
         echo "$module::$child"
       fi
     done

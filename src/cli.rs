@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo`, `completions`, `man`. The only place that turns
+//! The command line: `run`, `check`, `demo`, `rollout`, `completions`, `man`. The only place that turns
 //! errors into exit codes.
 
 use std::path::{Path, PathBuf};
@@ -10,6 +10,8 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{self, Config, ConfigErrors};
+use crate::rollout::fleet::controller::Controller;
+use crate::rollout::fleet::{FleetRoute, Queries};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,7 +67,8 @@ pub enum Command {
     #[command(name = "policy-sandbox", hide = true)]
     PolicySandbox,
     /// A self-contained tour on loopback: a stable and a canary upstream, weir in front,
-    /// traffic, an automated rollout, then a broken canary rolled back.
+    /// traffic, an automated rollout, then a broken canary rolled back by fast-fail and a
+    /// slightly worse one rolled back by the comparison with stable.
     Demo {
         /// The longest the tour may take (it ends when its story does), e.g. 10s or 30s.
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
@@ -85,6 +88,50 @@ pub enum Command {
     },
     /// Print the man page (roff) to stdout: `weir man | man -l -`.
     Man,
+    /// The fleet's rollout controller: judges each rollout on fleet-wide metrics from
+    /// Prometheus and records every decision as a commit in the config's Git repository
+    /// (docs/FLEET.md). With a command, controls one route's rollout: a commit in fleet mode,
+    /// the admin API (with its bearer token) for a single instance.
+    Rollout {
+        #[command(subcommand)]
+        command: Option<RolloutCommand>,
+        /// The config file; in fleet mode, in the config's Git work tree (or the file whose
+        /// repository --workdir clones).
+        #[arg(long, global = true, default_value = "config/weir.yaml")]
+        config: PathBuf,
+        /// The controller's own clone of the config's repository (made on first use); default:
+        /// `fleet.git.workdir`, else the config's own work tree.
+        #[arg(long, global = true)]
+        workdir: Option<PathBuf>,
+        /// Sync once and exit (0 when the sync went through).
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// `weir rollout ACTION ROUTE`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum RolloutCommand {
+    /// Promote now: the canary becomes the stable (fleet: the promotion commit).
+    Promote { route: String },
+    /// Roll back now: the canary's weight returns to 0.
+    Abort { route: String },
+    /// Hold at the current step: no checks, no deadline, until resumed.
+    Pause { route: String },
+    /// Resume a paused rollout with a fresh interval.
+    Resume { route: String },
+}
+
+impl RolloutCommand {
+    fn parts(&self) -> (&str, crate::rollout::Action) {
+        use crate::rollout::Action;
+        match self {
+            RolloutCommand::Promote { route } => (route, Action::Promote),
+            RolloutCommand::Abort { route } => (route, Action::Abort),
+            RolloutCommand::Pause { route } => (route, Action::Pause),
+            RolloutCommand::Resume { route } => (route, Action::Resume),
+        }
+    }
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -131,6 +178,12 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Rollout {
+            command,
+            config,
+            workdir,
+            once,
+        } => rollout(&config, workdir.as_deref(), command, once),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "weir", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -208,15 +261,32 @@ fn init_tracing(
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(true)
         .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(layer.with_filter(quiet_watcher())).init(),
+        LogFormat::Json => registry
+            .with(layer.json().with_filter(quiet_watcher()))
+            .init(),
     }
     guard
+}
+
+/// Drops the file watcher's one warning, `Unable to remove the path from the watches` (target
+/// `notify::inotify`): notify logs it when a watched directory disappears, which is how every
+/// Kubernetes ConfigMap and git-sync update works (the old `..2026_...` data directory is
+/// deleted after the `..data` link moves). weir re-resolves and re-watches the directories after
+/// every event (`reload::watch`), so nothing is lost, and a WARN at every normal update would
+/// teach operators to ignore warnings. `RUST_LOG` naming `notify` shows it again.
+fn quiet_watcher() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool>
+{
+    let asked = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("notify"));
+    tracing_subscriber::filter::filter_fn(move |meta| {
+        asked || !(meta.target() == "notify::inotify" && *meta.level() == tracing::Level::WARN)
+    })
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -293,7 +363,8 @@ pub fn check_json(path: &Path, previous: Option<&Path>) -> (bool, Value) {
                     })
                 })
                 .collect();
-            json!({ "name": r.name, "backends": backends, "rollout": r.rollout })
+            let queries = fleet_queries(&config, &r.name);
+            json!({ "name": r.name, "backends": backends, "rollout": r.rollout, "queries": queries })
         })
         .collect();
     let value = json!({
@@ -368,6 +439,25 @@ fn check(path: &Path, previous: Option<&Path>, format: CheckFormat) -> ExitCode 
     ExitCode::SUCCESS
 }
 
+/// The PromQL a fleet rollout of `route` is judged on (`weir check`), null without one.
+fn fleet_queries(config: &Config, route: &str) -> Value {
+    match FleetRoute::of(config).into_iter().find(|r| r.name == route) {
+        Some(r) => {
+            let q = r.queries();
+            let w = r.rollout.plan.interval;
+            json!({
+                "requests": Queries::windowed(&q.requests, w),
+                "failures": Queries::windowed(&q.failures, w),
+                "p99": Queries::windowed(&q.p99, w),
+                "replicas_up": q.replicas_up,
+                "replicas_serving": q.replicas_serving,
+                "fast_failed": q.fast_failed,
+            })
+        }
+        None => Value::Null,
+    }
+}
+
 /// The routes with each backend's weight and share, as `weir check` prints them.
 pub fn route_table(config: &Config) -> String {
     let mut rows = vec![[
@@ -422,9 +512,183 @@ pub fn route_table(config: &Config) -> String {
                 steps.join(", "),
                 ro.plan.interval,
             ));
+            if let Some(c) = &ro.compare {
+                out.push_str(&compare_line(&r.name, c, |i| {
+                    config.upstreams[r.backends[i].upstream].name.to_string()
+                }));
+            }
+        }
+    }
+    for r in FleetRoute::of(config) {
+        let q = r.queries();
+        let w = r.rollout.plan.interval;
+        out.push_str(&format!(
+            "{}: judged by `weir rollout` on Prometheus at {} ({{G}}: the status generation):\n",
+            r.name, r.source.url
+        ));
+        for (name, query) in [
+            ("requests", Queries::windowed(&q.requests, w)),
+            ("failures", Queries::windowed(&q.failures, w)),
+            ("p99", Queries::windowed(&q.p99, w)),
+            ("replicas up", q.replicas_up.clone()),
+            ("replicas serving", q.replicas_serving.clone()),
+            ("fast-failed", q.fast_failed.clone()),
+        ] {
+            out.push_str(&format!("  {name:<16}  {query}\n"));
         }
     }
     out
+}
+
+/// How a rollout's canary is judged against stable, in one line of `weir check`.
+fn compare_line(route: &str, c: &config::Compare, name: impl Fn(usize) -> String) -> String {
+    let arm: Vec<String> = c.stable.iter().map(|&i| name(i)).collect();
+    let mut tests = Vec::new();
+    if let Some(e) = c.errors {
+        tests.push(format!(
+            "errors (good up to {}x stable's rate, caught at {}x)",
+            1.0 + e.margin,
+            e.detect
+        ));
+    }
+    if let Some(l) = c.latency {
+        let tolerance = match l.tolerance {
+            config::ToleranceSpec::Fraction(f) => format!("{}% slower", f * 100.0),
+            config::ToleranceSpec::Duration(d) => format!("{d} slower"),
+        };
+        tests.push(format!(
+            "latency above stable's p{} bucket, {tolerance} tolerated (good up to {}x stable's share, caught at {}x)",
+            l.quantile * 100.0,
+            1.0 + l.rates.margin,
+            l.rates.detect
+        ));
+    }
+    let advance = match c.advance {
+        config::Advance::Interval => "at the interval's end",
+        config::Advance::OnEvidence => "as soon as it passes",
+    };
+    let limit = c
+        .max_canary_requests
+        .map_or_else(String::new, |n| format!(" or {n} canary requests"));
+    format!(
+        "{route}: the canary is compared with {} ({}) by a sequential test on {}; false alarm \
+         {} over {} step(s) ({} each), miss {} per test; a step advances {advance}; no decision \
+         within {:?}{limit}: the evidence's sign decides\n",
+        c.against,
+        arm.join(", "),
+        tests.join(" and "),
+        c.false_alarm,
+        c.comparing_steps,
+        c.step_false_alarm(),
+        c.miss,
+        c.decide_within,
+    )
+}
+
+/// `weir rollout`: the controller (until SIGTERM/SIGINT, or one sync with `--once`), or one
+/// operator's command.
+fn rollout(
+    path: &Path,
+    workdir: Option<&Path>,
+    command: Option<RolloutCommand>,
+    once: bool,
+) -> ExitCode {
+    let result = runtime(None).and_then(|rt| {
+        rt.block_on(async {
+            let config = config::load_file(path).map_err(|errors| {
+                print_errors(&errors);
+                anyhow::anyhow!("{}: {} error(s)", path.display(), errors.0.len())
+            })?;
+            match (command, config.fleet.is_some()) {
+                (Some(c), false) => single_instance_command(&config, &c).await,
+                (None, false) => anyhow::bail!(
+                    "{} has no `fleet` block: a single instance runs its rollouts inside `weir run` (use `weir rollout ACTION ROUTE` to control them)",
+                    path.display()
+                ),
+                (Some(c), true) => {
+                    let (route, action) = c.parts();
+                    let mut ctl = Controller::open(path, workdir).await?;
+                    let subject = ctl.command(route, action).await?;
+                    println!("{subject}");
+                    Ok(())
+                }
+                (None, true) => {
+                    let mut ctl = Controller::open(path, workdir).await?;
+                    if once {
+                        for subject in ctl.sync().await? {
+                            println!("{subject}");
+                        }
+                        return Ok(());
+                    }
+                    tracing::info!(clone = %ctl.repo().root.display(), "rollout controller started");
+                    let (stop, task) = crate::rollout::fleet::controller::spawn(ctl);
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let mut term = signal(SignalKind::terminate())?;
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                    let _ = stop.send(true);
+                    let _ = task.await;
+                    Ok(())
+                }
+            }
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir rollout: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A single instance's rollout command: `POST /rollouts/ROUTE/ACTION` on its admin address with
+/// the bearer token of `admin.token_file` or `admin.token_env`.
+async fn single_instance_command(config: &Config, command: &RolloutCommand) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Full};
+    let (route, action) = command.parts();
+    let token = match (&config.spec.admin.token_file, &config.spec.admin.token_env) {
+        (Some(file), _) => {
+            let path = config.base_dir.join(file);
+            let bytes = config::files::read_limited(&path, 64 * 1024)
+                .with_context(|| format!("reading the admin token {}", path.display()))?;
+            String::from_utf8(bytes)
+                .context("the admin token is not UTF-8")?
+                .trim()
+                .to_owned()
+        }
+        (None, Some(var)) => std::env::var(var)
+            .with_context(|| format!("the admin token's environment variable {var} is not set"))?
+            .trim()
+            .to_owned(),
+        (None, None) => anyhow::bail!(
+            "rollout commands change state, so they need the admin API's bearer token: set admin.token_file or admin.token_env"
+        ),
+    };
+    let mut address = config.admin_address;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let uri = format!("http://{address}/rollouts/{route}/{}", action.name());
+    let req = http::Request::post(uri.as_str())
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::new(bytes::Bytes::new()))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .with_context(|| format!("{uri}: no answer within 10s"))?
+        .with_context(|| uri.clone())?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    if !status.is_success() {
+        anyhow::bail!("{uri}: {status}: {}", text.trim());
+    }
+    println!("{}", text.trim());
+    Ok(())
 }
 
 fn run(path: &Path, threads: Option<usize>) -> ExitCode {

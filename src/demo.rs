@@ -1,8 +1,12 @@
-//! `weir demo`: the whole story on loopback ports, in an 80-column terminal. Version v1 is
-//! stable and v2 the canary, behind weir with an automated rollout: traffic flows, weir checks
-//! the canary each interval and promotes it step by step. Then v2 becomes the stable and a broken
-//! v3 (60 % of its answers are 500) is deployed as the canary: the rollout starts over and
-//! fast-fail rolls it back within a few dozen requests. The tour ends a moment after that.
+//! `weir demo`: the whole story on loopback ports, in an 80-column terminal, in three acts.
+//! Version v1 is stable and v2 the canary, behind weir with an automated rollout: traffic flows,
+//! weir checks the canary each interval and promotes it step by step. Then v2 becomes the stable
+//! and a broken v3 (60 % of its answers are 500) is deployed as the canary: the rollout starts
+//! over and fast-fail rolls it back within a few dozen requests. Last, v4 is deployed: only
+//! slightly worse (0.8 % of its answers are 500, where v2 fails none), so the thresholds (99 %
+//! success) would promote it; this rollout also compares the canary with stable
+//! (`analysis.compare`, docs/ANALYSIS.md), which rolls it back after a few hundred of its
+//! requests. The tour ends a moment after that.
 //!
 //! The live view prints one line a second (the canary's weight, and per version what the
 //! clients saw in that second) and one line per rollout event; weir's own log is off unless
@@ -40,6 +44,14 @@ pub async fn failing_upstream(
     name: &'static str,
     percent_failing: u64,
 ) -> std::io::Result<SocketAddr> {
+    per_mille_failing_upstream(name, percent_failing * 10).await
+}
+
+/// Like [`named_upstream`], but `per_mille` of every 1,000 answers are 500, spread evenly.
+async fn per_mille_failing_upstream(
+    name: &'static str,
+    per_mille: u64,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let served = Arc::new(AtomicU64::new(0));
@@ -52,7 +64,7 @@ pub async fn failing_upstream(
                     async move {
                         let mut r =
                             hyper::Response::new(Full::new(Bytes::from_static(name.as_bytes())));
-                        if (n * percent_failing) % 100 < percent_failing {
+                        if (n * per_mille) % 1000 < per_mille {
                             *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
                         }
                         Ok::<_, Infallible>(r)
@@ -69,27 +81,43 @@ pub async fn failing_upstream(
 
 const CLIENTS: usize = 8;
 const STEPS: [u32; 4] = [10, 25, 50, 100];
+/// The third act's steps: a quarter of the traffic, compared (the whole `false_alarm`, 0.05, on
+/// this one step), then all of it.
+const COMPARED_STEPS: [u32; 2] = [25, 100];
 /// The versions, by the body their upstream answers with.
-const VERSIONS: [&str; 3] = ["v1", "v2", "v3"];
+const VERSIONS: [&str; 4] = ["v1", "v2", "v3", "v4"];
 /// How much of the broken v3's answers are 500.
 const BROKEN_PERCENT: u64 = 60;
+/// How many of every 1,000 answers of the slightly worse v4 are 500: its success rate, 99.2 %,
+/// passes the thresholds' 99 %.
+const WORSE_PER_MILLE: u64 = 8;
 /// Live lines shown after the broken canary is rolled back, before the tour ends.
 const EPILOGUE_TICKS: u32 = 2;
 /// The live view's width: every line fits an 80-column terminal.
 pub const WIDTH: usize = 80;
 
 /// Route `app` over `stable` and `canary` (version names, also the upstream names), with a
-/// rollout of `canary`.
+/// rollout of `canary`; with `compare`, the rollout also compares the canary's errors with
+/// stable's (the versions answer alike fast: the latency test is off).
 fn demo_config(
     (stable, stable_at): (&str, SocketAddr),
     (canary, canary_at): (&str, SocketAddr),
     interval: Duration,
+    compare: bool,
 ) -> String {
+    let (steps, analysis) = if compare {
+        (
+            COMPARED_STEPS.as_slice(),
+            ", analysis: { compare: stable, latency: { enabled: false } }",
+        )
+    } else {
+        (STEPS.as_slice(), "")
+    };
     format!(
         "listeners:\n  - name: demo\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n\
          upstreams:\n  - name: {stable}\n    endpoints: [\"{stable_at}\"]\n  - name: {canary}\n    endpoints: [\"{canary_at}\"]\n\
          routes:\n  - name: app\n    backends:\n      - {{ upstream: {stable}, weight: 100 }}\n      - {{ upstream: {canary}, weight: 0 }}\n\
-         \x20   rollout: {{ canary: {canary}, steps: {STEPS:?}, interval: {}ms, min_requests: 20, thresholds: {{ success_rate: 0.99, p99_latency: 250ms }} }}\n",
+         \x20   rollout: {{ canary: {canary}, steps: {steps:?}, interval: {}ms, min_requests: 20, thresholds: {{ success_rate: 0.99, p99_latency: 250ms }}{analysis} }}\n",
         interval.as_millis()
     )
 }
@@ -151,10 +179,12 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let v1 = named_upstream(VERSIONS[0]).await?;
     let v2 = named_upstream(VERSIONS[1]).await?;
     let v3 = failing_upstream(VERSIONS[2], BROKEN_PERCENT).await?;
+    let v4 = per_mille_failing_upstream(VERSIONS[3], WORSE_PER_MILLE).await?;
     // The healthy rollout takes four checks and one more to hold 100 %; the broken one needs
-    // only fast-fail. A tenth of the duration per check leaves room for both.
+    // only fast-fail, the slightly worse one a few thousand requests. A tenth of the duration
+    // per check leaves room for all three.
     let interval = (duration / 10).max(Duration::from_millis(200));
-    let first = demo_config(("v1", v1), ("v2", v2), interval);
+    let first = demo_config(("v1", v1), ("v2", v2), interval, false);
     let candidate = crate::reload::Candidate::from_str(&first, "demo.yaml")
         .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
     let running = crate::server::start(candidate, None).await?;
@@ -170,7 +200,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     println!();
     header("v1", "v2");
 
-    let seen: Arc<[Seen; 3]> = Arc::new(std::array::from_fn(|_| Seen::new()));
+    let seen: Arc<[Seen; 4]> = Arc::new(std::array::from_fn(|_| Seen::new()));
     let deadline = Instant::now() + duration;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -202,8 +232,10 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let reloader = running.reloader.clone();
     let mut versions = (0, 1);
     let mut deployed_broken = false;
+    let mut deployed_worse = false;
     let mut epilogue = None;
     let mut events_shown = 0;
+    let mut checks_shown = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     let mut last_line = Instant::now();
     let mut finished = false;
@@ -211,7 +243,9 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         ticker.tick().await;
         events_shown = show_events(&reloader, events_shown, started);
         let status = reloader.rollouts().status("app");
+        show_held_check(&status, &mut checks_shown, started);
         let state = status["state"].as_str().unwrap_or("-").to_owned();
+        let canary = status["canary"].as_str().unwrap_or("-").to_owned();
         if last_line.elapsed() >= Duration::from_secs(1) {
             let secs = last_line.elapsed().as_secs_f64();
             last_line = Instant::now();
@@ -234,15 +268,27 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             println!();
             versions = (1, 2);
             header("v2", "v3");
-            let next = demo_config(("v2", v2), ("v3", v3), interval);
-            let candidate = crate::reload::Candidate::from_str(&next, "demo.yaml")
-                .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
-            // Through the same door as a reload of the file: policies, history, rollouts.
-            if let Err(e) = reloader.submit(Ok(candidate)).await {
-                anyhow::bail!("the demo config was refused:\n{e}");
-            }
-        }
-        if deployed_broken && state == "rolled_back" && epilogue.is_none() {
+            deploy(&reloader, ("v2", v2), ("v3", v3), interval, false).await?;
+        } else if !deployed_worse && canary == "v3" && state == "rolled_back" {
+            deployed_worse = true;
+            // The last live line of v3's act, then the third act.
+            let secs = last_line.elapsed().as_secs_f64();
+            live_line(started.elapsed(), &status, &seen, versions, secs);
+            last_line = Instant::now();
+            println!();
+            say(&format!(
+                "== v3 is rolled back; v2 stays the stable. Now v4 is deployed: only slightly \
+                 worse, {:.1}% of its answers are 500 where v2 fails none. Its {:.1}% success \
+                 passes the 99% threshold, so thresholds alone would promote it; this \
+                 rollout also compares v4 with v2 (analysis.compare: stable) ==",
+                WORSE_PER_MILLE as f64 / 10.0,
+                100.0 - WORSE_PER_MILLE as f64 / 10.0,
+            ));
+            println!();
+            versions = (1, 3);
+            header("v2", "v4");
+            deploy(&reloader, ("v2", v2), ("v4", v4), interval, true).await?;
+        } else if canary == "v4" && state == "rolled_back" && epilogue.is_none() {
             epilogue = Some(EPILOGUE_TICKS);
         }
     }
@@ -262,6 +308,47 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deploys `canary` next to `stable`, through the same door as a reload of the file: policies,
+/// history, rollouts.
+async fn deploy(
+    reloader: &crate::reload::Reloader,
+    stable: (&str, SocketAddr),
+    canary: (&str, SocketAddr),
+    interval: Duration,
+    compare: bool,
+) -> anyhow::Result<()> {
+    let next = demo_config(stable, canary, interval, compare);
+    let candidate = crate::reload::Candidate::from_str(&next, "demo.yaml")
+        .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
+    if let Err(e) = reloader.submit(Ok(candidate)).await {
+        anyhow::bail!("the demo config was refused:\n{e}");
+    }
+    Ok(())
+}
+
+/// Prints the rollout's last check when it held the step (a skipped check: the thresholds
+/// passed, the comparison had no decision yet), once per check; `shown` is the last one printed.
+fn show_held_check(status: &serde_json::Value, shown: &mut Option<String>, started: Instant) {
+    let check = &status["last_check"];
+    if check["verdict"] != "skipped" {
+        return;
+    }
+    let at = check["at"].as_str().unwrap_or_default();
+    if shown.as_deref() == Some(at) {
+        return;
+    }
+    *shown = Some(at.to_owned());
+    let reason = check["reason"].as_str().unwrap_or_default();
+    // The first clause is the story; the rest (the statistics) is on /stats.
+    let reason = reason.split(" (it decides").next().unwrap_or(reason);
+    say(&format!(
+        "{:>5.1}s  .. {} held at step {}: {reason}",
+        started.elapsed().as_secs_f64(),
+        status["canary"].as_str().unwrap_or("-"),
+        status["step"],
+    ));
+}
+
 /// The column heads of the live view, aligned with [`live_line`].
 fn header(stable: &str, canary: &str) {
     let block = |v: &str| format!("{:<10} {:>6} {:>6}", format!("{v} req/s"), "ok", "p99");
@@ -279,7 +366,7 @@ fn header(stable: &str, canary: &str) {
 fn live_line(
     elapsed: Duration,
     status: &serde_json::Value,
-    seen: &[Seen; 3],
+    seen: &[Seen; 4],
     (stable, canary): (usize, usize),
     secs: f64,
 ) {
@@ -343,12 +430,13 @@ fn show_events(reloader: &crate::reload::Reloader, shown: usize, started: Instan
 
 /// The end of the tour: each version as the clients saw it over the whole tour, and weir's own
 /// `/stats` for the backends still configured.
-fn summary(reloader: &crate::reload::Reloader, seen: &[Seen; 3]) {
+fn summary(reloader: &crate::reload::Reloader, seen: &[Seen; 4]) {
     println!();
     println!("What the clients saw, per version, over the whole tour:");
     let roles = [
         "stable, replaced",
         "canary, promoted",
+        "canary, rolled back",
         "canary, rolled back",
     ];
     for (v, role) in roles.iter().enumerate() {

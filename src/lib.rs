@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod rollout;

@@ -151,7 +151,7 @@ impl Running {
             tracing::info!("drained");
         } else {
             tracing::warn!(
-                ?timeout,
+                timeout = %crate::observe::human::duration(timeout),
                 "drain timeout reached with connections still open"
             );
         }

@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Retries, RouteMatch};
+use crate::config::{Config, GrpcCodes, Retries, RouteMatch};
 use crate::metrics::{BackendMetrics, Metrics, Probe};
+use crate::observe::access::AccessLog;
+use crate::observe::span_export::SpanExport;
+use crate::observe::trace_context::Sampler;
 use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::{Override, Table};
@@ -18,6 +21,20 @@ pub struct Snapshot {
     pub metrics: Arc<Metrics>,
     pub routes: Box<[Route]>,
     pub pools: Box<[Arc<UpstreamPool>]>,
+    /// The access log's queue when the config has one (set by the control task, which opens
+    /// its file); shared with the previous snapshot while the section is unchanged.
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Trace context and span export, when the config has a `tracing` section (set by the
+    /// control task).
+    pub tracer: Option<Tracer>,
+}
+
+/// What a request needs for its trace: the sampler of the traces weir starts, and where sampled
+/// spans go (`None`: propagate only).
+#[derive(Clone)]
+pub struct Tracer {
+    pub sampler: Sampler,
+    pub export: Option<Arc<SpanExport>>,
 }
 
 pub struct Route {
@@ -31,16 +48,23 @@ pub struct Route {
     pub timeout: Duration,
     pub mirror: Option<RouteMirror>,
     pub retries: Option<Retries>,
+    /// The `Upgrade` protocols this route tunnels.
+    pub upgrades: Box<[Box<str>]>,
+    /// The `grpc-status` codes that count as failures of a backend.
+    pub grpc_failures: GrpcCodes,
 }
 
 /// What a route with a running rollout takes instead of its file's weights: the weights of its
-/// configured backends, and the probe its canary (index `canary`) feeds while it is judged.
-/// The control task makes it from the rollouts' decisions.
+/// configured backends, the probe its canary (index `canary`) feeds while it is judged, and,
+/// when the rollout compares the canary with stable, the one probe the `stable` backends feed
+/// together. The control task makes it from the rollouts' decisions.
 #[derive(Clone)]
 pub struct Steering {
     pub weights: Vec<u32>,
     pub canary: usize,
     pub probe: Option<Arc<Probe>>,
+    pub stable: Vec<usize>,
+    pub stable_probe: Option<Arc<Probe>>,
 }
 
 /// An upstream with a weight inside a route.
@@ -49,7 +73,8 @@ pub struct Backend {
     pub weight: u32,
     /// Handles of this (route, backend), shared with the previous snapshot when the pair existed.
     pub metrics: Arc<BackendMetrics>,
-    /// The canary of a running rollout: its requests are measured for the analysis.
+    /// The canary of a running rollout, or a backend it is compared with: its requests are
+    /// measured for the analysis.
     pub probe: Option<Arc<Probe>>,
 }
 
@@ -112,9 +137,11 @@ impl Snapshot {
                     .map(|(i, b)| {
                         let weight = steer.map_or(b.weight, |s| s.weights[i]);
                         let mut backend = backend(&r.name, b.upstream, weight);
-                        backend.probe = steer
-                            .filter(|s| s.canary == i)
-                            .and_then(|s| s.probe.clone());
+                        backend.probe = steer.and_then(|s| match i {
+                            i if i == s.canary => s.probe.clone(),
+                            i if s.stable.contains(&i) => s.stable_probe.clone(),
+                            _ => None,
+                        });
                         backend
                     })
                     .collect();
@@ -158,6 +185,8 @@ impl Snapshot {
                     timeout: r.timeout,
                     mirror,
                     retries: r.retries.clone(),
+                    upgrades: r.upgrades.clone(),
+                    grpc_failures: r.grpc_failures,
                 }
             })
             .collect();
@@ -199,6 +228,8 @@ impl Snapshot {
             metrics: metrics.clone(),
             routes,
             pools,
+            access_log: None,
+            tracer: None,
         }
     }
 

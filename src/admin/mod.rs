@@ -1,6 +1,6 @@
 //! The admin API on `admin.address`: `/metrics`, `/healthz`, `/readyz`, `/config`, `/stats`,
-//! `/history` (SPEC.md, "Admin API"), the live page at `/`, and `POST /reload`. It stays up while
-//! the proxy drains.
+//! `/history` (SPEC.md, "Admin API"), the live page at `/`, `POST /reload` and
+//! `POST /rollouts/ROUTE/{promote,abort,pause,resume}`. It stays up while the proxy drains.
 //!
 //! Access: `/healthz` and `/readyz` are always open (probes); reads are open unless
 //! `admin.reads: token`; `POST /reload`, the one state-changing call, always needs the bearer
@@ -18,7 +18,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -37,8 +37,16 @@ pub struct AdminState {
     pub draining: Arc<AtomicBool>,
 }
 
-/// Serves the admin API until `stop` turns true.
+/// At most this many admin connections are open at once; more are closed as they come, so
+/// the admin API never takes the descriptors the proxy needs.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Serves the admin API until `stop` turns true. Each connection lives under the proxy's
+/// limits: its request heads within `limits.header_read_timeout` (the first one included), and
+/// it is closed after `limits.idle_timeout` without a request (HTTP/2: GOAWAY, then closed).
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failing = crate::proxy::listener::AcceptFailures::default();
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -47,17 +55,73 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                 }
             }
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        let pause = failing.failed("admin", &e);
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!("admin connection refused: {MAX_CONNECTIONS} are open");
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(&state, &req).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    connection(stream, state).await;
+                    drop(slot);
                 });
+            }
+        }
+    }
+}
+
+async fn connection(stream: tokio::net::TcpStream, state: Arc<AdminState>) {
+    let limits = state.reloader.snapshots.load().config.limits;
+    let service_state = state.clone();
+    let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = requests.clone();
+    let service = service_fn(move |req| {
+        let state = service_state.clone();
+        counted.fetch_add(1, Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(answer(&state, &req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout / 4)
+        .keep_alive_timeout(limits.header_read_timeout)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let serving = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(serving);
+    // The first request must start within the head's deadline; then each quiet stretch may last
+    // `idle_timeout`; asked to close, the connection gets one more `header_read_timeout`.
+    let mut deadline = limits.header_read_timeout;
+    let mut seen = 0;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = serving.as_mut() => return,
+            () = tokio::time::sleep(deadline) => {
+                let now = requests.load(Ordering::Relaxed);
+                if closing || now == 0 {
+                    return;
+                }
+                if now == seen {
+                    serving.as_mut().graceful_shutdown();
+                    closing = true;
+                    deadline = limits.header_read_timeout;
+                } else {
+                    seen = now;
+                    deadline = limits.idle_timeout;
+                }
             }
         }
     }
@@ -106,6 +170,7 @@ fn access(path: &str) -> Option<Access> {
         "/healthz" | "/readyz" => Some(Access::Probe),
         "/" | "/metrics" | "/config" | "/stats" | "/history" => Some(Access::Read),
         "/reload" => Some(Access::Change),
+        p if rollout_command(p).is_some() => Some(Access::Change),
         _ => None,
     }
 }
@@ -217,7 +282,42 @@ pub async fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Ful
         "/config" => json_response(&config_json(&state.reloader)),
         "/stats" => json_response(&stats_json(&state.reloader)),
         "/reload" => reload(&state.reloader).await,
-        _ => json_response(&history_json(&state.reloader)),
+        "/history" => json_response(&history_json(&state.reloader)),
+        _ => match rollout_command(path) {
+            Some((route, action)) => rollout_action(&state.reloader, route, action).await,
+            None => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        },
+    }
+}
+
+/// `/rollouts/ROUTE/promote|abort|pause|resume`: the route and the command.
+fn rollout_command(path: &str) -> Option<(&str, crate::rollout::Action)> {
+    let rest = path.strip_prefix("/rollouts/")?;
+    let (route, action) = rest.rsplit_once('/')?;
+    let action = crate::rollout::Action::parse(action)?;
+    (!route.is_empty() && !route.contains('/')).then_some((route, action))
+}
+
+/// `POST /rollouts/ROUTE/ACTION` (`weir rollout ACTION ROUTE` for a single instance): 200 with
+/// the route's rollout block once carried out, 404 for a route without a rollout, 409 when the
+/// rollout has ended or follows the fleet's status (then Git is where commands go).
+async fn rollout_action(
+    reloader: &Arc<Reloader>,
+    route: &str,
+    action: crate::rollout::Action,
+) -> Response<Full<Bytes>> {
+    use crate::rollout::Refusal;
+    match reloader.manual(route, action).await {
+        Ok(status) => {
+            json_response(&json!({"route": route, "action": action.name(), "rollout": status}))
+        }
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::NoRollout(_) => StatusCode::NOT_FOUND,
+                Refusal::Fleet(_) | Refusal::Ended(..) => StatusCode::CONFLICT,
+            };
+            respond(status, TEXT, format!("{refusal}\n"))
+        }
     }
 }
 

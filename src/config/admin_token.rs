@@ -149,7 +149,10 @@ mod tests {
             policies: Vec::new(),
             limits: Default::default(),
             rollout_state: None,
+            access_log: None,
+            tracing: None,
             reload: Default::default(),
+            fleet: None,
         };
         let files = Files::read(&spec, dir);
         let listed = files

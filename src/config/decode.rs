@@ -250,6 +250,9 @@ pub(super) fn parse(text: &str, diag: &mut Diagnostics) -> Option<(ConfigSpec, P
         limits: LimitsSpec::default(),
         rollout_state: None,
         reload: ReloadSpec::default(),
+        fleet: None,
+        access_log: None,
+        tracing: None,
     };
     let mut parsed = Parsed::default();
     let mut seen_listeners = false;
@@ -289,6 +292,9 @@ pub(super) fn parse(text: &str, diag: &mut Diagnostics) -> Option<(ConfigSpec, P
                     spec.reload = r;
                 }
             }
+            "fleet" => spec.fleet = decode(diag, value, "fleet"),
+            "access_log" => spec.access_log = decode(diag, value, "access_log"),
+            "tracing" => spec.tracing = decode(diag, value, "tracing"),
             other => diag.error(
                 other,
                 format!(

@@ -1,6 +1,7 @@
 //! The one module of `config` that reads: every file a config names besides itself
-//! (certificates, keys, CA files, policy files, the system's trust store) is read here, before
-//! validation, with guards: only regular files, at most [`MAX_FILE_BYTES`]. What was read is
+//! (certificates, keys, CA files, policy files, the fleet's rollout status, the system's trust
+//! store) is read here, before validation, with guards: only regular files, at most
+//! [`MAX_FILE_BYTES`]. What was read is
 //! listed as the config's [`Input`]s, so that a change of any of them is a change of the config,
 //! and the watcher and the change check know what to look at.
 
@@ -98,13 +99,24 @@ impl Files {
         if let Some(token) = &spec.admin.token_file {
             files.file(&base_dir.join(token));
         }
+        // The fleet's rollout status is part of the config: read, hashed and watched with it.
+        if let Some(fleet) = &spec.fleet {
+            files.file_within(
+                &base_dir.join(&fleet.status),
+                super::status::MAX_STATUS_BYTES,
+            );
+        }
         files
     }
 
     fn file(&mut self, path: &Path) {
+        self.file_within(path, MAX_FILE_BYTES);
+    }
+
+    fn file_within(&mut self, path: &Path, limit: u64) {
         if !self.contents.contains_key(path) {
             self.inputs.push(Input::File(path.to_path_buf()));
-            let read = read_limited(path, MAX_FILE_BYTES);
+            let read = read_limited(path, limit);
             self.contents.insert(path.to_path_buf(), read);
         }
     }

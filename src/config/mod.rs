@@ -8,6 +8,7 @@
 //! `policy` checks it in a sandbox process.
 
 mod admin_token;
+mod analysis;
 mod decode;
 mod diag;
 mod duration;
@@ -18,9 +19,14 @@ mod model;
 pub mod policy;
 mod scan;
 mod schema;
+pub mod status;
 mod validate;
 
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
+pub use analysis::{
+    Advance, AnalysisSpec, COMPARE_STABLE, Compare, ErrorsSpec, Latency, LatencySpec, Rates,
+    ToleranceSpec, compares,
+};
 pub use diag::{ConfigError, ConfigErrors};
 pub use duration::{DurationSpec, parse_duration, rfc3339};
 pub use files::{Input, sha256_hex};
@@ -32,3 +38,4 @@ pub use load::{
 pub use model::*;
 pub use scan::{MAX_DEPTH, MAX_NODES};
 pub use schema::*;
+pub use status::{FleetStatus, RouteStatus, StatusMeasurement, StatusPhase};

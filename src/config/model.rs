@@ -39,6 +39,56 @@ pub struct Config {
     pub poll_interval: Option<Duration>,
     /// The `policies`, read; every candidate must pass them.
     pub policies: Option<Arc<Policies>>,
+    /// The `fleet` block: the rollout status this replica follows, and the controller's Git.
+    pub fleet: Option<Fleet>,
+    /// The `access_log` section, when it is there and enabled.
+    pub access_log: Option<AccessLog>,
+    /// The `tracing` section.
+    pub tracing: Option<Tracing>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tracing {
+    pub sampling: f64,
+    pub otlp: Option<Otlp>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Otlp {
+    pub endpoint: http::Uri,
+    pub protocol: super::schema::OtlpProtocol,
+    pub timeout: Duration,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub service_name: String,
+}
+
+/// Where access log lines go and how they read. The file is opened by the control task when the
+/// config is applied (`observe::access`); an error there is reported at `at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLog {
+    pub format: super::schema::AccessLogFormat,
+    pub output: AccessLogOutput,
+    /// Where `access_log.path` is written, for the error of a file that cannot be opened.
+    pub at: super::diag::ConfigError,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogOutput {
+    Stderr,
+    Stdout,
+    File(PathBuf),
+}
+
+/// One rollout for the whole fleet: replicas follow `status` (read with the config), and
+/// `weir rollout` writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fleet {
+    /// The status file's path (absolute, or relative to the working directory).
+    pub status_file: PathBuf,
+    /// The status file as read with this config (empty, generation 0, when it does not exist).
+    pub status: Arc<super::status::FleetStatus>,
+    pub sync_interval: Duration,
+    pub git: super::schema::GitSpec,
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +146,66 @@ pub struct Route {
     pub mirror: Option<Mirror>,
     pub retries: Option<Retries>,
     pub rollout: Option<Rollout>,
+    /// The `Upgrade` protocols tunnelled, lower case (`websocket` by default).
+    pub upgrades: Box<[Box<str>]>,
+    /// The `grpc-status` codes that count as failures of the backend.
+    pub grpc_failures: GrpcCodes,
+}
+
+/// The gRPC status codes by number, as the gRPC specification names them.
+pub const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `UNKNOWN`: what a gRPC client makes of a status it cannot read, or of none at all.
+pub const GRPC_UNKNOWN: u8 = 2;
+
+/// A set of gRPC status codes (0 to 16), one bit each: copied, never allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcCodes(u32);
+
+impl GrpcCodes {
+    pub const EMPTY: GrpcCodes = GrpcCodes(0);
+
+    /// The failures of Envoy's and Linkerd's success rates: UNKNOWN, DEADLINE_EXCEEDED,
+    /// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. The others (NOT_FOUND,
+    /// INVALID_ARGUMENT, ...) say the client asked for something it could not have.
+    pub const DEFAULT_FAILURES: GrpcCodes =
+        GrpcCodes(1 << 2 | 1 << 4 | 1 << 12 | 1 << 13 | 1 << 14 | 1 << 15);
+
+    /// The set with `code` added; a code past 16 adds nothing.
+    pub fn with(self, code: u8) -> GrpcCodes {
+        match code {
+            0..=16 => GrpcCodes(self.0 | 1 << code),
+            _ => self,
+        }
+    }
+
+    pub fn contains(self, code: u8) -> bool {
+        code <= 16 && self.0 & (1 << code) != 0
+    }
+}
+
+impl Default for GrpcCodes {
+    fn default() -> Self {
+        GrpcCodes::DEFAULT_FAILURES
+    }
 }
 
 /// A route's automated rollout: weir drives the weight of `backends[canary]`.
@@ -106,6 +216,8 @@ pub struct Rollout {
     pub plan: Plan,
     pub webhooks: Vec<Webhook>,
     pub confirm: Option<http::Uri>,
+    /// `analysis.compare`: the canary judged against stable (`None`: thresholds only).
+    pub compare: Option<super::analysis::Compare>,
     /// The canary upstream's name and endpoints: a rollout restarts when they change.
     pub definition: String,
 }
@@ -194,9 +306,11 @@ pub struct PathPrefix(pub Option<Box<str>>);
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    pub max_headers: usize,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
+    pub write_stall_timeout: Duration,
 }
 
 impl Config {
@@ -223,6 +337,19 @@ pub struct Plan {
     pub p99: Option<Duration>,
     pub max_failed_checks: u32,
     pub fast_fail: Option<FastFail>,
+    /// No progress for this long rolls the rollout back.
+    pub progress_deadline: Option<Duration>,
+    /// Where measurements come from; `None`: in-process.
+    pub source: Option<PrometheusSource>,
+}
+
+/// A Prometheus server that scrapes every replica of a fleet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrometheusSource {
+    pub url: http::Uri,
+    /// Label matchers (`job="weir"`) added to every query.
+    pub selector: String,
+    pub timeout: Duration,
 }
 
 /// Roll back at once, mid-interval, when at least `min_requests` canary requests of the interval

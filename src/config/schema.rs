@@ -141,6 +141,31 @@ pub struct RouteSpec {
     pub retries: Option<RetriesSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
+    /// The `Upgrade` protocols tunnelled to the upstream; any other `Upgrade` is dropped and the
+    /// request goes on as a plain one. `h2c` is never tunnelled.
+    #[serde(default = "defaults::upgrades")]
+    pub upgrades: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcSpec>,
+}
+
+/// How a route judges gRPC calls, which report failures as HTTP 200 with a `grpc-status`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSpec {
+    /// The `grpc-status` codes that count as failures of the backend, by name (`UNAVAILABLE`)
+    /// or number (`14`). Default: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+    /// UNAVAILABLE, DATA_LOSS.
+    #[serde(default = "defaults::grpc_failure_codes")]
+    pub failure_codes: Vec<GrpcCodeSpec>,
+}
+
+/// A gRPC status code, written as its name (`UNAVAILABLE`) or its number (`14`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GrpcCodeSpec {
+    Number(u32),
+    Name(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -162,6 +187,65 @@ pub struct RolloutSpec {
     pub webhooks: Vec<WebhookSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm: Option<ConfirmSpec>,
+    /// A rollout that cannot progress (its checks skipped for too few requests, or, in a fleet,
+    /// its step not yet served by every replica) for this long ends rolled back. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<DurationSpec>,
+    /// How the canary is judged besides the thresholds: where the measurements come from
+    /// (`source`), and against stable (`compare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<super::analysis::AnalysisSpec>,
+}
+
+/// `analysis.source`, kept with the rest of the `analysis` block.
+pub use super::analysis::{PrometheusSpec, SourceSpec};
+
+/// One rollout for the whole fleet (docs/FLEET.md): the status file every replica follows, and
+/// how `weir rollout` keeps it in Git.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// The rollout status file, relative to the config file, in the same Git repository.
+    pub status: String,
+    /// How often the controller fetches the repository and queries Prometheus.
+    #[serde(default = "defaults::sync_interval")]
+    pub sync_interval: DurationSpec,
+    #[serde(default)]
+    pub git: GitSpec,
+}
+
+/// The Git side of the controller.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitSpec {
+    /// The remote the controller pushes to.
+    #[serde(default = "defaults::git_remote")]
+    pub remote: String,
+    #[serde(default = "defaults::git_branch")]
+    pub branch: String,
+    /// The repository to clone into `workdir` (default: the remote's URL in the config's own
+    /// work tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The controller's own clone (`weir rollout --workdir` overrides it); without either, the
+    /// controller works in the config file's own work tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The author and committer of the controller's commits.
+    #[serde(default = "defaults::git_author")]
+    pub author: String,
+}
+
+impl Default for GitSpec {
+    fn default() -> Self {
+        GitSpec {
+            remote: defaults::git_remote(),
+            branch: defaults::git_branch(),
+            url: None,
+            workdir: None,
+            author: defaults::git_author(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -315,12 +399,19 @@ pub struct LimitsSpec {
     pub header_read_timeout: DurationSpec,
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// The most header fields a request head may have (more: 431).
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
     #[serde(default = "defaults::idle_timeout")]
     pub idle_timeout: DurationSpec,
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: DurationSpec,
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: DurationSpec,
+    /// A response that waits this long for the client to read it (a stalled HTTP/1.1 reader, a
+    /// zero HTTP/2 window) closes the client connection, as nginx's `send_timeout`.
+    #[serde(default = "defaults::write_stall_timeout")]
+    pub write_stall_timeout: DurationSpec,
 }
 
 impl Default for LimitsSpec {
@@ -328,16 +419,30 @@ impl Default for LimitsSpec {
         LimitsSpec {
             header_read_timeout: defaults::header_read_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
+            max_headers: defaults::max_headers(),
             idle_timeout: defaults::idle_timeout(),
             connect_timeout: defaults::connect_timeout(),
             drain_timeout: defaults::drain_timeout(),
+            write_stall_timeout: defaults::write_stall_timeout(),
         }
     }
 }
 
 mod defaults {
-    use super::{DurationSpec, RetryOnSpec};
+    use super::{DurationSpec, GrpcCodeSpec, RetryOnSpec};
 
+    pub fn sampling() -> f64 {
+        1.0
+    }
+    pub fn otlp_timeout() -> DurationSpec {
+        DurationSpec::from_secs(10)
+    }
+    pub fn service_name() -> String {
+        "weir".to_owned()
+    }
+    pub fn access_log_path() -> String {
+        "stderr".to_owned()
+    }
     pub fn rollout_interval() -> DurationSpec {
         DurationSpec::from_secs(30)
     }
@@ -370,6 +475,12 @@ mod defaults {
     pub fn max_header_bytes() -> usize {
         65_536
     }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn upgrades() -> Vec<String> {
+        vec!["websocket".to_owned()]
+    }
     pub fn idle_timeout() -> DurationSpec {
         DurationSpec::from_secs(60)
     }
@@ -379,8 +490,35 @@ mod defaults {
     pub fn drain_timeout() -> DurationSpec {
         DurationSpec::from_secs(30)
     }
+    pub fn write_stall_timeout() -> DurationSpec {
+        DurationSpec::from_secs(60)
+    }
+    pub fn grpc_failure_codes() -> Vec<GrpcCodeSpec> {
+        [
+            "UNKNOWN",
+            "DEADLINE_EXCEEDED",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+        ]
+        .map(|n| GrpcCodeSpec::Name(n.into()))
+        .to_vec()
+    }
     pub fn poll_interval() -> DurationSpec {
         DurationSpec::from_secs(2)
+    }
+    pub fn sync_interval() -> DurationSpec {
+        DurationSpec::from_secs(10)
+    }
+    pub fn git_remote() -> String {
+        "origin".to_owned()
+    }
+    pub fn git_branch() -> String {
+        "main".to_owned()
+    }
+    pub fn git_author() -> String {
+        "weir rollout <weir-rollout@localhost>".to_owned()
     }
 }
 
@@ -428,6 +566,83 @@ pub struct ConfigSpec {
     pub rollout_state: Option<String>,
     #[schemars(default)]
     pub reload: ReloadSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSpec>,
+    /// One line per request (docs/OPERATIONS.md, Access log); absent: the `weir::access` line
+    /// through `RUST_LOG`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
+    /// W3C Trace Context and OTLP span export (docs/OPERATIONS.md, Traces); absent: weir
+    /// leaves `traceparent` alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// Trace context: weir continues a caller's trace or starts one, and names its own span as the
+/// upstream's parent.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSpec {
+    /// The share of the traces weir starts that are sampled, 0 to 1; a caller's sampled flag
+    /// decides for its own traces.
+    #[serde(default = "defaults::sampling")]
+    pub sampling: f64,
+    /// Where sampled spans are exported; absent: context is propagated, nothing exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSpec {
+    /// `http://HOST:PORT` or `https://HOST:PORT` (system roots).
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Each export request must be answered within this.
+    #[serde(default = "defaults::otlp_timeout")]
+    pub timeout: DurationSpec,
+    /// Sent with every export (an API key, a tenant).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The `service.name` resource attribute.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (the collector's port 4317).
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// The access log: where each request's line goes, and in which format.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSpec {
+    /// `false` turns the log off (and the `weir::access` line of `RUST_LOG` with it).
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
+    /// `json` (one flat object per line) or `text` (Envoy's default line, then weir's fields).
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// `stderr`, `stdout`, or a file appended to (relative to the config file's directory),
+    /// reopened when logrotate moves it away.
+    #[serde(default = "defaults::access_log_path")]
+    pub path: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    #[default]
+    Json,
+    Text,
 }
 
 /// The top-level keys, in the order `load` reports them when one is unknown.
@@ -440,4 +655,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "rollout_state",
     "reload",
+    "fleet",
+    "access_log",
+    "tracing",
 ];

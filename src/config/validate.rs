@@ -16,9 +16,13 @@ use super::files::{Files, sha256_hex};
 use super::model::*;
 use super::policy::Policies;
 use super::schema::*;
+use super::status::FleetStatus;
 
 /// hyper's HTTP/1 read buffer, which bounds the request head, cannot be smaller than this.
 const MIN_HEADER_BYTES: usize = 8192;
+/// `limits.max_headers`: hyper parses heads with an array of this many fields.
+const MIN_HEADERS: usize = 8;
+const MAX_HEADERS: usize = 4096;
 
 /// Validates `spec`, whose files are in `files`; `None` when any error was recorded.
 pub(super) fn validate(
@@ -50,6 +54,16 @@ pub(super) fn validate(
     let routes = routes(diag, &spec.routes, &parsed.routes, &refs);
     let policies = policies(diag, &spec.policies, files, base_dir);
     let limits = limits(diag, &spec.limits);
+    let fleet = spec
+        .fleet
+        .as_ref()
+        .and_then(|f| fleet(diag, f, files, base_dir));
+    fleet_rollouts(diag, &spec);
+    let access_log = spec
+        .access_log
+        .as_ref()
+        .and_then(|a| access_log(diag, a, base_dir));
+    let tracing = spec.tracing.as_ref().and_then(|t| tracing(diag, t));
     if !diag.errors.is_empty() {
         return None;
     }
@@ -66,6 +80,121 @@ pub(super) fn validate(
         routes,
         limits,
         policies,
+        fleet,
+        access_log,
+        tracing,
+    })
+}
+
+/// The `tracing` section.
+fn tracing(diag: &mut Diagnostics, spec: &TracingSpec) -> Option<Tracing> {
+    let mut ok = true;
+    if !(0.0..=1.0).contains(&spec.sampling) {
+        diag.error(
+            "tracing.sampling",
+            format!("expected a share from 0 to 1, found {}", spec.sampling),
+        );
+        ok = false;
+    }
+    let otlp = match &spec.otlp {
+        None => None,
+        Some(o) => {
+            let endpoint = match o.endpoint.parse::<http::Uri>() {
+                Ok(u)
+                    if matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.host().is_some_and(|h| !h.is_empty()) =>
+                {
+                    Some(u)
+                }
+                _ => {
+                    diag.error(
+                        "tracing.otlp.endpoint",
+                        format!(
+                            "expected an http:// or https:// address with a host, found `{}`",
+                            o.endpoint
+                        ),
+                    );
+                    None
+                }
+            };
+            let mut headers = Vec::new();
+            for (name, value) in &o.headers {
+                match (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) {
+                    (Ok(n), Ok(v)) => headers.push((n, v)),
+                    _ => {
+                        diag.error(
+                            &format!("tracing.otlp.headers.{name}"),
+                            "expected a valid HTTP header name and a visible ASCII value",
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if o.timeout.get().is_zero() {
+                diag.error("tracing.otlp.timeout", "expected a duration above 0");
+                ok = false;
+            }
+            endpoint.map(|endpoint| Otlp {
+                endpoint,
+                protocol: o.protocol,
+                timeout: o.timeout.get(),
+                headers,
+                service_name: o.service_name.clone(),
+            })
+        }
+    };
+    if spec.otlp.is_some() && otlp.is_none() {
+        ok = false;
+    }
+    ok.then_some(Tracing {
+        sampling: spec.sampling,
+        otlp,
+    })
+}
+
+/// The `access_log` section: `None` when it is turned off.
+fn access_log(
+    diag: &mut Diagnostics,
+    spec: &super::schema::AccessLogSpec,
+    base_dir: &Path,
+) -> Option<super::model::AccessLog> {
+    use super::model::AccessLogOutput;
+    if !spec.enabled {
+        return None;
+    }
+    let output = match spec.path.as_str() {
+        "stderr" => AccessLogOutput::Stderr,
+        "stdout" => AccessLogOutput::Stdout,
+        "" => {
+            diag.error(
+                "access_log.path",
+                "expected `stderr`, `stdout` or a file path, found an empty string",
+            );
+            return None;
+        }
+        p if p.ends_with('/') => {
+            diag.error(
+                "access_log.path",
+                format!("expected a file path, found the directory `{p}`"),
+            );
+            return None;
+        }
+        p => AccessLogOutput::File(base_dir.join(p)),
+    };
+    let (line, column) = diag.locate("access_log.path");
+    Some(super::model::AccessLog {
+        format: spec.format,
+        output,
+        at: super::diag::ConfigError {
+            file: diag.file().to_owned(),
+            line,
+            column,
+            path: "access_log.path".to_owned(),
+            message: String::new(),
+        },
     })
 }
 
@@ -416,7 +545,75 @@ fn route(diag: &mut Diagnostics, r: &RouteSpec, path: &str, refs: &Refs) -> Rout
         mirror,
         retries,
         rollout,
+        upgrades: upgrades(diag, &r.upgrades, &format!("{path}.upgrades")),
+        grpc_failures: r.grpc.as_ref().map_or(GrpcCodes::DEFAULT_FAILURES, |g| {
+            grpc_failures(
+                diag,
+                &g.failure_codes,
+                &format!("{path}.grpc.failure_codes"),
+            )
+        }),
     }
+}
+
+/// Protocol names as `Upgrade` carries them; `h2c` is refused (an HTTP/1.1 connection stays
+/// HTTP/1.1 through weir).
+fn upgrades(diag: &mut Diagnostics, names: &[String], path: &str) -> Box<[Box<str>]> {
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            diag.error(
+                &format!("{path}[{i}]"),
+                format!("`{name}` is not a protocol name (a token such as `websocket`)"),
+            );
+        } else if name.eq_ignore_ascii_case("h2c") {
+            diag.error(
+                &format!("{path}[{i}]"),
+                "`h2c` cannot be tunnelled: clients that want HTTP/2 connect with it directly",
+            );
+        } else {
+            out.push(name.to_ascii_lowercase().into_boxed_str());
+        }
+    }
+    out.into()
+}
+
+/// The codes of `grpc.failure_codes`: names as the gRPC specification spells them (any case) or
+/// numbers; OK (0) is never a failure.
+fn grpc_failures(diag: &mut Diagnostics, specs: &[GrpcCodeSpec], path: &str) -> GrpcCodes {
+    let mut codes = GrpcCodes::EMPTY;
+    for (i, spec) in specs.iter().enumerate() {
+        let code = match spec {
+            GrpcCodeSpec::Number(n) => u8::try_from(*n).ok().filter(|n| *n <= 16),
+            GrpcCodeSpec::Name(name) => GRPC_CODE_NAMES
+                .iter()
+                .position(|known| known.eq_ignore_ascii_case(name))
+                .and_then(|c| u8::try_from(c).ok()),
+        };
+        match code {
+            Some(0) => diag.error(
+                &format!("{path}[{i}]"),
+                "OK (0) is a success and cannot be a failure code",
+            ),
+            Some(c) => codes = codes.with(c),
+            None => diag.error(
+                &format!("{path}[{i}]"),
+                format!(
+                    "expected a gRPC status code from 1 to 16 or its name ({}), found `{}`",
+                    GRPC_CODE_NAMES[1..].join(", "),
+                    match spec {
+                        GrpcCodeSpec::Number(n) => n.to_string(),
+                        GrpcCodeSpec::Name(n) => n.clone(),
+                    }
+                ),
+            ),
+        }
+    }
+    codes
 }
 
 fn backends(
@@ -648,6 +845,27 @@ fn rollout(
         );
     }
     rollout_plan(diag, spec, path);
+    let compare = spec.analysis.as_ref().and_then(|a| {
+        let path = format!("{path}.analysis");
+        let members: Vec<super::analysis::Member> = backends
+            .iter()
+            .map(|b| super::analysis::Member {
+                upstream: &upstreams[b.upstream].name,
+                weight: b.weight,
+            })
+            .collect();
+        super::analysis::compare(diag, a, &path, canary, &members, &spec.steps)
+    });
+    let source = prometheus_source(diag, spec, path);
+    if spec
+        .progress_deadline
+        .is_some_and(|d| d.get() < spec.interval.get())
+    {
+        diag.error(
+            &format!("{path}.progress_deadline"),
+            "expected at least one interval",
+        );
+    }
     if let Some(c) = canary
         && !backends
             .iter()
@@ -670,11 +888,14 @@ fn rollout(
     let canary = canary?;
     let upstream = &upstreams[backends[canary].upstream];
     let endpoints: Vec<&str> = upstream.endpoints.iter().map(|e| e.as_str()).collect();
+    let mut plan = plan(spec);
+    plan.source = source?;
     Some(Rollout {
         canary,
-        plan: plan(spec),
+        plan,
         webhooks,
         confirm,
+        compare,
         definition: format!("{} {}", upstream.name, endpoints.join(",")),
     })
 }
@@ -744,7 +965,73 @@ fn plan(spec: &RolloutSpec) -> Plan {
                 .success_rate
                 .unwrap_or(spec.thresholds.success_rate / 2.0),
         }),
+        progress_deadline: spec.progress_deadline.map(|d| d.get()),
+        source: None,
     }
+}
+
+/// A rollout's `analysis.source.prometheus`, when it has one.
+fn prometheus_source(
+    diag: &mut Diagnostics,
+    spec: &RolloutSpec,
+    path: &str,
+) -> Option<Option<PrometheusSource>> {
+    let Some(p) = spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.source.as_ref())
+        .and_then(|s| s.prometheus.as_ref())
+    else {
+        return Some(None);
+    };
+    let path = format!("{path}.analysis.source.prometheus");
+    let url = url(diag, &p.url, &format!("{path}.url"));
+    let mut ok = url.is_some();
+    if p.timeout.get().is_zero() {
+        diag.error(&format!("{path}.timeout"), "expected a positive duration");
+        ok = false;
+    }
+    if let Err(e) = selector(&p.selector) {
+        diag.error(&format!("{path}.selector"), e);
+        ok = false;
+    }
+    ok.then(|| {
+        Some(PrometheusSource {
+            url: url.expect("checked above"),
+            selector: p
+                .selector
+                .trim()
+                .trim_matches(|c| c == '{' || c == '}')
+                .trim()
+                .to_owned(),
+            timeout: p.timeout.get(),
+        })
+    })
+}
+
+/// Checks a selector: label matchers as PromQL writes them inside braces (`job="weir",
+/// namespace=~"prod-.*"`), with or without the braces. Refuses what would break out of them.
+fn selector(text: &str) -> Result<(), String> {
+    let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in inner.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '{' | '}' | '[' | ']' | '(' | ')' if !quoted => {
+                return Err(format!(
+                    "expected label matchers such as job=\"weir\", found `{text}`"
+                ));
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return Err(format!("an unclosed quote in `{text}`"));
+    }
+    Ok(())
 }
 
 fn webhooks(diag: &mut Diagnostics, specs: &[WebhookSpec], path: &str) -> Vec<Webhook> {
@@ -782,6 +1069,93 @@ fn url(diag: &mut Diagnostics, text: &str, path: &str) -> Option<http::Uri> {
                 format!("expected an http:// or https:// URL, found `{text}`"),
             );
             None
+        }
+    }
+}
+
+// === fleet ===
+
+/// The `fleet` block, with its status file read (a missing file is an empty status: the
+/// controller has not written one yet).
+fn fleet(
+    diag: &mut Diagnostics,
+    spec: &FleetSpec,
+    files: &Files,
+    base_dir: &Path,
+) -> Option<Fleet> {
+    let status_file = base_dir.join(&spec.status);
+    let status = match files.get(&status_file) {
+        Ok(bytes) => match FleetStatus::parse(bytes) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                diag.error(
+                    "fleet.status",
+                    format!(
+                        "the rollout status file {} is not a valid status: {e}",
+                        status_file.display()
+                    ),
+                );
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(FleetStatus::default()),
+        Err(e) => {
+            diag.error(
+                "fleet.status",
+                format!(
+                    "cannot read the rollout status file {}: {e}",
+                    status_file.display()
+                ),
+            );
+            None
+        }
+    };
+    if spec.sync_interval.get().is_zero() {
+        diag.error("fleet.sync_interval", "expected a positive duration");
+    }
+    for (field, value) in [("remote", &spec.git.remote), ("branch", &spec.git.branch)] {
+        if value.is_empty() || value.starts_with('-') || value.contains(char::is_whitespace) {
+            diag.error(
+                &format!("fleet.git.{field}"),
+                format!("expected a Git {field} name, found `{value}`"),
+            );
+        }
+    }
+    if !spec.git.author.contains('<') || !spec.git.author.ends_with('>') {
+        diag.error(
+            "fleet.git.author",
+            format!("expected `Name <email>`, found `{}`", spec.git.author),
+        );
+    }
+    Some(Fleet {
+        status_file,
+        status: Arc::new(status?),
+        sync_interval: spec.sync_interval.get(),
+        git: spec.git.clone(),
+    })
+}
+
+/// A Prometheus source is for a fleet, and a fleet's rollouts need one: the controller judges
+/// them on fleet-wide metrics, and a replica alone sees only its own traffic.
+fn fleet_rollouts(diag: &mut Diagnostics, spec: &ConfigSpec) {
+    for (i, r) in spec.routes.iter().enumerate() {
+        let Some(ro) = &r.rollout else { continue };
+        let prometheus = ro
+            .analysis
+            .as_ref()
+            .and_then(|a| a.source.as_ref())
+            .and_then(|s| s.prometheus.as_ref());
+        let path = format!("routes[{i}].rollout");
+        match (prometheus.is_some(), spec.fleet.is_some()) {
+            (true, false) => diag.error(
+                &format!("{path}.analysis.source.prometheus"),
+                "a Prometheus source needs a top-level `fleet` block (weir rollout judges the fleet)",
+            ),
+            (false, true) => diag.error(
+                &format!("{path}.analysis.source"),
+                "with a `fleet` block, every rollout needs `analysis.source.prometheus`: one replica sees only its own traffic",
+            ),
+            _ => {}
         }
     }
 }
@@ -831,10 +1205,20 @@ fn limits(diag: &mut Diagnostics, l: &LimitsSpec) -> Limits {
             ),
         );
     }
+    if !(MIN_HEADERS..=MAX_HEADERS).contains(&l.max_headers) {
+        diag.error(
+            "limits.max_headers",
+            format!(
+                "expected {MIN_HEADERS} to {MAX_HEADERS}, found {}",
+                l.max_headers
+            ),
+        );
+    }
     for (field, d) in [
         ("header_read_timeout", l.header_read_timeout),
         ("idle_timeout", l.idle_timeout),
         ("connect_timeout", l.connect_timeout),
+        ("write_stall_timeout", l.write_stall_timeout),
     ] {
         if d.get().is_zero() {
             diag.error(&format!("limits.{field}"), "expected a positive duration");
@@ -843,9 +1227,11 @@ fn limits(diag: &mut Diagnostics, l: &LimitsSpec) -> Limits {
     Limits {
         header_read_timeout: l.header_read_timeout.get(),
         max_header_bytes: l.max_header_bytes,
+        max_headers: l.max_headers,
         idle_timeout: l.idle_timeout.get(),
         connect_timeout: l.connect_timeout.get(),
         drain_timeout: l.drain_timeout.get(),
+        write_stall_timeout: l.write_stall_timeout.get(),
     }
 }
 

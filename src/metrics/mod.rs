@@ -6,7 +6,10 @@
 //! in a table of lazily created handles, the histogram handle is pre-resolved, and no label is
 //! formatted on the request path.
 
+mod outcome;
 pub mod probe;
+pub mod process;
+pub mod telemetry;
 mod window;
 
 use std::sync::{Arc, OnceLock};
@@ -18,7 +21,12 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use probe::{Measurement, Probe};
+pub use outcome::{RolloutFamilies, STATUS_GENERATION};
+
+/// `weir_responses_total{route, backend, outcome}`: each judged response once, `success` or
+/// `failure`; the counter a fleet's rollout sums over replicas (docs/FLEET.md).
+pub const OUTCOMES: &str = "weir_responses_total";
+pub use probe::{ArmCounters, ArmCounts, Measurement, Probe};
 pub use window::{LATENCY_BUCKETS_MS, WINDOW_SECS, Window, WindowStats, latency_bucket};
 
 /// The process-wide registry and metric families.
@@ -26,21 +34,33 @@ pub struct Metrics {
     pub registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    head_duration: HistogramVec,
+    responses: IntCounterVec,
+    grpc_responses: IntCounterVec,
     weight: IntGaugeVec,
     success_ratio: GaugeVec,
     upstream_errors: IntCounterVec,
     pub reloads: IntCounterVec,
     pub last_reload_success: Gauge,
+    /// `weir_config_last_reload_successful`: 1 when the last attempt applied, 0 when refused.
+    pub last_reload_successful: IntGauge,
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    /// The access log's and span export's counters (`telemetry.rs`).
+    pub telemetry: telemetry::Telemetry,
     pub rollout_state: IntGaugeVec,
     active_connections: IntGaugeVec,
     tls_errors: IntCounterVec,
     client_errors: IntCounterVec,
+    accept_errors: IntCounterVec,
     mirror_requests: IntCounterVec,
     mirror_duration: HistogramVec,
     mirror_dropped: IntCounterVec,
     retries: IntCounterVec,
     ejections: IntCounterVec,
     ejected: IntGaugeVec,
+    /// The families a fleet's rollout reads and the rollout checks (`outcome.rs`).
+    pub rollout: RolloutFamilies,
     /// Start of the window clock: windows count whole seconds since this instant.
     epoch: Instant,
 }
@@ -92,7 +112,21 @@ impl Metrics {
             ),
             duration: histogram(
                 "weir_request_duration_seconds",
-                "Time from request to response head, by route and backend.",
+                "Time from request to the end of the response (last byte, trailers, or the cut), by route and backend.",
+            ),
+            head_duration: histogram(
+                "weir_response_head_duration_seconds",
+                "Time from request to the response head, by route and backend.",
+            ),
+            responses: counter(
+                OUTCOMES,
+                "Responses judged when they ended, by route, backend and outcome (success, failure); what the success ratio and rollouts count.",
+                &["route", "backend", "outcome"],
+            ),
+            grpc_responses: counter(
+                "weir_grpc_responses_total",
+                "gRPC responses by route, backend and grpc_status (0 to 16, or other: missing or unreadable).",
+                &["route", "backend", "grpc_status"],
             ),
             weight: gauge(
                 "weir_backend_weight",
@@ -112,7 +146,7 @@ impl Metrics {
             ),
             upstream_errors: counter(
                 "weir_upstream_errors_total",
-                "Upstream failures by backend and kind (connect, timeout, reset, tls).",
+                "Upstream failures by backend and kind (connect, timeout, reset, tls, protocol).",
                 &["backend", "kind"],
             ),
             reloads: counter(
@@ -128,6 +162,25 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            last_reload_successful: register(
+                &r,
+                IntGauge::new(
+                    "weir_config_last_reload_successful",
+                    "1 when the last config reload attempt applied, 0 when it was refused (the running config is older than the file).",
+                )
+                .expect("valid"),
+            ),
+            request_bytes: counter(
+                "weir_request_bytes_total",
+                "Request body bytes received from clients and sent to a backend, by route and backend (counted once, however many tries).",
+                &["route", "backend"],
+            ),
+            response_bytes: counter(
+                "weir_response_bytes_total",
+                "Response body bytes a backend's upstream sent that weir passed to clients, by route and backend.",
+                &["route", "backend"],
+            ),
+            telemetry: telemetry::Telemetry::register(&r).expect("metric names are unique and valid"),
             rollout_state: gauge(
                 "weir_rollout_state",
                 "Rollout state per route: 0 idle, 1 progressing, 2 promoted, 3 rolled_back.",
@@ -147,6 +200,11 @@ impl Metrics {
                 "weir_client_errors_total",
                 "Requests that failed by the client's fault (framing, body, timeout, closed), per listener; never counted against a backend.",
                 &["listener", "kind"],
+            ),
+            accept_errors: counter(
+                "weir_accept_errors_total",
+                "Failed accepts (out of file descriptors, say) per listener; the listener pauses and retries.",
+                &["listener"],
             ),
             mirror_requests: counter(
                 "weir_mirror_requests_total",
@@ -177,7 +235,11 @@ impl Metrics {
                 "1 while an endpoint is ejected, else 0 (cleared when the next pick finds its ejection over).",
                 &["backend", "endpoint"],
             ),
-            registry: r,
+            rollout: RolloutFamilies::new(&r),
+            registry: {
+                process::register(&r).expect("metric names are unique and valid");
+                r
+            },
             epoch: Instant::now(),
         }
     }
@@ -193,10 +255,19 @@ impl Metrics {
 
     /// Resolves the handles of one (route, backend).
     pub fn backend(&self, route: &str, backend: &str) -> BackendMetrics {
+        let outcome = |o: &str| self.responses.with_label_values(&[route, backend, o]);
         BackendMetrics {
             answers: Answers::new(&self.requests, &self.duration, route, backend),
+            head_duration: self.head_duration.with_label_values(&[route, backend]),
+            successes: outcome("success"),
+            failures: outcome("failure"),
+            grpc: self.grpc_responses.clone(),
+            by_grpc_status: std::array::from_fn(|_| OnceLock::new()),
             weight: self.weight.with_label_values(&[route, backend]),
+            request_bytes: self.request_bytes.with_label_values(&[route, backend]),
+            response_bytes: self.response_bytes.with_label_values(&[route, backend]),
             window: Window::default(),
+            epoch: self.epoch,
         }
     }
 
@@ -225,6 +296,7 @@ impl Metrics {
             timeout: kind("timeout"),
             reset: kind("reset"),
             tls: kind("tls"),
+            protocol: kind("protocol"),
             retried: self.retries.with_label_values(&[upstream, "retried"]),
             budget_exhausted: self
                 .retries
@@ -243,6 +315,7 @@ impl Metrics {
             active: self.active_connections.with_label_values(&[name]),
             tls_failed: self.tls_errors.with_label_values(&[name, "failed"]),
             tls_timeout: self.tls_errors.with_label_values(&[name, "timeout"]),
+            accept_errors: self.accept_errors.with_label_values(&[name]),
             client_errors: ClientErrors {
                 by_kind: ClientErrorKind::ALL
                     .map(|k| self.client_errors.with_label_values(&[name, k.label()])),
@@ -254,8 +327,25 @@ impl Metrics {
     pub fn forget_backend(&self, b: &BackendMetrics) {
         let labels = [&*b.answers.route, &*b.answers.backend];
         b.answers.forget(&self.duration);
+        let _ = self.head_duration.remove_label_values(&labels);
+        for outcome in ["success", "failure"] {
+            let _ = self
+                .responses
+                .remove_label_values(&[labels[0], labels[1], outcome]);
+        }
+        for (i, slot) in b.by_grpc_status.iter().enumerate() {
+            if slot.get().is_some() {
+                let _ = self.grpc_responses.remove_label_values(&[
+                    labels[0],
+                    labels[1],
+                    GRPC_STATUS_LABELS[i],
+                ]);
+            }
+        }
         let _ = self.weight.remove_label_values(&labels);
         let _ = self.success_ratio.remove_label_values(&labels);
+        let _ = self.request_bytes.remove_label_values(&labels);
+        let _ = self.response_bytes.remove_label_values(&labels);
     }
 
     /// Drops the per-endpoint series of an endpoint that left `upstream`.
@@ -293,8 +383,9 @@ impl Metrics {
     }
 }
 
-/// Status codes 100..=599 have a counter slot each.
-const CODES: usize = 500;
+/// Status codes 100..=999 (all that HTTP's three digits and `http::StatusCode` allow, 6xx to 9xx
+/// included: an upstream may send them) have a counter slot each.
+const CODES: usize = 900;
 
 /// A counter per status code and a latency histogram for one (route, backend) of one pair of
 /// families (the real traffic's, or the mirror's).
@@ -346,18 +437,82 @@ impl Answers {
     }
 }
 
+/// The `grpc_status` label values: the codes 0 to 16, then `other` (missing or unreadable).
+const GRPC_STATUS_LABELS: [&str; 18] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "other",
+];
+
+/// The `grpc_status` slot of a `grpc-status` value: its code, or 17 (`other`).
+pub fn grpc_status_slot(code: Option<u8>) -> usize {
+    match code {
+        Some(c) if c <= 16 => usize::from(c),
+        _ => 17,
+    }
+}
+
+/// How one response ended, as its backend's metrics record it.
+#[derive(Clone, Copy, Debug)]
+pub struct Ended {
+    pub status: StatusCode,
+    /// From the request to the response head.
+    pub head: Duration,
+    /// From the request to the end of the response.
+    pub total: Duration,
+    /// When it ended.
+    pub at: Instant,
+    pub success: bool,
+    /// The `grpc_status` slot of a gRPC response ([`grpc_status_slot`]); `None` for others.
+    pub grpc: Option<usize>,
+}
+
 /// The handles of one (route, backend), kept across reloads while the pair exists.
 pub struct BackendMetrics {
     answers: Answers,
+    head_duration: Histogram,
+    successes: IntCounter,
+    failures: IntCounter,
+    grpc: IntCounterVec,
+    /// `weir_grpc_responses_total` per slot, created the first time the status is seen, so a
+    /// route without gRPC exports none of the 18 series.
+    by_grpc_status: [OnceLock<IntCounter>; 18],
     pub weight: IntGauge,
+    /// `weir_request_bytes_total`: the client's request body bytes sent to this backend.
+    pub request_bytes: IntCounter,
+    /// `weir_response_bytes_total`: this backend's response body bytes passed to clients.
+    pub response_bytes: IntCounter,
     pub window: Window,
+    /// The window clock's start ([`Metrics::second`]).
+    epoch: Instant,
 }
 
 impl BackendMetrics {
-    /// Records one answered request. `success` is false for 5xx and for responses weir made.
-    pub fn record(&self, status: StatusCode, elapsed: Duration, second: u64, success: bool) {
-        self.answers.record(status, elapsed);
-        self.window.record(second, success, latency_bucket(elapsed));
+    /// Records one response that ended (or that weir made). `success` is false for 5xx, for
+    /// responses weir made, for a failing gRPC status and for a cut body. Returns the latency
+    /// bucket of `total`, for a rollout's probe.
+    pub fn record(&self, e: &Ended) -> usize {
+        self.answers.record(e.status, e.total);
+        self.head_duration.observe(e.head.as_secs_f64());
+        let bucket = latency_bucket(e.total);
+        let second = e.at.saturating_duration_since(self.epoch).as_secs();
+        self.window.record(second, e.success, bucket);
+        if e.success {
+            self.successes.inc();
+        } else {
+            self.failures.inc();
+        }
+        if let Some(slot) = e.grpc {
+            self.by_grpc_status[slot]
+                .get_or_init(|| {
+                    self.grpc.with_label_values(&[
+                        &*self.answers.route,
+                        &*self.answers.backend,
+                        GRPC_STATUS_LABELS[slot],
+                    ])
+                })
+                .inc();
+        }
+        bucket
     }
 
     pub fn stats(&self, now: u64) -> WindowStats {
@@ -368,8 +523,8 @@ impl BackendMetrics {
 /// Interns a status-code string (`"200"`) as `&'static str`; called once per code per backend.
 fn static_code(code: &str) -> &'static str {
     static CODES_TEXT: OnceLock<Vec<String>> = OnceLock::new();
-    let table = CODES_TEXT.get_or_init(|| (100..600).map(|c| c.to_string()).collect());
-    let i: usize = code.parse::<usize>().map_or(0, |c| c.clamp(100, 599) - 100);
+    let table = CODES_TEXT.get_or_init(|| (100..1000).map(|c| c.to_string()).collect());
+    let i: usize = code.parse::<usize>().map_or(0, |c| c.clamp(100, 999) - 100);
     &table[i]
 }
 
@@ -395,6 +550,7 @@ pub struct UpstreamMetrics {
     pub timeout: IntCounter,
     pub reset: IntCounter,
     pub tls: IntCounter,
+    pub protocol: IntCounter,
     pub retried: IntCounter,
     pub budget_exhausted: IntCounter,
     pub endpoints: Box<[EndpointMetrics]>,
@@ -412,6 +568,9 @@ pub enum UpstreamErrorKind {
     Timeout,
     Reset,
     Tls,
+    /// The upstream broke HTTP's framing rules: a malformed head, Content-Length with
+    /// Transfer-Encoding, a bad chunk.
+    Protocol,
 }
 
 impl UpstreamMetrics {
@@ -421,6 +580,7 @@ impl UpstreamMetrics {
             UpstreamErrorKind::Timeout => self.timeout.inc(),
             UpstreamErrorKind::Reset => self.reset.inc(),
             UpstreamErrorKind::Tls => self.tls.inc(),
+            UpstreamErrorKind::Protocol => self.protocol.inc(),
         }
     }
 }
@@ -431,6 +591,7 @@ pub struct ListenerMetrics {
     pub active: IntGauge,
     pub tls_failed: IntCounter,
     pub tls_timeout: IntCounter,
+    pub accept_errors: IntCounter,
     pub client_errors: ClientErrors,
 }
 
@@ -524,9 +685,17 @@ mod tests {
     fn status_codes_become_counters_only_when_seen() {
         let m = Metrics::new();
         let b = m.backend("app", "stable");
-        b.record(StatusCode::OK, Duration::from_millis(3), 0, true);
-        b.record(StatusCode::OK, Duration::from_millis(3), 0, true);
-        b.record(StatusCode::BAD_GATEWAY, Duration::from_millis(3), 0, false);
+        let ended = |status, success| Ended {
+            status,
+            head: Duration::from_millis(1),
+            total: Duration::from_millis(3),
+            at: Instant::now(),
+            success,
+            grpc: None,
+        };
+        b.record(&ended(StatusCode::OK, true));
+        b.record(&ended(StatusCode::OK, true));
+        b.record(&ended(StatusCode::BAD_GATEWAY, false));
         let text = String::from_utf8(m.render(std::iter::once(&b))).unwrap();
         assert!(
             text.contains("weir_requests_total{backend=\"stable\",code=\"200\",route=\"app\"} 2"),
@@ -541,5 +710,62 @@ mod tests {
                 "weir_request_duration_seconds_count{backend=\"stable\",route=\"app\"} 3"
             )
         );
+        assert!(text.contains(
+            "weir_responses_total{backend=\"stable\",outcome=\"failure\",route=\"app\"} 1"
+        ));
+        assert!(!text.contains("weir_grpc_responses_total{"), "{text}");
+    }
+
+    #[test]
+    fn grpc_statuses_become_counters_only_when_seen_and_leave_with_the_backend() {
+        let m = Metrics::new();
+        let b = m.backend("rpc", "canary");
+        for code in [Some(14), Some(14), Some(0), None, Some(99)] {
+            b.record(&Ended {
+                status: StatusCode::OK,
+                head: Duration::from_millis(1),
+                total: Duration::from_millis(2),
+                at: Instant::now(),
+                success: code == Some(0),
+                grpc: Some(grpc_status_slot(code)),
+            });
+        }
+        let text = String::from_utf8(m.render(std::iter::once(&b))).unwrap();
+        let series = |status: &str| {
+            format!(
+                "weir_grpc_responses_total{{backend=\"canary\",grpc_status=\"{status}\",route=\"rpc\"}}"
+            )
+        };
+        assert!(text.contains(&format!("{} 2", series("14"))), "{text}");
+        assert!(text.contains(&format!("{} 1", series("0"))));
+        assert!(text.contains(&format!("{} 2", series("other"))));
+        assert!(!text.contains(&series("13")));
+        m.forget_backend(&b);
+        let text = String::from_utf8(m.render(std::iter::empty())).unwrap();
+        assert!(!text.contains("grpc_status="), "{text}");
+        assert!(!text.contains("outcome="), "{text}");
+    }
+
+    #[test]
+    fn status_codes_past_599_keep_their_own_number() {
+        let m = Metrics::new();
+        let b = m.backend("app", "stable");
+        for code in [599, 600, 999] {
+            b.record(&Ended {
+                status: StatusCode::from_u16(code).unwrap(),
+                head: Duration::ZERO,
+                total: Duration::ZERO,
+                at: Instant::now(),
+                success: true,
+                grpc: None,
+            });
+        }
+        let text = String::from_utf8(m.render(std::iter::once(&b))).unwrap();
+        for code in ["599", "600", "999"] {
+            let line = format!(
+                "weir_requests_total{{backend=\"stable\",code=\"{code}\",route=\"app\"}} 1"
+            );
+            assert!(text.contains(&line), "{code}: {text}");
+        }
     }
 }

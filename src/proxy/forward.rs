@@ -15,9 +15,13 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
 use super::body::{RequestBody, UpstreamBody};
-use super::conns::{BoxError, SendError};
-use super::pool::{Outcome, UpstreamPool};
+use super::conns::{BoxError, SendError, framing_problem};
+use super::head::Refusal;
+use super::pool::UpstreamPool;
+use super::request::{ClientFault, Progress};
 use crate::metrics::UpstreamErrorKind;
+use crate::observe::access::ResponseFlags;
+use crate::observe::request_id::{self, RequestId};
 
 use super::body::Inner as ProxyBody;
 
@@ -29,6 +33,9 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The listener's `weir_client_errors_total` counters.
     pub client_errors: crate::metrics::ClientErrors,
+    /// What the connection's response bodies report: progress (the write-stall timeout) and
+    /// the client going away.
+    pub delivery: Arc<super::body::Delivery>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -49,20 +56,39 @@ pub enum ProxyError {
         upstream: Arc<str>,
         source: BoxError,
     },
+    #[error("TLS handshake with upstream `{upstream}` failed: {source}")]
+    Tls {
+        upstream: Arc<str>,
+        source: BoxError,
+    },
     #[error("upstream `{upstream}` failed before answering: {source}")]
     Reset {
         upstream: Arc<str>,
         source: BoxError,
     },
-    #[error("upstream `{upstream}` did not answer within the route timeout of {timeout:?}")]
+    #[error("upstream `{upstream}` broke HTTP's framing rules: {source}")]
+    Protocol {
+        upstream: Arc<str>,
+        source: BoxError,
+    },
+    #[error("upstream `{upstream}` did not answer within the route timeout of {}", crate::observe::human::duration(*timeout))]
     Timeout {
         upstream: Arc<str>,
         timeout: Duration,
     },
     #[error("every endpoint of upstream `{upstream}` is ejected")]
     NoHealthyEndpoint { upstream: Arc<str> },
+    #[error("the request head is refused: {0}")]
+    Refused(Refusal),
+    #[error("upstream `{upstream}` answered the upgrade with an invalid 101: {reason}")]
+    BadUpgrade {
+        upstream: Arc<str>,
+        reason: &'static str,
+    },
     #[error("the client's request body failed: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(BoxError),
+    #[error("the client went away before its request body ended: {0}")]
+    ClientGone(BoxError),
     #[error("the client did not send its request body within the route timeout")]
     ClientTimeout,
 }
@@ -72,11 +98,39 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest | ProxyError::ClientBody(_) | ProxyError::ClientGone(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::Refused(r) => r.status(),
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoHealthyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Reset { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Tls { .. }
+            | ProxyError::Reset { .. }
+            | ProxyError::Protocol { .. }
+            | ProxyError::BadUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The access log's response flag: why weir answered itself (docs/OPERATIONS.md).
+    pub fn flags(&self) -> ResponseFlags {
+        match self {
+            ProxyError::NoRoute => ResponseFlags::NO_ROUTE,
+            ProxyError::NoHealthyEndpoint { .. } => ResponseFlags::NO_HEALTHY_ENDPOINT,
+            ProxyError::Connect { .. } | ProxyError::Tls { .. } => {
+                ResponseFlags::UPSTREAM_CONNECT_FAILURE
+            }
+            ProxyError::Timeout { .. } => ResponseFlags::UPSTREAM_TIMEOUT,
+            ProxyError::Reset { .. } => ResponseFlags::UPSTREAM_RESET,
+            ProxyError::Protocol { .. } | ProxyError::BadUpgrade { .. } => {
+                ResponseFlags::UPSTREAM_PROTOCOL_ERROR
+            }
+            ProxyError::BadRequest | ProxyError::Refused(_) | ProxyError::ClientBody(_) => {
+                ResponseFlags::CLIENT_PROTOCOL_ERROR
+            }
+            ProxyError::ClientGone(_) => ResponseFlags::CLIENT_CLOSED,
+            ProxyError::ClientTimeout => ResponseFlags::CLIENT_STALLED,
         }
     }
 
@@ -84,8 +138,9 @@ impl ProxyError {
     pub fn client_kind(&self) -> Option<crate::metrics::ClientErrorKind> {
         use crate::metrics::ClientErrorKind;
         match self {
-            ProxyError::BadRequest => Some(ClientErrorKind::Framing),
+            ProxyError::BadRequest | ProxyError::Refused(_) => Some(ClientErrorKind::Framing),
             ProxyError::ClientBody(_) => Some(ClientErrorKind::Body),
+            ProxyError::ClientGone(_) => Some(ClientErrorKind::Closed),
             ProxyError::ClientTimeout => Some(ClientErrorKind::Timeout),
             _ => None,
         }
@@ -96,11 +151,17 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute
             | ProxyError::BadRequest
+            | ProxyError::Refused(_)
             | ProxyError::ClientBody(_)
+            | ProxyError::ClientGone(_)
             | ProxyError::ClientTimeout
             | ProxyError::NoHealthyEndpoint { .. } => None,
             ProxyError::Connect { .. } => Some(UpstreamErrorKind::Connect),
+            ProxyError::Tls { .. } => Some(UpstreamErrorKind::Tls),
             ProxyError::Reset { .. } => Some(UpstreamErrorKind::Reset),
+            ProxyError::Protocol { .. } | ProxyError::BadUpgrade { .. } => {
+                Some(UpstreamErrorKind::Protocol)
+            }
             ProxyError::Timeout { .. } => Some(UpstreamErrorKind::Timeout),
         }
     }
@@ -133,20 +194,27 @@ pub fn grpc_timeout<B>(req: &Request<B>) -> Option<Duration> {
 }
 
 /// The one place where weir makes a response of its own. gRPC callers get what gRPC clients
-/// understand: HTTP 200 with `grpc-status` and `grpc-message` in a trailers-only response.
-pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
+/// understand: HTTP 200 with `grpc-status` and `grpc-message` in a trailers-only response. The
+/// request's ID goes back in `x-request-id` and in the text (the body, or the `grpc-message`), so
+/// a user who pastes the error hands over what finds it in the access log and the upstream's
+/// logs. Failure path only: the text is formatted here.
+pub fn error_response(err: &ProxyError, grpc: bool, id: &RequestId) -> Response<ProxyBody> {
     if grpc {
         let (code, message) = match err {
             ProxyError::NoRoute => ("12", "weir: no route matches this request"),
             ProxyError::BadRequest => ("13", "weir: the request cannot be forwarded"),
-            ProxyError::ClientBody(_) | ProxyError::ClientTimeout => {
+            ProxyError::Refused(_) => ("13", "weir: the request head is refused"),
+            ProxyError::ClientBody(_) | ProxyError::ClientGone(_) | ProxyError::ClientTimeout => {
                 ("13", "weir: the request body could not be read")
             }
+            ProxyError::BadUpgrade { .. } => ("14", "weir: the upstream broke the upgrade"),
             ProxyError::NoHealthyEndpoint { .. } => {
                 ("14", "weir: no healthy endpoint in the upstream")
             }
             ProxyError::Connect { .. } => ("14", "weir: cannot connect to the upstream"),
+            ProxyError::Tls { .. } => ("14", "weir: the TLS handshake with the upstream failed"),
             ProxyError::Reset { .. } => ("14", "weir: the upstream closed the connection"),
+            ProxyError::Protocol { .. } => ("14", "weir: the upstream's answer was malformed"),
             ProxyError::Timeout { .. } => ("4", "weir: the upstream did not answer in time"),
         };
         let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::new())));
@@ -156,29 +224,53 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
             HeaderValue::from_static("application/grpc"),
         );
         h.insert("grpc-status", HeaderValue::from_static(code));
-        h.insert("grpc-message", HeaderValue::from_static(message));
+        h.insert("grpc-message", grpc_message(message, id));
+        h.insert(&request_id::HEADER, id.header_value().clone());
         return response;
     }
     let body: &'static str = match err {
         ProxyError::NoRoute => "weir: no route matches this request\n",
         ProxyError::BadRequest => "weir: the request URI cannot be forwarded\n",
-        ProxyError::ClientBody(_) | ProxyError::ClientTimeout => {
+        ProxyError::Refused(r) => r.text(),
+        ProxyError::ClientBody(_) | ProxyError::ClientGone(_) | ProxyError::ClientTimeout => {
             "weir: the request body could not be read\n"
         }
+        ProxyError::BadUpgrade { .. } => "weir: the upstream broke the protocol upgrade\n",
         ProxyError::NoHealthyEndpoint { .. } => "weir: no healthy endpoint in the upstream\n",
         ProxyError::Connect { .. } => "weir: cannot connect to the upstream\n",
+        ProxyError::Tls { .. } => "weir: the TLS handshake with the upstream failed\n",
         ProxyError::Reset { .. } => "weir: the upstream closed the connection\n",
+        ProxyError::Protocol { .. } => "weir: the upstream's answer was malformed\n",
         ProxyError::Timeout { .. } => "weir: the upstream did not answer in time\n",
     };
-    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))));
+    let text = format!("{} (request ID {id})\n", body.trim_end());
+    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from(text))));
     *response.status_mut() = err.status();
-    response.headers_mut().insert(
+    let h = response.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    h.insert(&request_id::HEADER, id.header_value().clone());
     response
+}
+
+/// `grpc-message`: `message (request ID ID)`, percent-encoded as gRPC asks (every byte outside
+/// printable ASCII, and `%` itself; a valid ID may hold `%`).
+fn grpc_message(message: &str, id: &RequestId) -> HeaderValue {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(message.len() + id.as_str().len() + 16);
+    text.push_str(message);
+    text.push_str(" (request ID ");
+    for b in id.as_str().bytes() {
+        if b == b'%' || !(0x20..=0x7e).contains(&b) {
+            let _ = write!(text, "%{b:02X}");
+        } else {
+            text.push(char::from(b));
+        }
+    }
+    text.push(')');
+    HeaderValue::from_str(&text).expect("printable ASCII after encoding")
 }
 
 /// Sends `req` to endpoint `endpoint` of `pool` and returns the upstream's response head; the
@@ -190,6 +282,11 @@ pub async fn send(
     mut req: Request<RequestBody>,
     downstream: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
+    if pool.version == Version::HTTP_11 {
+        frame_as_chunked(&mut req);
+    }
+    // What the 101 must answer, for an upgrade weir tunnels.
+    let asked = downstream.as_ref().map(|_| Upgrade::asked(req.headers()));
     if pool.origin_form() {
         set_origin_form(&mut req, pool.endpoint(endpoint))?;
     } else {
@@ -200,21 +297,53 @@ pub async fn send(
             pool.version,
         )?;
     }
+    let upstream = || pool.name.clone();
     let (mut response, lease) = match pool.send(endpoint, req).await {
         Err(SendError::Connect(source)) => {
             return Err(ProxyError::Connect {
-                upstream: pool.name.clone(),
+                upstream: upstream(),
+                source,
+            });
+        }
+        Err(SendError::Tls(source)) => {
+            return Err(ProxyError::Tls {
+                upstream: upstream(),
                 source,
             });
         }
         Err(SendError::Reset(source)) => {
             return Err(ProxyError::Reset {
-                upstream: pool.name.clone(),
+                upstream: upstream(),
+                source,
+            });
+        }
+        Err(SendError::Protocol(source)) => {
+            return Err(ProxyError::Protocol {
+                upstream: upstream(),
                 source,
             });
         }
         Ok(r) => r,
     };
+    // Dropped with its lease, the connection closes: what follows on it cannot be trusted.
+    if let Some(why) = framing_problem(&response) {
+        return Err(ProxyError::Protocol {
+            upstream: upstream(),
+            source: why.into(),
+        });
+    }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let checked = match &asked {
+            Some(asked) => asked.check(response.headers()),
+            None => Err("no upgrade was asked for"),
+        };
+        if let Err(reason) = checked {
+            return Err(ProxyError::BadUpgrade {
+                upstream: upstream(),
+                reason,
+            });
+        }
+    }
     match downstream {
         Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             tunnel(
@@ -230,9 +359,10 @@ pub async fn send(
     Ok(response.map(|b| UpstreamBody::new(b, lease)))
 }
 
-/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`), with
-/// the try's outcome reported to the endpoint's outlier count. Real requests and shadow copies
-/// both go through here.
+/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`). Real
+/// requests and shadow copies both go through here; what the outcome means for the endpoint's
+/// outlier count is the caller's business (real requests only: `proxy::exchange` for a try that
+/// got no response, `ResponseBody` when a response ends).
 pub async fn try_endpoint(
     pool: &UpstreamPool,
     endpoint: usize,
@@ -241,20 +371,127 @@ pub async fn try_endpoint(
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
-    let result = tokio::time::timeout_at(deadline, send(pool, endpoint, req, downstream))
+    let progress = req.body().progress();
+    tokio::time::timeout_at(deadline, send(pool, endpoint, req, downstream))
         .await
         .unwrap_or_else(|_| {
             Err(ProxyError::Timeout {
                 upstream: pool.name.clone(),
                 timeout,
             })
-        });
-    let outcome = match &result {
-        Ok(r) if !r.status().is_server_error() => Outcome::Success,
-        _ => Outcome::Failure,
-    };
-    pool.report(endpoint, outcome);
-    result
+        })
+        .map_err(|e| blame(e, progress.as_deref()))
+}
+
+/// A try that failed while the client's body was broken, gone, or stalled (weir waiting for
+/// the client's bytes when the deadline came) failed by the client's fault.
+fn blame(e: ProxyError, progress: Option<&Progress>) -> ProxyError {
+    let fault = progress.and_then(Progress::fault);
+    match (e, fault) {
+        // The client's broken body shows up in the send's error as a reset or as broken
+        // framing (an invalid chunk), whichever hyper saw first.
+        (
+            ProxyError::Reset { source, .. } | ProxyError::Protocol { source, .. },
+            Some(ClientFault::Broken),
+        ) => ProxyError::ClientBody(source),
+        (
+            ProxyError::Reset { source, .. } | ProxyError::Protocol { source, .. },
+            Some(ClientFault::Gone),
+        ) => ProxyError::ClientGone(source),
+        (ProxyError::Timeout { .. }, Some(_)) => ProxyError::ClientTimeout,
+        (e, _) => e,
+    }
+}
+
+/// A body of unknown length (the client's chunked body, whatever its method) goes to an
+/// HTTP/1.1 upstream chunked: hyper would otherwise send a GET's body as no body at all.
+fn frame_as_chunked(req: &mut Request<RequestBody>) {
+    use http_body::Body;
+    let body = req.body();
+    if !body.is_end_stream()
+        && body.size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        req.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+}
+
+/// The protocols a tunnelled request asked for, and its WebSocket key, to check the 101 with.
+struct Upgrade {
+    protocols: HeaderValue,
+    key: Option<HeaderValue>,
+}
+
+impl Upgrade {
+    fn asked(headers: &HeaderMap) -> Upgrade {
+        Upgrade {
+            protocols: headers
+                .get(header::UPGRADE)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("")),
+            key: headers.get(header::SEC_WEBSOCKET_KEY).cloned(),
+        }
+    }
+
+    /// A 101 must switch to one protocol that was asked for, say so in `Connection`, and, for
+    /// WebSocket, carry the `Sec-WebSocket-Accept` that matches the client's key (RFC 6455).
+    fn check(&self, response: &HeaderMap) -> Result<(), &'static str> {
+        if !connection_has_token(response, "upgrade") {
+            return Err("no `Connection: upgrade`");
+        }
+        let chosen = match response.get(header::UPGRADE).map(super::head::protocols) {
+            Some(mut p) => match (p.next(), p.next()) {
+                (Some(one), None) => one,
+                _ => return Err("the Upgrade header names no single protocol"),
+            },
+            None => return Err("no Upgrade header"),
+        };
+        if !super::head::protocols(&self.protocols).any(|p| p.eq_ignore_ascii_case(chosen)) {
+            return Err("a protocol the client did not ask for");
+        }
+        if chosen.eq_ignore_ascii_case("websocket") {
+            let expected = self.key.as_ref().map(|k| websocket_accept(k.as_bytes()));
+            let got = response.get(header::SEC_WEBSOCKET_ACCEPT);
+            match (expected, got) {
+                (Some(e), Some(g)) if g.as_bytes() == e.as_bytes() => {}
+                _ => return Err("a Sec-WebSocket-Accept that does not match the key"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a key: base64 of SHA-1 of the key and the RFC 6455 GUID.
+fn websocket_accept(key: &[u8]) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    base64(ctx.finish().as_ref())
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A copy of a prepared request head, for a second try or a shadow copy. Extensions (hyper's
@@ -295,6 +532,17 @@ pub fn is_upgrade(parts: &Parts) -> bool {
         && connection_has_token(&parts.headers, "upgrade")
 }
 
+/// Whether every protocol the request's `Upgrade` names is one the route tunnels.
+pub fn upgrade_allowed(parts: &Parts, allowed: &[Box<str>]) -> bool {
+    let mut asked = parts
+        .headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(super::head::protocols)
+        .peekable();
+    asked.peek().is_some() && asked.all(|p| allowed.iter().any(|a| a.eq_ignore_ascii_case(p)))
+}
+
 fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
@@ -304,46 +552,78 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Drops hop-by-hop headers, those named in `Connection` included. `TE: trailers` is end to end
+/// What `Connection` can never name away: the authority and the body's length.
+static END_TO_END: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
+
+/// Drops hop-by-hop headers, those named in `Connection` included (but never `Host` or
+/// `Content-Length`, which say what the request is and where it ends). `TE: trailers` is end to end
 /// in practice (gRPC needs it) and stays; `keep_upgrade` keeps `Upgrade` and `Connection:
 /// upgrade` for a WebSocket handshake.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
-            .collect();
-        for value in &named {
+    // One pass over the names first: a head usually carries no hop-by-hop field but
+    // `Connection`, and each removal hashes its name whether the field is there or not.
+    let (mut connection, mut other) = (false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_hop_by_hop(name) {
+            other = true;
+        }
+    }
+    if connection {
+        // Usually one value (`keep-alive`, `close`), held without a list.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&rest) {
             for name in value.to_str().unwrap_or("").split(',') {
                 let name = name.trim();
-                let kept = keep_upgrade && name.eq_ignore_ascii_case("upgrade");
-                if !name.is_empty() && !kept {
+                let kept = (keep_upgrade && name.eq_ignore_ascii_case("upgrade"))
+                    || END_TO_END
+                        .iter()
+                        .any(|h| name.eq_ignore_ascii_case(h.as_str()));
+                // `Keep-Alive`, when present, goes below with the other hop-by-hop fields.
+                if !name.is_empty() && !kept && !name.eq_ignore_ascii_case(KEEP_ALIVE.as_str()) {
                     headers.remove(name);
                 }
             }
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+    if other {
+        for name in [
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &header::PROXY_AUTHENTICATE,
+            &header::PROXY_AUTHORIZATION,
+            &header::TRANSFER_ENCODING,
+        ] {
+            headers.remove(name);
+        }
+        if !keep_upgrade {
+            headers.remove(header::UPGRADE);
+        }
+        if let Some(te) = headers.get(header::TE)
+            && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+        {
+            headers.remove(header::TE);
+        }
     }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
-    } else {
+    if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
-    {
-        headers.remove(header::TE);
-    }
+}
+
+/// A hop-by-hop field other than `Connection`: one [`strip_hop_by_hop`] drops (`TE` only when
+/// it says more than `trailers`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Applies the forwarding rules to the request head; `upgrade` keeps a WebSocket handshake's
@@ -460,6 +740,87 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept", "trailer"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_field_goes_alone_and_connection_may_name_fields_over_several_lines() {
+        let names = |h: &HeaderMap| h.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
+        // Each field alone, with no `Connection` to name it.
+        for name in [
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut h = headers(&[(name, "x"), ("x-kept", "yes")]);
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(names(&h), ["x-kept"], "{name}");
+        }
+        // `Connection` over two lines: the fields named on each go.
+        let mut h = headers(&[
+            ("connection", "x-one"),
+            ("connection", "close, x-two"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["x-kept"]);
+        // A head with no hop-by-hop field keeps every field, `TE: trailers` included.
+        let mut h = headers(&[("host", "a"), ("te", "trailers"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["host", "te", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_never_names_away_host_or_content_length() {
+        let mut h = headers(&[
+            ("connection", "host, Content-Length, x-drop"),
+            ("host", "app.example.com"),
+            ("content-length", "3"),
+            ("x-drop", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "host"]);
+    }
+
+    #[test]
+    fn a_websocket_101_must_carry_the_accept_for_the_key() {
+        // RFC 6455, section 1.3.
+        assert_eq!(
+            websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        let asked = Upgrade::asked(&headers(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]));
+        let good = [
+            ("connection", "Upgrade"),
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ];
+        assert_eq!(asked.check(&headers(&good)), Ok(()));
+        for (i, wrong) in [
+            ("connection", "keep-alive"),
+            ("upgrade", "h2c"),
+            ("sec-websocket-accept", "AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut response = good;
+            response[i] = wrong;
+            assert!(asked.check(&headers(&response)).is_err(), "{wrong:?}");
+        }
     }
 
     #[test]

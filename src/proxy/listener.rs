@@ -1,11 +1,26 @@
 //! Accepting connections on one listener and serving each with hyper: HTTP/1.1 and HTTP/2
 //! prior knowledge (h2c) on the same port, keep-alive, the limits of the config, and graceful
 //! shutdown when the server drains or the connection sits idle.
+//!
+//! Every connection that makes no progress ends by a documented limit: no first request
+//! within `header_read_timeout` (whatever the protocol: a silent TCP connection, an HTTP/2
+//! client that sends its preface and nothing else) and no next HTTP/1.1 head within it either
+//! (kept per connection by [`HeadClock`], not by hyper), no request in flight and none started for
+//! `idle_timeout`, and, once weir asked it to close (idle or draining), not closed within
+//! `header_read_timeout` with nothing in flight (an HTTP/2 client that ignores GOAWAY and the
+//! PING after it). HTTP/2 connections are PINGed every quarter of `idle_timeout` and closed
+//! when a PING is not answered within `header_read_timeout`.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -16,7 +31,11 @@ use tokio::sync::{mpsc, watch};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::forward::ConnInfo;
+use super::body::{Delivery, ResponseBody, STALL_CHECKS, StallCheck};
+use super::forward::{ConnInfo, ProxyError};
+use super::framing::{Scan, Verdict};
+use super::head::Refusal;
+
 use crate::config::Limits;
 use crate::metrics::{ConnectionGauge, ListenerMetrics};
 use crate::snapshot::Snapshot;
@@ -34,9 +53,11 @@ pub struct ListenerContext {
     pub metrics: ListenerMetrics,
 }
 
-/// Accepts until shutdown. Accept errors (out of file descriptors, say) are logged and retried
-/// after a short pause instead of ending the listener.
+/// Accepts until shutdown. Accept errors (out of file descriptors, say) are counted
+/// (`weir_accept_errors_total`), logged at most once a second, and retried after a pause that
+/// doubles from 10 ms up to 1 s while they last, instead of ending the listener.
 pub async fn serve(listener: TcpListener, mut ctx: ListenerContext) {
+    let mut failing = AcceptFailures::default();
     loop {
         tokio::select! {
             changed = ctx.shutdown.changed() => {
@@ -46,16 +67,47 @@ pub async fn serve(listener: TcpListener, mut ctx: ListenerContext) {
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    failing.pause = None;
                     tokio::spawn(connection(stream, peer, ctx.clone()));
                 }
                 Err(e) => {
-                    tracing::warn!(listener = &*ctx.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    ctx.metrics.accept_errors.inc();
+                    let pause = failing.failed(&ctx.name, &e);
+                    tokio::time::sleep(pause).await;
                 }
             },
         }
     }
     tracing::debug!(listener = &*ctx.name, "stopped accepting");
+}
+
+/// The back-off and the log's rate limit while accepts fail.
+#[derive(Default)]
+pub struct AcceptFailures {
+    pause: Option<Duration>,
+    logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    /// Notes a failed accept; returns how long to pause before the next.
+    pub fn failed(&mut self, listener: &str, e: &std::io::Error) -> Duration {
+        let now = Instant::now();
+        if self
+            .logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            tracing::warn!(listener, error = %e, also_failed = self.unlogged, "accept failed");
+            (self.logged, self.unlogged) = (Some(now), 0);
+        } else {
+            self.unlogged += 1;
+        }
+        let pause = self.pause.map_or(Duration::from_millis(10), |p| {
+            (p * 2).min(Duration::from_secs(1))
+        });
+        self.pause = Some(pause);
+        pause
+    }
 }
 
 /// State of one connection that its requests update.
@@ -64,6 +116,209 @@ struct Connection {
     info: ConnInfo,
     /// Requests started so far; the idle check watches it move.
     requests: AtomicU64,
+    /// Requests whose response body has not been dropped yet.
+    in_flight: AtomicU64,
+    /// The request (by number) whose framing the byte scan found ambiguous.
+    verdict: Arc<Verdict>,
+    /// When the connection was accepted: the origin of `idle_since`.
+    opened: tokio::time::Instant,
+    /// When the last request in flight ended (its response body dropped), in nanoseconds since
+    /// `opened`: where an HTTP/1.1 connection starts waiting for its next head.
+    idle_since: AtomicU64,
+    /// Whether the first request came over HTTP/2 (which has no head deadline after it).
+    http2: AtomicBool,
+}
+
+impl Connection {
+    /// Where the head deadline stands now (read by the connection's own task).
+    fn head_wait(&self) -> HeadWait {
+        HeadWait {
+            requests: self.requests.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            http2: self.http2.load(Ordering::Relaxed),
+            idle_since: self.opened + Duration::from_nanos(self.idle_since.load(Ordering::Relaxed)),
+            in_body: self.verdict.in_body(),
+            write_blocked: self.verdict.write_blocked(),
+        }
+    }
+}
+
+/// What the head deadline looks at when its timer fires.
+#[derive(Debug, Clone, Copy)]
+struct HeadWait {
+    requests: u64,
+    in_flight: u64,
+    http2: bool,
+    idle_since: tokio::time::Instant,
+    in_body: bool,
+    write_blocked: bool,
+}
+
+/// What the connection does when its head deadline's timer fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadDeadline {
+    /// The head did not come in time: close the connection.
+    Expired,
+    /// Not yet, or not waiting for a head now: fire again then.
+    At(tokio::time::Instant),
+    /// An HTTP/2 connection past its first request: no head deadline any more.
+    Off,
+}
+
+/// The request head's deadline of one connection (`limits.header_read_timeout`), kept with one
+/// timer per connection instead of hyper's boxed timer per request.
+///
+/// hyper starts that clock when it begins waiting for a head: when the connection opens, and on
+/// HTTP/1.1 when the previous request is done (its response written, its body read). Here a
+/// request's end costs one clock read (`Connection::idle_since`, stamped when its response body
+/// is dropped) and the timer is only reset when it fires: before a deadline that moved (later
+/// requests came), or while a request is in flight. Two cases where the response body is gone
+/// but hyper is not waiting for a head yet (the client still sends the request body, or does not
+/// read the end of the response) are seen through the byte scan ([`Verdict::in_body`],
+/// [`Verdict::write_blocked`]); the head's clock then starts again at the next check, so in
+/// those rare cases the client gets between one and two deadlines, never less than with hyper.
+struct HeadClock {
+    limit: Duration,
+    /// The last check found the connection busy otherwise than with a request in flight.
+    unsure: bool,
+}
+
+impl HeadClock {
+    fn new(limit: Duration) -> HeadClock {
+        HeadClock {
+            limit,
+            unsure: false,
+        }
+    }
+
+    /// Decides at `now`, when the timer fired, from the connection's state `w`.
+    fn check(&mut self, w: HeadWait, now: tokio::time::Instant) -> HeadDeadline {
+        if w.requests == 0 {
+            // No request yet, whatever the protocol: the deadline runs from the connection's start.
+            return if now >= w.idle_since + self.limit {
+                HeadDeadline::Expired
+            } else {
+                HeadDeadline::At(w.idle_since + self.limit)
+            };
+        }
+        if w.http2 {
+            return HeadDeadline::Off;
+        }
+        if w.in_flight > 0 {
+            self.unsure = false;
+            return HeadDeadline::At(now + self.limit);
+        }
+        if w.in_body || w.write_blocked || self.unsure {
+            self.unsure = w.in_body || w.write_blocked;
+            return HeadDeadline::At(now + self.limit);
+        }
+        let deadline = w.idle_since + self.limit;
+        if now >= deadline {
+            HeadDeadline::Expired
+        } else {
+            HeadDeadline::At(deadline)
+        }
+    }
+}
+
+/// One request of a connection in flight: from the start of its service call (a call dropped
+/// early, by a reset stream, included) until hyper drops its response body.
+struct InFlight {
+    conn: Arc<Connection>,
+    /// Set once the service call returned a response. A call dropped before that was given up
+    /// by hyper because the client went away (closed its connection, reset its stream): the
+    /// client's fault, counted as `closed`, and never recorded against a backend.
+    answered: bool,
+}
+
+impl InFlight {
+    fn new(conn: Arc<Connection>) -> InFlight {
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            conn,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.conn.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // The connection's last request ended: an HTTP/1.1 client's next head is due from
+            // here (one clock read per request; see `HeadClock`).
+            let idle = self.conn.opened.elapsed().as_nanos();
+            let idle = u64::try_from(idle).unwrap_or(u64::MAX);
+            self.conn.idle_since.store(idle, Ordering::Relaxed);
+        }
+        if !self.answered {
+            self.conn
+                .info
+                .client_errors
+                .count(crate::metrics::ClientErrorKind::Closed);
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until hyper drops it.
+struct Tracked {
+    body: ResponseBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves one request of `conn`, counted in flight until its response body is dropped.
+async fn serve_request(
+    conn: Arc<Connection>,
+    mut req: http::Request<hyper::body::Incoming>,
+) -> Response<Tracked> {
+    let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    if n == 1 && req.version() == http::Version::HTTP_2 {
+        conn.http2.store(true, Ordering::Relaxed);
+    }
+    let mut in_flight = InFlight::new(conn.clone());
+    let response = if conn.verdict.refuses(n) {
+        // hyper kept one of the ambiguous headers and would forward the rest; weir refuses the
+        // request and closes the connection, whose next bytes cannot be trusted.
+        let e = ProxyError::Refused(Refusal::Framing);
+        conn.info
+            .client_errors
+            .count(crate::metrics::ClientErrorKind::Framing);
+        let id = crate::observe::request_id::ensure(req.headers_mut());
+        tracing::debug!(client = %conn.info.client, request_id = %id, error = %e, "request refused");
+        let mut r =
+            super::forward::error_response(&e, false, &id).map(|b| ResponseBody::new(b, None));
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        r
+    } else {
+        super::handle(&conn.snapshots, &conn.info, req).await
+    };
+    in_flight.answered = true;
+    response.map(|body| Tracked {
+        body,
+        _in_flight: in_flight,
+    })
 }
 
 /// The idle check runs this many times per idle timeout; a connection is idle after that many
@@ -116,17 +371,22 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own head deadline arms a boxed timer per request; the connection keeps that
+    // deadline itself with one timer (`HeadClock`).
     builder
         .http1()
-        .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
+        .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout / IDLE_CHECKS)
+        .keep_alive_timeout(limits.header_read_timeout)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
 
+    let verdict = Arc::new(Verdict::default());
     let conn = Arc::new(Connection {
         snapshots: ctx.snapshots.clone(),
         info: ConnInfo {
@@ -134,23 +394,48 @@ async fn serve_http<I>(
             listener: ctx.name.clone(),
             scheme,
             client_errors: ctx.metrics.client_errors.clone(),
+            delivery: Arc::new(Delivery::new(ctx.metrics.client_errors.clone())),
         },
         requests: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        verdict: verdict.clone(),
+        opened: tokio::time::Instant::now(),
+        idle_since: AtomicU64::new(0),
+        http2: AtomicBool::new(false),
     });
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
         let conn = service_conn.clone();
-        conn.requests.fetch_add(1, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(super::handle(&conn.snapshots, &conn.info, req).await) }
+        async move { Ok::<_, Infallible>(serve_request(conn, req).await) }
     });
+    let io = Scan::new(io, verdict, limits.max_header_bytes);
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(serving);
     let mut idle_check = tokio::time::interval(limits.idle_timeout / IDLE_CHECKS);
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_seen, mut quiet_checks) = (0, 0);
-    let mut closing = *ctx.shutdown.borrow();
-    if closing {
-        serving.as_mut().graceful_shutdown();
+    // A connection must start its first request within the head's deadline, whatever its
+    // protocol, and every later HTTP/1.1 head too; and, asked to close, must close within it
+    // once nothing is in flight.
+    let mut head_clock = HeadClock::new(limits.header_read_timeout);
+    let head_deadline = tokio::time::sleep_until(conn.opened + limits.header_read_timeout);
+    tokio::pin!(head_deadline);
+    let mut heads_watched = true;
+    let give_up = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(give_up);
+    // nginx's `send_timeout`: a client that stops reading a response (a full socket, a zero
+    // HTTP/2 window) would hold the upstream connection behind it for as long as it likes.
+    let mut stall_check = tokio::time::interval(limits.write_stall_timeout / STALL_CHECKS);
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stall = StallCheck::default();
+    let mut closing = false;
+    let close = |serving: Pin<&mut _>, give_up: Pin<&mut tokio::time::Sleep>| {
+        auto::UpgradeableConnection::graceful_shutdown(serving);
+        give_up.reset(tokio::time::Instant::now() + limits.header_read_timeout);
+    };
+    if *ctx.shutdown.borrow() {
+        close(serving.as_mut(), give_up.as_mut());
+        closing = true;
     }
     loop {
         tokio::select! {
@@ -162,21 +447,154 @@ async fn serve_http<I>(
             }
             _ = ctx.shutdown.changed(), if !closing => {
                 // Finish the request in flight, then close (HTTP/2: GOAWAY).
-                serving.as_mut().graceful_shutdown();
+                close(serving.as_mut(), give_up.as_mut());
                 closing = true;
             }
+            _ = stall_check.tick() => {
+                if conn.info.delivery.stalled(&mut stall) {
+                    tracing::debug!(client = %peer, timeout = %crate::observe::human::duration(limits.write_stall_timeout), "closing a connection whose client stopped reading");
+                    break;
+                }
+            }
+            _ = &mut give_up, if closing => {
+                if conn.in_flight.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(client = %peer, "did not close when asked: closed");
+                    break;
+                }
+                give_up.as_mut().reset(tokio::time::Instant::now() + limits.header_read_timeout);
+            }
+            _ = &mut head_deadline, if heads_watched => {
+                match head_clock.check(conn.head_wait(), tokio::time::Instant::now()) {
+                    HeadDeadline::Expired if conn.requests.load(Ordering::Relaxed) == 0 => {
+                        tracing::debug!(client = %peer, "no request within the header read timeout");
+                        conn.info.client_errors.count(crate::metrics::ClientErrorKind::Timeout);
+                        break;
+                    }
+                    HeadDeadline::Expired => {
+                        // As hyper did: closed with no answer and no count.
+                        tracing::debug!(client = %peer, "no request head within the header read timeout");
+                        break;
+                    }
+                    HeadDeadline::At(at) => head_deadline.as_mut().reset(at),
+                    HeadDeadline::Off => heads_watched = false,
+                }
+            }
             _ = idle_check.tick(), if !closing => {
+                let busy = conn.in_flight.load(Ordering::Relaxed) != 0;
                 let seen = conn.requests.load(Ordering::Relaxed);
-                if seen != last_seen {
+                if seen != last_seen || busy {
                     (last_seen, quiet_checks) = (seen, 0);
                 } else {
                     quiet_checks += 1;
                     if quiet_checks > IDLE_CHECKS {
-                        serving.as_mut().graceful_shutdown();
+                        close(serving.as_mut(), give_up.as_mut());
                         closing = true;
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn waiting(requests: u64, idle_since: tokio::time::Instant) -> HeadWait {
+        HeadWait {
+            requests,
+            in_flight: 0,
+            http2: false,
+            idle_since,
+            in_body: false,
+            write_blocked: false,
+        }
+    }
+
+    #[test]
+    fn a_connection_with_no_request_expires_a_deadline_after_it_opened() {
+        let opened = tokio::time::Instant::now();
+        let mut clock = HeadClock::new(LIMIT);
+        let w = waiting(0, opened);
+        assert_eq!(
+            clock.check(w, opened + LIMIT / 2),
+            HeadDeadline::At(opened + LIMIT)
+        );
+        assert_eq!(clock.check(w, opened + LIMIT), HeadDeadline::Expired);
+    }
+
+    #[test]
+    fn a_later_request_moves_the_deadline_to_a_limit_after_its_end() {
+        let opened = tokio::time::Instant::now();
+        let mut clock = HeadClock::new(LIMIT);
+        let ended = opened + Duration::from_secs(7);
+        assert_eq!(
+            clock.check(waiting(3, ended), opened + LIMIT),
+            HeadDeadline::At(ended + LIMIT)
+        );
+        assert_eq!(
+            clock.check(waiting(3, ended), ended + LIMIT),
+            HeadDeadline::Expired
+        );
+    }
+
+    #[test]
+    fn a_request_in_flight_is_never_cut_off() {
+        let opened = tokio::time::Instant::now();
+        let mut clock = HeadClock::new(LIMIT);
+        let late = opened + LIMIT * 5;
+        let w = HeadWait {
+            in_flight: 1,
+            ..waiting(1, opened)
+        };
+        assert_eq!(clock.check(w, late), HeadDeadline::At(late + LIMIT));
+    }
+
+    #[test]
+    fn http2_has_no_head_deadline_after_its_first_request() {
+        let opened = tokio::time::Instant::now();
+        let mut clock = HeadClock::new(LIMIT);
+        let w = HeadWait {
+            http2: true,
+            ..waiting(1, opened)
+        };
+        assert_eq!(clock.check(w, opened + LIMIT * 3), HeadDeadline::Off);
+        // Before its first request it has one, as every connection.
+        let w = HeadWait {
+            http2: true,
+            ..waiting(0, opened)
+        };
+        assert_eq!(clock.check(w, opened + LIMIT), HeadDeadline::Expired);
+    }
+
+    #[test]
+    fn a_body_still_coming_or_an_unread_response_restarts_the_clock_at_the_next_check() {
+        let opened = tokio::time::Instant::now();
+        for busy in [
+            HeadWait {
+                in_body: true,
+                ..waiting(1, opened)
+            },
+            HeadWait {
+                write_blocked: true,
+                ..waiting(1, opened)
+            },
+        ] {
+            let mut clock = HeadClock::new(LIMIT);
+            let first = opened + LIMIT;
+            assert_eq!(clock.check(busy, first), HeadDeadline::At(first + LIMIT));
+            // Done now, but when within that deadline is not known: a whole deadline more.
+            let second = first + LIMIT;
+            assert_eq!(
+                clock.check(waiting(1, opened), second),
+                HeadDeadline::At(second + LIMIT)
+            );
+            assert_eq!(
+                clock.check(waiting(1, opened), second + LIMIT),
+                HeadDeadline::Expired
+            );
         }
     }
 }

@@ -8,6 +8,8 @@ pub mod conns;
 pub mod drain;
 pub mod filters;
 pub mod forward;
+pub mod framing;
+pub mod head;
 pub mod health;
 pub mod listener;
 pub mod matching;
@@ -27,10 +29,14 @@ use hyper::body::Incoming;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::observe::access::{AccessLog, ResponseFlags};
+use crate::observe::request_id::{self, RequestId};
+use crate::observe::trace_context;
 use crate::snapshot::{Backend, Route, Snapshot};
-use body::{Access, NotReplayable, Replayable, RequestBody, ResponseBody};
+use body::{Access, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
 pub use forward::ConnInfo;
 use forward::ProxyError;
+use std::sync::Arc;
 
 /// Request bodies up to this size (with a known length) are read in full when the route retries
 /// or mirrors the request, so they can be sent again; larger ones stream and are neither retried
@@ -50,73 +56,218 @@ fn random_below(n: u64) -> u64 {
 pub async fn handle(
     snapshots: &ArcSwap<Snapshot>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let snapshot = snapshots.load_full();
     let started = Instant::now();
-    let host = router::request_host(&req);
     let grpc = forward::is_grpc(&req);
+    let checked = head::check(&req, snapshot.config.limits.max_headers);
+    // After the check, which counts the client's header fields, not weir's.
+    let id = request_id::ensure(req.headers_mut());
+    // With a `tracing` section: continue the caller's trace or start one, and name weir's span
+    // as the upstream's parent. Without one, `traceparent` is not even read.
+    let span = match (&snapshot.tracer, &checked) {
+        (Some(t), Ok(())) => Some(trace_context::propagate(req.headers_mut(), t.sampler)),
+        _ => None,
+    };
+    let export = snapshot
+        .tracer
+        .as_ref()
+        .and_then(|t| t.export.clone())
+        .filter(|_| span.is_some_and(|s| s.sampled()));
+    // The access line's record (and the span's), when the config's access log is on, a
+    // sampled span is exported or `RUST_LOG` enables the `weir::access` target; nothing is
+    // built otherwise.
+    let mut access = (snapshot.access_log.is_some()
+        || export.is_some()
+        || tracing::enabled!(target: "weir::access", tracing::Level::INFO))
+    .then(|| {
+        let mut a = access_of(&req, conn, &id, snapshot.access_log.clone(), started);
+        a.span = span.zip(export);
+        a.trace_id = span.map(|s| s.trace_id);
+        a
+    });
+    if let Err(refusal) = checked {
+        return refuse(conn, ProxyError::Refused(refusal), grpc, &id, access);
+    }
+    let host = router::request_host(&req);
     let Some(route) = router::find(&snapshot.routes, host, req.uri().path()) else {
-        return forward::error_response(&ProxyError::NoRoute, grpc)
-            .map(|b| ResponseBody::new(b, None));
+        if let Some(a) = &mut access {
+            a.flags = ProxyError::NoRoute.flags();
+            a.status = 404;
+        }
+        return forward::error_response(&ProxyError::NoRoute, grpc, &id)
+            .map(|b| ResponseBody::new(b, access));
     };
     // A gRPC client's own deadline, when shorter, bounds the wait too.
     let timeout = match forward::grpc_timeout(&req) {
         Some(t) if grpc => t.min(route.timeout),
         _ => route.timeout,
     };
-    let logged = tracing::enabled!(target: "weir::access", tracing::Level::INFO)
-        .then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
     let backend = &route.backends
         [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
-    let (response, status) = match exchange(route, backend, req, conn, started, timeout).await {
-        Ok(r) => {
+    let mut tries = Tries {
+        timed: access.is_some(),
+        ..Tries::default()
+    };
+    // (status, answering endpoint): what the response's end is judged on, `None` when the
+    // client was at fault, which never counts against the backend.
+    let (response, judged, status) = match exchange(
+        route, backend, req, conn, started, timeout, &mut tries,
+    )
+    .await
+    {
+        Ok((mut r, endpoint)) => {
             let status = r.status();
-            (r.map(body::Inner::Upstream), status)
+            // The client gets the ID the upstream and the access log got, whatever the
+            // upstream answered in the header.
+            r.headers_mut()
+                .insert(&request_id::HEADER, id.header_value().clone());
+            if let Some(a) = &mut access {
+                a.endpoint = Some(backend.pool.endpoint(endpoint).clone());
+                a.upstream = tries.sent.map(|t| t.elapsed());
+            }
+            (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
         }
         Err(e) => {
-            tracing::warn!(route = &*route.name, backend = &**backend.name(), error = %e, "request failed");
+            if let Some(kind) = e.client_kind() {
+                tracing::debug!(route = &*route.name, request_id = %id, error = %e, "the client failed its request");
+                conn.client_errors.count(kind);
+            } else {
+                tracing::warn!(route = &*route.name, backend = &**backend.name(), request_id = %id, error = %e, "request failed");
+            }
             if let Some(kind) = e.upstream_kind() {
                 backend.pool.metrics.count(kind);
             }
-            if let Some(kind) = e.client_kind() {
-                conn.client_errors.count(kind);
+            if let Some(a) = &mut access {
+                a.flags = e.flags();
+                if tries.retries > 0 && e.upstream_kind().is_some() {
+                    a.flags.insert(ResponseFlags::RETRY_LIMIT_EXCEEDED);
+                }
             }
-            // Metrics and the access log name the HTTP status of the failure, also when a gRPC
-            // caller got it as HTTP 200 with a grpc-status.
-            (forward::error_response(&e, grpc), e.status())
+            // weir's own 502/503/504 are failures of the chosen backend. Metrics and the
+            // access log name the HTTP status of the failure, also when a gRPC caller got
+            // it as HTTP 200 with a grpc-status.
+            let judged = e.client_kind().is_none().then_some(None);
+            (forward::error_response(&e, grpc, &id), judged, e.status())
         }
     };
-    let finished = Instant::now();
-    // A success is a status below 500 from the upstream; weir's own 502/503/504 count as
-    // failures of the chosen backend, and its 400/408 for a broken client body as the client's
-    // fault, not the backend's.
-    let success = !status.is_server_error();
-    let elapsed = finished - started;
-    backend
-        .metrics
-        .record(status, elapsed, snapshot.metrics.second(finished), success);
-    if let Some(probe) = &backend.probe {
-        probe.record(success, crate::metrics::latency_bucket(elapsed));
-    }
-    let access = logged.map(|(method, path)| {
-        Box::new(Access {
-            route: route.name.clone(),
-            backend: backend.name().clone(),
-            listener: conn.listener.clone(),
-            client: conn.client,
-            method,
-            path: path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            status: status.as_u16(),
+    let record = judged.map(|endpoint| {
+        let mut r = Record {
+            metrics: backend.metrics.clone(),
+            probe: backend.probe.clone(),
+            pool: backend.pool.clone(),
+            endpoint,
+            status,
             started,
-            bytes: 0,
-        })
+            head: started.elapsed(),
+            grpc: (grpc && response.status() == http::StatusCode::OK)
+                .then_some(route.grpc_failures),
+            grpc_status: None,
+        };
+        r.read_head(response.headers());
+        r
     });
-    response.map(|b| ResponseBody::new(b, access))
+    if let Some(a) = &mut access {
+        a.route = Some(route.name.clone());
+        a.backend = Some(backend.name().clone());
+        a.status = status.as_u16();
+        a.retries = tries.retries;
+        a.bytes_received = tries.replayed;
+        a.progress = tries.progress.take();
+    }
+    // The outcome is recorded when the body ends (at once for an empty one).
+    response.map(|b| {
+        let body = ResponseBody::new(b, access);
+        match record {
+            Some(r) => body.recording(r, conn.delivery.clone()),
+            None => body,
+        }
+    })
+}
+
+/// The access record of a request, before it is routed: what the client sent.
+fn access_of(
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    id: &RequestId,
+    log: Option<Arc<AccessLog>>,
+    started: Instant,
+) -> Box<Access> {
+    let authority = req.headers().get(http::header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    });
+    Box::new(Access {
+        log,
+        route: None,
+        backend: None,
+        listener: conn.listener.clone(),
+        client: conn.client,
+        protocol: req.version(),
+        method: req.method().clone(),
+        authority,
+        path: req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+        request_id: id.clone(),
+        endpoint: None,
+        status: 0,
+        grpc_status: None,
+        flags: ResponseFlags::NONE,
+        retries: 0,
+        upstream: None,
+        started,
+        bytes_received: 0,
+        progress: None,
+        bytes: 0,
+        outcome: "unjudged",
+        span: None,
+        trace_id: None,
+    })
+}
+
+/// What the tries of one request did, for the access log: filled in by [`exchange`].
+#[derive(Default)]
+struct Tries {
+    /// Read the clock when the last try goes out (only for the access log).
+    timed: bool,
+    /// Tries after the first.
+    retries: u32,
+    /// When the last try went out.
+    sent: Option<Instant>,
+    /// A replayed body's length.
+    replayed: u64,
+    /// A streamed body's progress, which counts its bytes.
+    progress: Option<Arc<request::Progress>>,
+}
+
+/// weir's answer to a request it refuses before routing: counted as the client's error only.
+fn refuse(
+    conn: &ConnInfo,
+    e: ProxyError,
+    grpc: bool,
+    id: &RequestId,
+    mut access: Option<Box<Access>>,
+) -> Response<ResponseBody> {
+    tracing::debug!(client = %conn.client, request_id = %id, error = %e, "request refused");
+    if let Some(kind) = e.client_kind() {
+        conn.client_errors.count(kind);
+    }
+    if let Some(a) = &mut access {
+        a.flags = e.flags();
+        a.status = e.status().as_u16();
+    }
+    forward::error_response(&e, grpc, id).map(|b| ResponseBody::new(b, access))
 }
 
 /// Sends the request to `backend`: one try, or more when the route retries and the request may
-/// be repeated; and a shadow copy when the route mirrors and this request is drawn.
+/// be repeated; and a shadow copy when the route mirrors and this request is drawn. Returns the
+/// response and the endpoint that gave it.
 async fn exchange(
     route: &Route,
     backend: &Backend,
@@ -124,10 +275,15 @@ async fn exchange(
     conn: &ConnInfo,
     started: Instant,
     timeout: Duration,
-) -> Result<Response<body::UpstreamBody>, ProxyError> {
+    done: &mut Tries,
+) -> Result<(Response<body::UpstreamBody>, usize), ProxyError> {
     let pool = &backend.pool;
     let (mut head, body) = req.into_parts();
-    let upgrade = pool.version == Version::HTTP_11 && forward::is_upgrade(&head);
+    // Only the protocols the route allows are tunnelled; another `Upgrade` is dropped as a
+    // hop-by-hop header and the request goes on as a plain one.
+    let upgrade = pool.version == Version::HTTP_11
+        && forward::is_upgrade(&head)
+        && forward::upgrade_allowed(&head, &route.upgrades);
     forward::prepare(&mut head, conn, upgrade)?;
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let retries = route.retries.as_ref().filter(|_| !upgrade);
@@ -143,9 +299,16 @@ async fn exchange(
     let (body, replay) = if retries.is_some() || mirror.is_some() {
         match tokio::time::timeout_at(deadline, Replayable::read(body, MAX_REPLAY_BODY)).await {
             Err(_) => return Err(ProxyError::ClientTimeout),
-            Ok(Ok(r)) => (None, Some(r)),
+            Ok(Ok(r)) => {
+                backend.metrics.request_bytes.inc_by(r.len());
+                done.replayed = r.len();
+                (None, Some(r))
+            }
             Ok(Err(NotReplayable::TooLarge(b))) => (Some(b), None),
-            Ok(Err(NotReplayable::Broken(e))) => return Err(ProxyError::ClientBody(e)),
+            Ok(Err(NotReplayable::Broken(e))) if request::went_away(&e) => {
+                return Err(ProxyError::ClientGone(e.into()));
+            }
+            Ok(Err(NotReplayable::Broken(e))) => return Err(ProxyError::ClientBody(e.into())),
         }
     } else {
         (Some(body), None)
@@ -178,9 +341,18 @@ async fn exchange(
         };
         let req_body = match (&replay, body.take()) {
             (Some(r), _) => r.body(),
-            (None, Some(b)) => RequestBody::Streaming(b),
+            (None, Some(b)) => {
+                RequestBody::streaming(b, Some(backend.metrics.request_bytes.clone()))
+            }
             (None, None) => unreachable!("a streamed body is sent once, on the only try"),
         };
+        if done.timed {
+            done.sent = Some(Instant::now());
+            if done.progress.is_none() {
+                done.progress = req_body.progress();
+            }
+        }
+        done.retries = tries;
         let result = forward::try_endpoint(
             pool,
             endpoint,
@@ -190,17 +362,27 @@ async fn exchange(
             timeout,
         )
         .await;
+        // A try without a response is judged now; a response, when it ends (`ResponseBody`).
+        if let Err(e) = &result
+            && e.upstream_kind().is_some()
+        {
+            pool.report(endpoint, pool::Outcome::Failure);
+        }
         if !last && retries.is_some_and(|r| retry::wanted(r, &result)) && pool.withdraw_retry() {
-            if let Err(e) = &result {
-                tracing::debug!(upstream = &*pool.name, error = %e, "retrying on another endpoint");
-                if let Some(kind) = e.upstream_kind() {
-                    pool.metrics.count(kind);
+            match &result {
+                Err(e) => {
+                    tracing::debug!(upstream = &*pool.name, error = %e, "retrying on another endpoint");
+                    if let Some(kind) = e.upstream_kind() {
+                        pool.metrics.count(kind);
+                    }
                 }
+                // A 5xx the route retries: a failure, dropped unread.
+                Ok(_) => pool.report(endpoint, pool::Outcome::Failure),
             }
             tries += 1;
             avoid = Some(endpoint);
             continue;
         }
-        return result;
+        return result.map(|r| (r, endpoint));
     }
 }

@@ -15,10 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::RequestBody;
-use super::conns::{Http1Pool, Lease, SendError};
+use super::conns::{self, Http1Pool, Lease, SendError};
+use super::request::RequestBody;
 use crate::config::{Limits, Outlier, Protocol, Upstream};
-use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::metrics::{Metrics, UpstreamErrorKind, UpstreamMetrics};
 
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -334,8 +334,13 @@ impl UpstreamPool {
                 .map(|(r, lease)| (r, Some(lease))),
             UpstreamClient::Pooled(client) => match client.request(req).await {
                 Ok(r) => Ok((r, None)),
-                Err(e) if e.is_connect() => Err(SendError::Connect(e.into())),
-                Err(e) => Err(SendError::Reset(e.into())),
+                // A TLS handshake failure is a connect error to hyper-util; rustls, down its
+                // chain of causes, says which.
+                Err(e) if e.is_connect() => match conns::error_kind(&e) {
+                    Some(UpstreamErrorKind::Tls) => Err(SendError::Tls(e.into())),
+                    _ => Err(SendError::Connect(e.into())),
+                },
+                Err(e) => Err(SendError::after_connect(e.into())),
             },
         }
     }

@@ -23,11 +23,18 @@ use super::history::{
 };
 use super::read::{Attempt, Candidate, ReadResult, Refused, attempt_of};
 use super::revision::Revision;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::{Metrics, Probe};
+use crate::observe::access::{self, AccessLog};
+use crate::observe::human;
+use crate::observe::span_export::{OtlpSettings, Protocol, SpanCounters, SpanExport};
+use crate::observe::trace_context::Sampler;
+use crate::rollout::compare::Counts;
 use crate::rollout::webhook::Hooks;
-use crate::rollout::{Decisions, Measure, Now, Phase, Rollouts, StateFile, Status};
-use crate::snapshot::{Snapshot, Steering};
+use crate::rollout::{
+    Action, Decisions, Measure, Now, Phase, Reading, Refusal, Rollouts, StateFile, Status,
+};
+use crate::snapshot::{Snapshot, Steering, Tracer};
 
 /// What the control task is asked to do.
 pub(super) enum Command {
@@ -44,6 +51,12 @@ pub(super) enum Command {
     },
     /// Answer once everything due now has been carried out.
     CaughtUp { reply: oneshot::Sender<()> },
+    /// An operator's command on a rollout (admin API): answered once carried out.
+    Manual {
+        route: String,
+        action: Action,
+        reply: oneshot::Sender<Result<serde_json::Value, Refusal>>,
+    },
 }
 
 /// The rollouts' status, as the control task last published it (`/stats`, the demo).
@@ -81,8 +94,8 @@ pub(super) struct Control {
     history: Arc<History>,
     view: Arc<ArcSwap<RolloutView>>,
     rollouts: Rollouts,
-    /// The probe of each measured route, with the run and settings it was made for.
-    probes: HashMap<Arc<str>, (Measure, Arc<Probe>)>,
+    /// The probes of each measured route, with the run and settings they were made for.
+    probes: HashMap<Arc<str>, Probes>,
     /// Rung by a probe whose fast-fail tripped.
     wake: Arc<Notify>,
     hooks: Hooks,
@@ -153,11 +166,21 @@ impl Control {
         let steering = steering(&rollouts, &mut probes, &wake);
         let m = metrics.clone();
         let c = config.clone();
-        let snapshot = blocking(move || Snapshot::build(c, None, &m, &steering)).await;
+        let access_log =
+            open_access_log(&config, None, metrics.telemetry.access_log.clone()).await?;
+        let tracer = tracer(&config, None, &metrics.telemetry.spans);
+        let snapshot = blocking(move || {
+            let mut s = Snapshot::build(c, None, &m, &steering);
+            s.access_log = access_log;
+            s.tracer = tracer;
+            s
+        })
+        .await;
         metrics.reloads.with_label_values(&["success"]).inc();
         metrics
             .last_reload_success
             .set(unix_seconds(record.revision.loaded_at));
+        metrics.last_reload_successful.set(1);
         let shared = Shared {
             snapshots: Arc::new(ArcSwap::from_pointee(snapshot)),
             history: Arc::new(History::new(record)),
@@ -240,6 +263,22 @@ impl Control {
                 self.tick().await;
                 let _ = reply.send(());
             }
+            Command::Manual {
+                route,
+                action,
+                reply,
+            } => {
+                let before = snapshot_weights(&self.snapshots.load());
+                let answer = match self.rollouts.manual(&route, action, now()) {
+                    Ok(d) => {
+                        tracing::info!(route = %route, action = action.name(), "rollout command");
+                        self.carry_out(d, &before).await;
+                        Ok(self.view.load().status(&route))
+                    }
+                    Err(refusal) => Err(refusal),
+                };
+                let _ = reply.send(answer);
+            }
         }
     }
 
@@ -273,13 +312,23 @@ impl Control {
             self.refuse(Some(&candidate.revision), attempt, &errors);
             return Err(errors);
         }
-        self.apply(candidate).await;
+        let running = self.snapshots.load().access_log.clone();
+        let counters = self.metrics.telemetry.access_log.clone();
+        let access_log = match open_access_log(&candidate.config, running, counters).await {
+            Ok(a) => a,
+            Err(errors) => {
+                let attempt = attempt_of_refused(Some(&candidate.revision), &errors);
+                self.refuse(Some(&candidate.revision), attempt, &errors);
+                return Err(errors);
+            }
+        };
+        self.apply(candidate, access_log).await;
         Ok(true)
     }
 
     /// Swaps `candidate` in. Listener and admin addresses are bound once at start: a change of
     /// them is reported in the warnings and the old addresses stay; the rest applies.
-    async fn apply(&mut self, candidate: Candidate) {
+    async fn apply(&mut self, candidate: Candidate, access_log: Option<Arc<AccessLog>>) {
         let Candidate {
             mut config,
             revision,
@@ -290,14 +339,20 @@ impl Control {
             tracing::warn!("{w}");
         }
         let weights = weight_changes(Some(&previous.config), &config);
+        let changed = human::changes(&config_shape(&previous.config), &config_shape(&config));
         self.state_file = config.rollout_state.clone();
         let decisions = self.rollouts.sync(&config, now());
-        self.build(Arc::new(config)).await;
+        self.build(Arc::new(config), access_log).await;
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics
             .last_reload_success
             .set(unix_seconds(revision.loaded_at));
-        tracing::info!(sha256 = %revision.sha256, changes = weights.len(), "config applied");
+        self.metrics.last_reload_successful.set(1);
+        tracing::info!(
+            sha256 = %revision.sha256,
+            changes = %human::summary(&changed, 20),
+            "config applied"
+        );
         {
             let limit = self.snapshots.load().config.spec.admin.history;
             let mut record = self.history.record();
@@ -314,6 +369,7 @@ impl Control {
 
     fn refuse(&mut self, revision: Option<&Revision>, attempt: Attempt, errors: &ConfigErrors) {
         self.metrics.reloads.with_label_values(&["failure"]).inc();
+        self.metrics.last_reload_successful.set(0);
         tracing::error!(errors = %errors, "config refused; the running config stays");
         let limit = self.snapshots.load().config.spec.admin.history;
         let mut record = self.history.record();
@@ -331,17 +387,23 @@ impl Control {
         let before = snapshot_weights(&self.snapshots.load());
         let mut d = Decisions::default();
         for route in self.rollouts.judged() {
-            if let Some((_, probe)) = self.probes.get(&route)
-                && probe.tripped()
+            if let Some(p) = self.probes.get(&route)
+                && p.canary.tripped()
             {
-                d.merge(self.rollouts.fast_fail(&route, probe.peek(), now));
+                d.merge(self.rollouts.fast_fail(&route, p.canary.peek(), now));
             }
+        }
+        // Comparisons before the checks: one that passed with `advance: on_evidence` makes its
+        // interval due now.
+        for route in self.rollouts.comparisons_due(now.at) {
+            let reading = self.probes.get(&route).and_then(Probes::reading);
+            d.merge(self.rollouts.compare(&route, reading, now));
         }
         for due in self.rollouts.due(now.at) {
             let measurement = self
                 .probes
                 .get(&due.route)
-                .map(|(_, p)| p.take())
+                .map(|p| p.canary.take())
                 .unwrap_or_default();
             d.merge(self.rollouts.check(&due.route, measurement, now));
         }
@@ -352,14 +414,32 @@ impl Control {
     /// the confirm gates, the state file, the published status. `before` are the weights served
     /// before the decisions, for the history's weight changes.
     async fn carry_out(&mut self, d: Decisions, before: &[RouteWeight]) {
+        let families = &self.metrics.rollout;
+        for (route, result) in &d.checks {
+            families
+                .checks
+                .with_label_values(&[&**route, *result])
+                .inc();
+        }
+        for route in &d.deadlines {
+            families
+                .deadline_exceeded
+                .with_label_values(&[&**route])
+                .inc();
+            tracing::warn!(
+                route = &**route,
+                "rollout rolled back: its progress deadline passed"
+            );
+        }
         for route in &d.restart {
-            if let Some((_, probe)) = self.probes.get(route) {
-                probe.take();
+            if let Some(p) = self.probes.get(route) {
+                p.canary.take();
             }
         }
         if d.steer {
-            let config = self.snapshots.load().config.clone();
-            self.build(config).await;
+            let running = self.snapshots.load_full();
+            self.build(running.config.clone(), running.access_log.clone())
+                .await;
         }
         self.publish();
         if !d.events.is_empty() {
@@ -401,18 +481,40 @@ impl Control {
     }
 
     /// Builds and stores the snapshot of `config` with the rollouts' weights and probes.
-    async fn build(&mut self, config: Arc<Config>) {
+    /// Builds and stores the snapshot of `config`, with `access_log` (opened by
+    /// [`open_access_log`] when the config was checked, or the running one for a rollout's
+    /// new weights).
+    async fn build(&mut self, config: Arc<Config>, access_log: Option<Arc<AccessLog>>) {
         let steering = steering(&self.rollouts, &mut self.probes, &self.wake);
         let previous = self.snapshots.load_full();
         let metrics = self.metrics.clone();
-        let snapshot =
-            blocking(move || Snapshot::build(config, Some(&previous), &metrics, &steering)).await;
+        let tracer = tracer(
+            &config,
+            previous.tracer.as_ref(),
+            &self.metrics.telemetry.spans,
+        );
+        let snapshot = blocking(move || {
+            let mut s = Snapshot::build(config, Some(&previous), &metrics, &steering);
+            s.access_log = access_log;
+            s.tracer = tracer;
+            s
+        })
+        .await;
         self.snapshots.store(Arc::new(snapshot));
     }
 
     /// Publishes the rollouts' status (`/stats`) and each route's `weir_rollout_state`.
     fn publish(&mut self) {
         let snapshot = self.snapshots.load();
+        let generation = snapshot
+            .config
+            .fleet
+            .as_ref()
+            .map_or(0, |f| f.status.generation);
+        self.metrics
+            .rollout
+            .status_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
         let mut gauged = Vec::with_capacity(snapshot.routes.len());
         for r in snapshot.routes.iter() {
             let state = self.rollouts.phase(&r.name).map_or(0, |p| p.gauge());
@@ -450,33 +552,71 @@ fn attempt_of_refused(revision: Option<&Revision>, errors: &ConfigErrors) -> Att
     }
 }
 
+/// A measured route's probes: its canary's, and, when the rollout compares the canary with
+/// stable, the one its stable backends feed together.
+struct Probes {
+    /// The run and settings they were made for.
+    measure: Measure,
+    /// Tells this pair from the ones before it: a new pair counts from zero.
+    id: u64,
+    canary: Arc<Probe>,
+    stable: Option<Arc<Probe>>,
+}
+
+impl Probes {
+    fn new(measure: Measure, wake: &Arc<Notify>) -> Probes {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Probes {
+            measure,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            canary: Arc::new(Probe::new(measure.fast_fail, wake.clone())),
+            stable: measure
+                .compare
+                .then(|| Arc::new(Probe::new(None, wake.clone()))),
+        }
+    }
+
+    /// Both arms' totals, for the comparison.
+    fn reading(&self) -> Option<Reading> {
+        let stable = self.stable.as_ref()?;
+        Some(Reading {
+            probes: self.id,
+            counts: Counts {
+                canary: self.canary.totals(),
+                stable: stable.totals(),
+            },
+        })
+    }
+}
+
 /// What each route with a rollout takes in the next snapshot: the rollout's weights, and the
-/// probe of a running one (kept while its run and fast-fail settings stay, new otherwise).
+/// probes of a running one (kept while its run and measure settings stay, new otherwise).
 fn steering(
     rollouts: &Rollouts,
-    probes: &mut HashMap<Arc<str>, (Measure, Arc<Probe>)>,
+    probes: &mut HashMap<Arc<str>, Probes>,
     wake: &Arc<Notify>,
 ) -> HashMap<Arc<str>, Steering> {
     let steers = rollouts.steering();
-    probes.retain(|route, (kept, _)| {
+    probes.retain(|route, kept| {
         steers
             .get(route)
             .and_then(|s| s.measure)
-            .is_some_and(|m| m == *kept)
+            .is_some_and(|m| m == kept.measure)
     });
     steers
         .into_iter()
         .map(|(route, s)| {
-            let probe = s.measure.map(|m| {
-                let (_, probe) = probes
+            let made = s.measure.map(|m| {
+                probes
                     .entry(route.clone())
-                    .or_insert_with(|| (m, Arc::new(Probe::new(m.fast_fail, wake.clone()))));
-                probe.clone()
+                    .or_insert_with(|| Probes::new(m, wake))
             });
             let steering = Steering {
                 weights: s.weights,
                 canary: s.canary,
-                probe,
+                probe: made.as_ref().map(|p| p.canary.clone()),
+                stable: s.stable,
+                stable_probe: made.and_then(|p| p.stable.clone()),
             };
             (route, steering)
         })
@@ -540,4 +680,94 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The tracer of `config`'s `tracing` section: its sampler, and the span exporter (the running
+/// one while `tracing.otlp` is unchanged, else a new one; the old one sends what it holds, then
+/// ends).
+fn tracer(config: &Config, running: Option<&Tracer>, counters: &SpanCounters) -> Option<Tracer> {
+    use crate::config::OtlpProtocol;
+    let t = config.tracing.as_ref()?;
+    let export = t.otlp.as_ref().and_then(|o| {
+        let settings = OtlpSettings {
+            endpoint: o.endpoint.clone(),
+            protocol: match o.protocol {
+                OtlpProtocol::Grpc => Protocol::Grpc,
+                OtlpProtocol::HttpProtobuf => Protocol::HttpProtobuf,
+            },
+            timeout: o.timeout,
+            headers: o.headers.clone(),
+            service_name: o.service_name.clone(),
+        };
+        let running = running.and_then(|r| r.export.as_ref());
+        // Validation checked the endpoint, the one thing `start` refuses.
+        SpanExport::keep_or_start(running, &settings, counters)
+            .inspect_err(|e| tracing::error!(error = %e, "spans will not be exported"))
+            .ok()
+    });
+    Some(Tracer {
+        sampler: Sampler::new(t.sampling),
+        export,
+    })
+}
+
+/// Opens the access log `config` asks for, or keeps `running` when the settings are the same;
+/// on a blocking thread (it opens a file and starts the writer's thread). A file that cannot be
+/// opened refuses the config, located at `access_log.path`.
+async fn open_access_log(
+    config: &Config,
+    running: Option<Arc<AccessLog>>,
+    counters: access::AccessLogCounters,
+) -> Result<Option<Arc<AccessLog>>, ConfigErrors> {
+    use crate::config::{AccessLogFormat, AccessLogOutput};
+    let Some(spec) = config.access_log.clone() else {
+        return Ok(None);
+    };
+    let settings = access::AccessLogSettings {
+        format: match spec.format {
+            AccessLogFormat::Json => access::Format::Json,
+            AccessLogFormat::Text => access::Format::Text,
+        },
+        output: match spec.output {
+            AccessLogOutput::Stderr => access::Output::Stderr,
+            AccessLogOutput::Stdout => access::Output::Stdout,
+            AccessLogOutput::File(p) => access::Output::File(p),
+        },
+    };
+    blocking(move || AccessLog::keep_or_start(running.as_ref(), &settings, &counters))
+        .await
+        .map(Some)
+        .map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                message: e.to_string(),
+                ..spec.at
+            }])
+        })
+}
+
+/// What a change summary speaks of in `config`: each route's backends and their weights as the
+/// file sets them, each upstream's endpoints.
+fn config_shape(config: &Config) -> human::ConfigShape {
+    human::ConfigShape {
+        routes: config
+            .routes
+            .iter()
+            .map(|r| human::RouteShape {
+                name: r.name.to_string(),
+                backends: r
+                    .backends
+                    .iter()
+                    .map(|b| (config.upstreams[b.upstream].name.to_string(), b.weight))
+                    .collect(),
+            })
+            .collect(),
+        upstreams: config
+            .upstreams
+            .iter()
+            .map(|u| human::UpstreamShape {
+                name: u.name.to_string(),
+                endpoints: u.endpoints.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+    }
 }

@@ -138,6 +138,27 @@ impl Reloader {
         self.tickets.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// An operator's command on `route`'s rollout, carried out by the control task; answers
+    /// the route's new `/stats` rollout block.
+    pub async fn manual(
+        &self,
+        route: &str,
+        action: crate::rollout::Action,
+    ) -> Result<serde_json::Value, crate::rollout::Refusal> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Manual {
+            route: route.to_owned(),
+            action,
+            reply,
+        };
+        if self.inbox.send(command).await.is_err() {
+            return Err(crate::rollout::Refusal::NoRollout(route.to_owned()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(crate::rollout::Refusal::NoRollout(route.to_owned())))
+    }
+
     /// Returns once the control task has carried out everything due now (interval checks,
     /// fast-fail, earlier submissions). On a paused clock, after `tokio::time::advance`, this
     /// is how a test knows the checks of the skipped time ran.

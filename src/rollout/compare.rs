@@ -27,15 +27,13 @@
 //!
 //! docs/ANALYSIS.md explains the method, its assumptions and the simulation figures.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::metrics::LATENCY_BUCKETS_MS;
-
-/// Latency buckets per arm: one per bound of [`LATENCY_BUCKETS_MS`] plus the overflow bucket.
-pub const BUCKETS: usize = LATENCY_BUCKETS_MS.len() + 1;
+/// The request path's per-arm counters live with the probes they make up (`metrics::probe`).
+pub use crate::metrics::probe::{ArmCounters, ArmCounts, BUCKETS};
 
 /// The stable requests the latency test needs before it trusts stable's quantile: enough for
 /// about this many of them to lie above it (1,000 requests for p99).
@@ -62,68 +60,6 @@ pub enum CompareError {
         before: u64,
         after: u64,
     },
-}
-
-// === impl ArmCounters ===
-
-/// One arm's counters for the request path: three relaxed atomic adds per request (two on
-/// success), no lock. The controller reads them with [`ArmCounters::read`].
-#[derive(Debug)]
-pub struct ArmCounters {
-    requests: AtomicU64,
-    failures: AtomicU64,
-    latency: [AtomicU64; BUCKETS],
-}
-
-impl Default for ArmCounters {
-    fn default() -> Self {
-        ArmCounters {
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-}
-
-impl ArmCounters {
-    /// One request finished; `bucket` is `metrics::latency_bucket` of its latency.
-    pub fn record(&self, success: bool, bucket: usize) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if !success {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        self.latency[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The totals so far. Read without a lock while requests are recorded, so a request may be
-    /// seen in one counter and not yet in another; [`Comparison::observe`] allows for that.
-    pub fn read(&self) -> ArmCounts {
-        ArmCounts {
-            requests: self.requests.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            latency: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
-        }
-    }
-}
-
-/// One arm's totals since the window started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArmCounts {
-    pub requests: u64,
-    pub failures: u64,
-    /// Requests per latency bucket; bucket `i` holds latencies in
-    /// `(LATENCY_BUCKETS_MS[i - 1], LATENCY_BUCKETS_MS[i]]`, the last one everything above.
-    pub latency: [u64; BUCKETS],
-}
-
-impl Default for ArmCounts {
-    fn default() -> Self {
-        ArmCounts {
-            requests: 0,
-            failures: 0,
-            latency: [0; BUCKETS],
-        }
-    }
 }
 
 /// Both arms' totals since the window started: the input of [`Comparison::observe`].

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{EventKind, Plan, gcd};
 use crate::metrics::Measurement;
+use crate::observe::human;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,6 +16,15 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase as the logs, `/stats` and the state file name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Progressing => "progressing",
+            Phase::Promoted => "promoted",
+            Phase::RolledBack => "rolled_back",
+        }
+    }
+
     /// The value of `weir_rollout_state` (0 is a route without a rollout).
     pub fn gauge(self) -> i64 {
         match self {
@@ -40,6 +50,25 @@ pub enum Verdict {
     Passed,
     Failed(String),
     Skipped(String),
+}
+
+impl Verdict {
+    /// Why the check failed or was skipped; empty for a pass.
+    pub fn reason(&self) -> &str {
+        match self {
+            Verdict::Passed => "",
+            Verdict::Failed(why) | Verdict::Skipped(why) => why,
+        }
+    }
+
+    /// The `result` label of `weir_rollout_checks_total`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed(_) => "failed",
+            Verdict::Skipped(_) => "skipped",
+        }
+    }
 }
 
 /// What the controller should do after a check.
@@ -105,14 +134,19 @@ impl Progress {
             && rate < plan.success_rate
         {
             problems.push(format!(
-                "success rate {rate:.4} below {}",
-                plan.success_rate
+                "success rate {} below {}",
+                human::Percent(rate),
+                human::Percent(plan.success_rate)
             ));
         }
         if let (Some(limit), Some(p99)) = (plan.p99, m.p99)
             && p99 > limit
         {
-            problems.push(format!("p99 latency {p99:?} above {limit:?}"));
+            problems.push(format!(
+                "p99 latency {} above {}",
+                human::duration(p99),
+                human::duration(limit)
+            ));
         }
         if problems.is_empty() {
             let next = if self.step + 1 < plan.steps.len() {
@@ -246,6 +280,8 @@ mod tests {
                 min_requests: 20,
                 success_rate: 0.495,
             }),
+            progress_deadline: None,
+            source: None,
         }
     }
 

@@ -12,18 +12,21 @@
 //! is one rollout's state machine; `webhook` is the HTTP client the control task sends with.
 
 pub mod compare;
+mod comparing;
+pub mod fleet;
 mod machine;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Uri;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use comparing::{COMPARE_EVERY, ComparisonStatus, Reading};
 pub use machine::{Event, Next, Phase, Progress, Verdict, weights};
 
 use crate::config::{self, Config, FastFail, rfc3339};
@@ -56,6 +59,21 @@ struct Run {
     interval_start: Instant,
     last_check: Option<LastCheck>,
     awaiting_gate: Option<Next>,
+    /// The comparison with stable of the current (or last comparing) step.
+    comparing: Option<comparing::Comparing>,
+    /// Held by an operator (`weir rollout pause`): no checks until resumed.
+    paused: bool,
+    /// When the rollout last moved (started, stepped, resumed): `progress_deadline` counts
+    /// from here.
+    progressed_at: Instant,
+    /// The run follows the fleet's status file (`fleet:`) instead of deciding its steps; only
+    /// fast-fail is decided here.
+    follows: bool,
+    /// A follower's own fast-fail rolled it back: it stays rolled back while the status still
+    /// says progressing (the controller records the rollback for the fleet).
+    local_rollback: bool,
+    /// Promoted, and the promotion commit made the canary the stable: the file's own weights.
+    released: bool,
 }
 
 struct LastCheck {
@@ -77,6 +95,11 @@ pub struct Decisions {
     pub save: Option<StateFile>,
     /// Routes whose measurement interval starts again now (the measurement so far is dropped).
     pub restart: Vec<Arc<str>>,
+    /// Checks made, by route, with their result (`passed`, `failed`, `skipped`), for
+    /// `weir_rollout_checks_total`.
+    pub checks: Vec<(Arc<str>, &'static str)>,
+    /// Routes rolled back because their progress deadline passed.
+    pub deadlines: Vec<Arc<str>>,
 }
 
 impl Decisions {
@@ -87,6 +110,8 @@ impl Decisions {
         self.gates.extend(other.gates);
         self.save = other.save.or(self.save.take());
         self.restart.extend(other.restart);
+        self.checks.extend(other.checks);
+        self.deadlines.extend(other.deadlines);
     }
 }
 
@@ -100,6 +125,9 @@ pub struct Steer {
     /// While the rollout runs, its canary is measured: by one probe per run, kept across
     /// snapshots until the run or its fast-fail settings change.
     pub measure: Option<Measure>,
+    /// The backends compared with the canary (`analysis.compare`), whose requests feed one
+    /// probe together while the rollout is measured; empty without a comparison.
+    pub stable: Vec<usize>,
 }
 
 /// Which measurement a running rollout's canary feeds.
@@ -107,6 +135,8 @@ pub struct Steer {
 pub struct Measure {
     pub run: u64,
     pub fast_fail: Option<FastFail>,
+    /// The stable backends are measured too (`analysis.compare`).
+    pub compare: bool,
 }
 
 /// An interval that ended: measure `route` since `since` and [`check`](Rollouts::check) it.
@@ -121,6 +151,8 @@ pub struct Due {
 pub struct Saved {
     definition: String,
     progress: Progress,
+    #[serde(default)]
+    paused: bool,
 }
 
 /// The `rollout_state` file.
@@ -195,7 +227,14 @@ pub struct Status {
     pub canary_weight: u32,
     pub failed_checks: u32,
     pub awaiting_confirmation: bool,
+    /// Held by an operator.
+    pub paused: bool,
+    /// Follows the fleet's status file (`fleet:`): the controller decides the steps.
+    pub fleet: bool,
     pub last_check: Option<CheckStatus>,
+    /// The comparison with stable (`analysis.compare`): the running test, or the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonStatus>,
 }
 
 /// The last check of a rollout, as `/stats` shows it.
@@ -207,6 +246,50 @@ pub struct CheckStatus {
     pub p99_ms: Option<f64>,
     pub verdict: &'static str,
     pub reason: Option<String>,
+}
+
+/// An operator's command on a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Promote,
+    Abort,
+    Pause,
+    Resume,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::Promote,
+        Action::Abort,
+        Action::Pause,
+        Action::Resume,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Promote => "promote",
+            Action::Abort => "abort",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Why an operator's command was not carried out.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Refusal {
+    #[error("route `{0}` has no rollout")]
+    NoRollout(String),
+    #[error(
+        "route `{0}` follows the fleet's rollout status: run `weir rollout` against the Git repository instead"
+    )]
+    Fleet(String),
+    #[error("the rollout of route `{0}` has ended ({1:?})")]
+    Ended(String, Phase),
 }
 
 impl Rollouts {
@@ -228,6 +311,7 @@ impl Rollouts {
             ..Decisions::default()
         };
         let mut runs = BTreeMap::new();
+        let status = config.fleet.as_ref().map(|f| f.status.clone());
         for r in &config.routes {
             let Some(ro) = &r.rollout else { continue };
             let canary = config.upstreams[r.backends[ro.canary].upstream]
@@ -235,12 +319,26 @@ impl Rollouts {
                 .clone();
             let configured: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
             let last_step = ro.plan.steps.len() - 1;
+            if let Some(status) = &status {
+                let entry = status
+                    .routes
+                    .get(&*r.name)
+                    .filter(|e| e.definition == ro.definition);
+                let old = self
+                    .runs
+                    .remove(&r.name)
+                    .filter(|run| run.follows && run.rollout.definition == ro.definition);
+                let run = self.follow(&r.name, ro, canary, configured, entry, old, now, &mut d);
+                runs.insert(r.name.clone(), run);
+                continue;
+            }
             let run = match self.runs.remove(&r.name) {
-                Some(mut run) if run.rollout.definition == ro.definition => {
+                Some(mut run) if !run.follows && run.rollout.definition == ro.definition => {
                     run.progress.step = run.progress.step.min(last_step);
                     run.rollout = ro.clone();
                     run.canary = canary;
                     run.configured = configured;
+                    follow_comparison(&mut run, now.at);
                     run
                 }
                 old => {
@@ -249,10 +347,11 @@ impl Rollouts {
                         .remove(&*r.name)
                         .filter(|s| s.definition == ro.definition);
                     let resumed = saved.is_some();
+                    let paused = saved.as_ref().is_some_and(|s| s.paused);
                     let mut progress = saved.map_or_else(Progress::start, |s| s.progress);
                     progress.step = progress.step.min(last_step);
                     self.next_run += 1;
-                    let run = Run {
+                    let mut run = Run {
                         id: self.next_run,
                         rollout: ro.clone(),
                         canary: canary.clone(),
@@ -261,9 +360,22 @@ impl Rollouts {
                         interval_start: now.at,
                         last_check: None,
                         awaiting_gate: None,
+                        comparing: None,
+                        paused,
+                        progressed_at: now.at,
+                        follows: false,
+                        local_rollback: false,
+                        released: false,
                     };
+                    follow_comparison(&mut run, now.at);
                     if resumed {
-                        tracing::info!(route = &*r.name, canary = &*canary, phase = ?progress.phase, step = progress.step, "rollout resumed from the state file");
+                        tracing::info!(
+                            route = &*r.name,
+                            canary = &*canary,
+                            phase = progress.phase.name(),
+                            step = progress.step,
+                            "rollout resumed from the state file"
+                        );
                     } else {
                         let reason = match old {
                             Some(_) => "the canary's endpoints changed",
@@ -289,13 +401,20 @@ impl Rollouts {
             .map(|(route, run)| {
                 let plan = &run.rollout.plan;
                 let percent = run.progress.canary_weight(plan);
+                let weights = if run.released && run.progress.phase == Phase::Promoted {
+                    run.configured.clone()
+                } else {
+                    weights(&run.configured, run.rollout.canary, percent)
+                };
                 let steer = Steer {
-                    weights: weights(&run.configured, run.rollout.canary, percent),
+                    weights,
                     canary: run.rollout.canary,
                     measure: (run.progress.phase == Phase::Progressing).then_some(Measure {
                         run: run.id,
                         fast_fail: plan.fast_fail,
+                        compare: run.rollout.compare.is_some(),
                     }),
+                    stable: run.stable_arm(),
                 };
                 (route.clone(), steer)
             })
@@ -309,7 +428,13 @@ impl Rollouts {
 
     /// Whether `route`'s canary is being judged now (progressing, not waiting for its gate).
     fn judging(run: &Run) -> bool {
-        run.progress.phase == Phase::Progressing && run.awaiting_gate.is_none()
+        run.progress.phase == Phase::Progressing && run.awaiting_gate.is_none() && !run.paused
+    }
+
+    /// Whether this process checks `run`'s intervals (a follower's steps come from the fleet's
+    /// status instead).
+    fn checking(run: &Run) -> bool {
+        Self::judging(run) && !run.follows
     }
 
     /// The routes whose canary is being judged: their fast-fail readings matter.
@@ -321,20 +446,25 @@ impl Rollouts {
             .collect()
     }
 
-    /// When the next interval of a running rollout ends.
+    /// When the next interval of a running rollout ends, or the next comparison reading is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.runs
+        let intervals = self
+            .runs
             .values()
-            .filter(|r| Self::judging(r))
-            .map(|r| r.interval_start + r.rollout.plan.interval)
-            .min()
+            .filter(|r| Self::checking(r))
+            .map(|r| r.interval_start + r.rollout.plan.interval);
+        intervals.chain(self.next_comparison()).min()
     }
 
-    /// The intervals that have ended at `now`.
+    /// The intervals that have ended at `now` (or end early: a comparison passed with
+    /// `advance: on_evidence`).
     pub fn due(&self, now: Instant) -> Vec<Due> {
         self.runs
             .iter()
-            .filter(|(_, r)| Self::judging(r) && now >= r.interval_start + r.rollout.plan.interval)
+            .filter(|(_, r)| {
+                Self::checking(r)
+                    && (now >= r.interval_start + r.rollout.plan.interval || evidence_due(r))
+            })
             .map(|(route, r)| Due {
                 route: route.clone(),
                 since: r.interval_start,
@@ -362,6 +492,7 @@ impl Rollouts {
             verdict: Verdict::Failed(reason.clone()),
         });
         if let Some(e) = run.progress.apply(plan, Next::RollBack(reason)) {
+            run.local_rollback = run.follows;
             d.events.push(run.announce(route, e, now));
             d.steer = true;
         }
@@ -377,12 +508,33 @@ impl Rollouts {
         let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
             return d;
         };
-        if !Self::judging(run) {
+        if !Self::checking(run) {
             return d;
         }
         let plan = &run.rollout.plan;
         let (verdict, next) = run.progress.check(plan, &m);
-        tracing::info!(route = &**route, requests = m.requests, failures = m.failures, p99 = ?m.p99, ?verdict, "rollout check");
+        // An undecided comparison turns a passing check into a skipped one (the step holds).
+        let (verdict, mut next) = judge_with_comparison(run, verdict, next, now.at);
+        let plan = &run.rollout.plan;
+        d.checks.push((route.clone(), verdict.result()));
+        if let (Verdict::Skipped(why), Some(deadline)) = (&verdict, plan.progress_deadline)
+            && now.at.saturating_duration_since(run.progressed_at) >= deadline
+        {
+            next = Next::RollBack(format!(
+                "progress deadline: no progress for {} (last check: {why})",
+                crate::observe::human::duration(deadline)
+            ));
+            d.deadlines.push(route.clone());
+        }
+        tracing::info!(
+            route = &**route,
+            verdict = verdict.result(),
+            reason = verdict.reason(),
+            requests = m.requests,
+            failures = m.failures,
+            p99 = %crate::observe::human::MaybeDuration(m.p99),
+            "rollout check"
+        );
         run.last_check = Some(LastCheck {
             at: now.wall,
             measurement: m,
@@ -413,9 +565,11 @@ impl Rollouts {
             }
             _ => {
                 if let Some(e) = run.progress.apply(plan, next) {
+                    run.progressed_at = now.at;
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
+                follow_comparison(run, now.at);
             }
         }
         d.save = Some(self.state());
@@ -437,9 +591,11 @@ impl Rollouts {
         match answer {
             Ok(()) => {
                 if let Some(e) = run.progress.apply(&run.rollout.plan, next) {
+                    run.progressed_at = now.at;
                     d.events.push(run.announce(route, e, now));
                     d.steer = true;
                 }
+                follow_comparison(run, now.at);
             }
             Err(reason) => {
                 tracing::info!(route = &**route, %reason, "rollout held by its confirm gate");
@@ -450,6 +606,145 @@ impl Rollouts {
         }
         d.save = Some(self.state());
         d
+    }
+
+    /// An operator's command on `route`'s rollout (`weir rollout promote|abort|pause|resume`,
+    /// through the admin API): promote and abort end the rollout now, pause holds it at its
+    /// step (no checks, no deadline), resume starts a fresh interval.
+    pub fn manual(&mut self, route: &str, action: Action, now: Now) -> Result<Decisions, Refusal> {
+        let mut d = Decisions::default();
+        let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
+            return Err(Refusal::NoRollout(route.to_owned()));
+        };
+        if run.follows {
+            return Err(Refusal::Fleet(route.to_string()));
+        }
+        if run.progress.phase != Phase::Progressing {
+            return Err(Refusal::Ended(route.to_string(), run.progress.phase));
+        }
+        let plan = &run.rollout.plan;
+        let next = match action {
+            Action::Pause | Action::Resume => {
+                let pause = action == Action::Pause;
+                if run.paused != pause {
+                    run.paused = pause;
+                    run.awaiting_gate = None;
+                    run.interval_start = now.at;
+                    run.progressed_at = now.at;
+                    d.restart.push(route.clone());
+                    tracing::info!(
+                        route = &**route,
+                        action = action.name(),
+                        "rollout held or resumed by an operator"
+                    );
+                }
+                d.save = Some(self.state());
+                return Ok(d);
+            }
+            Action::Promote => Next::Promote,
+            Action::Abort => Next::RollBack(String::from("aborted by an operator")),
+        };
+        run.awaiting_gate = None;
+        run.paused = false;
+        if let Some(mut e) = run.progress.apply(plan, next) {
+            if action == Action::Promote {
+                e.reason = String::from("promoted by an operator");
+            }
+            run.progressed_at = now.at;
+            d.events.push(run.announce(route, e, now));
+            d.steer = true;
+        }
+        d.save = Some(self.state());
+        Ok(d)
+    }
+
+    /// A follower's run for `route`: its progress is the status file's `entry` (a new rollout at
+    /// its first step without one), except that its own fast-fail rollback stands while the
+    /// status still says progressing. A change of step is an event (logged and recorded) and
+    /// starts the probe's count again.
+    #[allow(clippy::too_many_arguments)]
+    fn follow(
+        &mut self,
+        route: &Arc<str>,
+        ro: &config::Rollout,
+        canary: Arc<str>,
+        configured: Vec<u32>,
+        entry: Option<&config::RouteStatus>,
+        old: Option<Run>,
+        now: Now,
+        d: &mut Decisions,
+    ) -> Run {
+        let last_step = ro.plan.steps.len() - 1;
+        let mut followed = entry.map_or_else(Progress::start, |e| Progress {
+            phase: match e.phase {
+                config::StatusPhase::Progressing => Phase::Progressing,
+                config::StatusPhase::Promoted => Phase::Promoted,
+                config::StatusPhase::RolledBack => Phase::RolledBack,
+            },
+            step: e.step,
+            failed_checks: e.failed_checks,
+        });
+        followed.step = followed.step.min(last_step);
+        let paused = entry.is_some_and(|e| e.paused);
+        let released = entry.is_some_and(|e| e.released);
+        let Some(mut run) = old else {
+            self.next_run += 1;
+            let run = Run {
+                id: self.next_run,
+                rollout: ro.clone(),
+                canary,
+                configured,
+                progress: followed,
+                interval_start: now.at,
+                last_check: None,
+                awaiting_gate: None,
+                paused,
+                progressed_at: now.at,
+                follows: true,
+                local_rollback: false,
+                released,
+                // A fleet's rollout is judged by `weir rollout`: no comparison here (validation
+                // refuses `compare` with `source.prometheus`).
+                comparing: None,
+            };
+            tracing::info!(
+                route = &**route,
+                canary = &*run.canary,
+                phase = followed.phase.name(),
+                step = followed.step,
+                "rollout follows the fleet's status"
+            );
+            return run;
+        };
+        run.rollout = ro.clone();
+        run.canary = canary;
+        run.configured = configured;
+        run.paused = paused;
+        run.released = released;
+        let before = run.progress;
+        if run.local_rollback && followed.phase == Phase::Progressing {
+            return run;
+        }
+        run.local_rollback = false;
+        run.progress = followed;
+        if before != followed {
+            d.restart.push(route.clone());
+            let kind = match followed.phase {
+                Phase::Progressing => config::EventKind::Step,
+                Phase::Promoted => config::EventKind::Promoted,
+                Phase::RolledBack => config::EventKind::RolledBack,
+            };
+            let event = Event {
+                kind,
+                step: followed.step,
+                canary_weight: followed.canary_weight(&run.rollout.plan),
+                reason: entry.map_or_else(String::new, |e| format!("fleet status: {}", e.reason)),
+            };
+            if before.step != followed.step || before.phase != followed.phase {
+                d.events.push(run.announce(route, event, now));
+            }
+        }
+        run
     }
 
     /// The `/stats` rollout block of every route with a rollout.
@@ -470,6 +765,7 @@ impl Rollouts {
                 Saved {
                     definition: run.rollout.definition.clone(),
                     progress: run.progress,
+                    paused: run.paused,
                 },
             );
         }
@@ -484,13 +780,19 @@ impl Rollouts {
 }
 
 impl Run {
+    /// An event of this run. A follower's events are logged and recorded, never sent: the
+    /// fleet's controller sends them once for the fleet.
     fn announce(&self, route: &Arc<str>, event: Event, now: Now) -> Announcement {
         Announcement {
             route: route.clone(),
             canary: self.canary.clone(),
             event,
             at: now.wall,
-            webhooks: self.rollout.webhooks.clone(),
+            webhooks: if self.follows {
+                Vec::new()
+            } else {
+                self.rollout.webhooks.clone()
+            },
         }
     }
 
@@ -517,7 +819,10 @@ impl Run {
             canary_weight: self.progress.canary_weight(&self.rollout.plan),
             failed_checks: self.progress.failed_checks,
             awaiting_confirmation: self.awaiting_gate.is_some(),
+            paused: self.paused,
+            fleet: self.follows,
             last_check,
+            comparison: self.comparison_status(),
         }
     }
 }
@@ -531,6 +836,177 @@ impl StateFile {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a rollout state always serializes")
+    }
+}
+
+// === the comparison with stable (`comparing`), the rollout's side ===
+
+/// Keeps `run`'s comparison in step with its progress and settings: a new one when a step that
+/// compares begins or the settings changed, none without `compare`. After the last comparing
+/// step, and once the rollout ended, the last comparison stays for `/stats`.
+fn follow_comparison(run: &mut Run, now: Instant) {
+    let Some(config) = &run.rollout.compare else {
+        run.comparing = None;
+        return;
+    };
+    if run.progress.phase != Phase::Progressing {
+        return;
+    }
+    let step = run.progress.step;
+    let current = run.comparing.as_ref().filter(|c| c.step == step);
+    if current.is_some_and(|c| c.config == *config) {
+        return;
+    }
+    if !config::compares(run.progress.canary_weight(&run.rollout.plan)) {
+        return;
+    }
+    let restarts = current.map_or(0, |c| c.restarts + 1);
+    if current.is_some() {
+        tracing::info!(
+            step,
+            "other comparison settings: the comparison with stable starts again"
+        );
+    }
+    run.comparing = comparing::Comparing::new(config, step, now, restarts);
+}
+
+/// The comparison of `run`'s current step, if it has one.
+fn current_comparison(run: &Run) -> Option<&comparing::Comparing> {
+    run.comparing
+        .as_ref()
+        .filter(|c| c.step == run.progress.step && run.progress.phase == Phase::Progressing)
+}
+
+/// Whether `run`'s interval is due now because its comparison passed (`advance: on_evidence`).
+fn evidence_due(run: &Run) -> bool {
+    current_comparison(run).is_some_and(|c| c.evidence_due)
+}
+
+/// The check at an interval's end, with the comparison: thresholds that passed while the
+/// comparison has no decision yet make a skipped check, and the step holds.
+fn judge_with_comparison(
+    run: &mut Run,
+    verdict: Verdict,
+    next: Next,
+    now: Instant,
+) -> (Verdict, Next) {
+    let step = run.progress.step;
+    let Some(c) = run.comparing.as_mut().filter(|c| c.step == step) else {
+        return (verdict, next);
+    };
+    c.evidence_due = false;
+    if verdict != Verdict::Passed || !c.undecided() {
+        return (verdict, next);
+    }
+    let report = c.comparison.report();
+    let left = c.base.map_or(c.config.decide_within, |(_, at, _)| {
+        c.config
+            .decide_within
+            .saturating_sub(now.saturating_duration_since(at))
+    });
+    let why = format!(
+        "thresholds passed; comparison with stable: no decision yet after {} canary requests \
+         (it decides within {:?})",
+        report.canary_requests,
+        Duration::from_secs(left.as_secs().max(1)),
+    );
+    (Verdict::Skipped(why), Next::Stay)
+}
+
+impl Run {
+    fn comparison_status(&self) -> Option<ComparisonStatus> {
+        self.comparing.as_ref().map(comparing::Comparing::status)
+    }
+
+    /// The backends whose requests make the stable arm (empty without a comparison).
+    fn stable_arm(&self) -> Vec<usize> {
+        self.rollout
+            .compare
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.stable.clone())
+    }
+}
+
+impl Rollouts {
+    /// The routes whose comparison wants a reading at `now`: judged, undecided, and its last
+    /// reading [`COMPARE_EVERY`] ago.
+    pub fn comparisons_due(&self, now: Instant) -> Vec<Arc<str>> {
+        self.runs
+            .iter()
+            .filter(|(_, run)| Self::checking(run))
+            .filter(|(_, run)| {
+                current_comparison(run).is_some_and(|c| c.undecided() && c.next_read <= now)
+            })
+            .map(|(route, _)| route.clone())
+            .collect()
+    }
+
+    /// When the next comparison reading is due.
+    fn next_comparison(&self) -> Option<Instant> {
+        self.runs
+            .values()
+            .filter(|run| Self::checking(run))
+            .filter_map(current_comparison)
+            .filter(|c| c.undecided())
+            .map(|c| c.next_read)
+            .min()
+    }
+
+    /// A reading of `route`'s arms (`None` when its probes could not be read: the next reading
+    /// is then [`COMPARE_EVERY`] later). A comparison that fails rolls back now; one that passes
+    /// lets the step advance, per `advance`.
+    pub fn compare(&mut self, route: &str, reading: Option<Reading>, now: Now) -> Decisions {
+        let mut d = Decisions::default();
+        let Some((route, run)) = self.runs.iter_mut().find(|(r, _)| &***r == route) else {
+            return d;
+        };
+        if !Self::checking(run) {
+            return d;
+        }
+        let step = run.progress.step;
+        let Some(c) = run.comparing.as_mut().filter(|c| c.step == step) else {
+            return d;
+        };
+        let Some(reading) = reading else {
+            c.next_read = now.at + COMPARE_EVERY;
+            return d;
+        };
+        let canary = c.base.map_or_else(Default::default, |(b, _, _)| {
+            reading.counts.canary.since(&b.counts.canary)
+        });
+        let Some(decision) = c.read(reading, now.at, now.wall) else {
+            return d;
+        };
+        let report = c.comparison.report();
+        tracing::info!(route = &**route, step, ?decision, canary_requests = report.canary_requests, reason = %report.reason, "comparison with stable");
+        match decision {
+            compare::Decision::Fail => {
+                let reason = format!("comparison with stable: {}", report.reason);
+                let stats = canary.stats();
+                run.last_check = Some(LastCheck {
+                    at: now.wall,
+                    measurement: Measurement {
+                        requests: stats.requests,
+                        failures: stats.requests - stats.successes,
+                        p99: stats
+                            .percentile_ms(0.99)
+                            .map(|ms| Duration::from_secs_f64(ms / 1e3)),
+                    },
+                    verdict: Verdict::Failed(reason.clone()),
+                });
+                let plan = &run.rollout.plan;
+                if let Some(e) = run.progress.apply(plan, Next::RollBack(reason)) {
+                    d.events.push(run.announce(route, e, now));
+                    d.steer = true;
+                }
+                d.save = Some(self.state());
+            }
+            compare::Decision::Pass => {
+                c.evidence_due = c.config.advance == config::Advance::OnEvidence;
+            }
+            compare::Decision::Continue => {}
+        }
+        d
     }
 }
 

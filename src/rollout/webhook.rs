@@ -8,10 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Uri, header};
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 /// Each POST must be answered within this.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,7 +15,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const TRIES: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-type HookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HookClient = crate::tls::outbound::OutboundClient<Full<Bytes>>;
 
 /// The webhook client, built on first use: the system's TLS roots cost about a megabyte of
 /// memory, which a weir without webhooks should not pay.
@@ -88,19 +84,9 @@ impl Hooks {
 }
 
 fn build_client() -> HookClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(TIMEOUT));
-    // System roots for https receivers; without them https receivers fail (and are
-    // logged), never the rollout.
-    let tls = crate::tls::client_config(None).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "no TLS roots for https webhooks");
-        crate::tls::no_roots_client_config()
-    });
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).build(connector)
+    crate::tls::outbound::outbound_client(
+        "webhooks",
+        TIMEOUT,
+        crate::tls::outbound::Versions::Http1,
+    )
 }

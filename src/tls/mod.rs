@@ -5,6 +5,8 @@
 //! error with its location, and a reload re-reads them: new connections get the new
 //! certificates, open ones keep theirs.
 
+pub mod outbound;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

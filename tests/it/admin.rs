@@ -1,6 +1,6 @@
 //! The admin API and metrics, read the way Prometheus, Flagger and an operator read them.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use http::StatusCode;
 use serde_json::Value;
@@ -15,35 +15,6 @@ async fn admin_json(w: &Weir, path: &str) -> Value {
     let a = admin_get(w, path).await;
     assert_eq!(a.status, StatusCode::OK, "{path}");
     serde_json::from_slice(&a.body).unwrap()
-}
-
-/// Runs `promtool check metrics` (Debian's prometheus package; CI installs it) on `text`.
-fn promtool_accepts(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (apt-get install prometheus)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    // promtool exits 0 for a valid exposition; lint remarks (exit 3) are style, not format.
-    let code = out.status.code();
-    assert!(
-        code == Some(0) || code == Some(3),
-        "promtool refused the exposition: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stderr);
-    assert!(!report.contains("error while linting"), "{report}");
 }
 
 #[tokio::test]

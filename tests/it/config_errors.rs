@@ -90,13 +90,13 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &GOOD.replace("    backends:", "    bakends:"),
             &[
-                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`",
+                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`, `grpc`",
             ],
         ),
         (
             &(GOOD.to_owned() + "extra: 1\n"),
             &[
-                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`",
+                "t.yaml:14:1: extra: unknown field `extra`, expected one of `listeners`, `admin`, `upstreams`, `routes`, `policies`, `limits`, `rollout_state`, `reload`, `fleet`, `access_log`, `tracing`",
             ],
         ),
         (
@@ -138,6 +138,18 @@ fn bad_files_are_refused_with_located_messages() {
             &["t.yaml:15:3: limits.max_header_bytes: expected at least 8192, found 100"],
         ),
         (
+            &(GOOD.to_owned() + "    grpc: { failure_codes: [UNAVAILABLE, internal, 17, OK, Busy] }\n"),
+            &[
+                "t.yaml:14:52: routes[0].grpc.failure_codes[2]: expected a gRPC status code from 1 to 16 or its name (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED), found `17`",
+                "t.yaml:14:56: routes[0].grpc.failure_codes[3]: OK (0) is a success and cannot be a failure code",
+                "t.yaml:14:60: routes[0].grpc.failure_codes[4]: expected a gRPC status code from 1 to 16 or its name (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED), found `Busy`",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "limits:\n  write_stall_timeout: 0s\n"),
+            &["t.yaml:15:3: limits.write_stall_timeout: expected a positive duration"],
+        ),
+        (
             &(GOOD.to_owned() + "    mirror: { upstream: shadow, percent: 150 }\n"),
             &[
                 "t.yaml:14:15: routes[0].mirror.upstream: unknown upstream `shadow`, expected one of: canary, stable",
@@ -176,11 +188,42 @@ fn bad_files_are_refused_with_located_messages() {
             ],
         ),
         (
+            &(GOOD.to_owned()
+                + "    rollout: { canary: canary, steps: [10, 100], progress_deadline: 1s, analysis: { source: { prometheus: { url: \"ftp://p\", selector: 'job=\"a\"} or vector(1)' } } } }\n"
+                + "fleet: { status: s.json, sync_interval: 0s, git: { branch: \"-x\", author: nobody } }\n"),
+            &[
+                "t.yaml:14:50: routes[0].rollout.progress_deadline: expected at least one interval",
+                "t.yaml:14:109: routes[0].rollout.analysis.source.prometheus.url: expected an http:// or https:// URL, found `ftp://p`",
+                "t.yaml:14:125: routes[0].rollout.analysis.source.prometheus.selector: expected label matchers such as job=\"weir\", found `job=\"a\"} or vector(1)`",
+                "t.yaml:15:26: fleet.sync_interval: expected a positive duration",
+                "t.yaml:15:52: fleet.git.branch: expected a Git branch name, found `-x`",
+                "t.yaml:15:66: fleet.git.author: expected `Name <email>`, found `nobody`",
+            ],
+        ),
+        (
+            &(GOOD.to_owned()
+                + "    rollout: { canary: canary, steps: [10, 100], analysis: { source: { prometheus: { url: \"http://p:9090\" } } } }\n"),
+            &[
+                "t.yaml:14:72: routes[0].rollout.analysis.source.prometheus: a Prometheus source needs a top-level `fleet` block (weir rollout judges the fleet)",
+            ],
+        ),
+        (
             &(GOOD.replace("weight: 90", "weight: 0")
                 + "    rollout: { canary: canary, steps: [10, 100] }\n"),
             &[
                 "t.yaml:14:5: routes[0].rollout: a rollout needs another backend with a positive weight to roll back to",
             ],
+        ),
+        (
+            &(GOOD.to_owned() + "    upgrades: [websocket, h2c, \"a b\"]\n"),
+            &[
+                "t.yaml:14:27: routes[0].upgrades[1]: `h2c` cannot be tunnelled: clients that want HTTP/2 connect with it directly",
+                "t.yaml:14:32: routes[0].upgrades[2]: `a b` is not a protocol name (a token such as `websocket`)",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "limits:\n  max_headers: 4\n"),
+            &["t.yaml:15:3: limits.max_headers: expected 8 to 4096, found 4"],
         ),
         (
             &(GOOD.to_owned() + "    sticky: { header: x-user, cookie: session }\n"),
@@ -301,7 +344,7 @@ fn every_decode_error_inside_one_element_is_reported() {
             "t.yaml:13:29: routes[0].backends[1].weight: invalid value: integer `-1`, expected u32",
             "t.yaml:14:5: routes[0].timeout: invalid value: string \"soon\", expected a duration such as 250ms, 15s or 2m",
             "t.yaml:15:5: routes[0].pick: unknown variant `sometimes`, expected `random` or `round_robin`",
-            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`",
+            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`, `grpc`",
         ],
     );
     // A missing required field is reported too, unless a misspelled one explains it.
@@ -324,5 +367,132 @@ fn hostile_nesting_is_refused_with_its_location_before_any_recursive_parse() {
     check(
         &flow,
         &["t.yaml:14:72: the YAML nests deeper than 64 levels; weir refuses it unread"],
+    );
+}
+
+#[test]
+fn a_bad_access_log_section_is_refused_where_it_is_written() {
+    check(
+        &(GOOD.to_owned() + "access_log:\n  format: xml\n"),
+        &["t.yaml:15:3: access_log.format: unknown variant `xml`, expected `json` or `text`"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  path: \"\"\n"),
+        &[
+            "t.yaml:15:3: access_log.path: expected `stderr`, `stdout` or a file path, found an empty string",
+        ],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  path: logs/\n"),
+        &["t.yaml:15:3: access_log.path: expected a file path, found the directory `logs/`"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  enabled: maybe\n"),
+        &["t.yaml:15:3: access_log.enabled: invalid type: string \"maybe\", expected a boolean"],
+    );
+    check(
+        &(GOOD.to_owned() + "access_log:\n  fromat: json\n"),
+        &[
+            "t.yaml:15:3: access_log.fromat: unknown field `fromat`, expected one of `enabled`, `format`, `path`",
+        ],
+    );
+    for good in [
+        "access_log: {}\n",
+        "access_log: { enabled: false, path: \"\" }\n",
+        "access_log: { format: text, path: stdout }\n",
+        "access_log: { path: /var/log/weir/access.log }\n",
+    ] {
+        check(&(GOOD.to_owned() + good), &[]);
+    }
+}
+
+#[test]
+fn a_bad_tracing_section_is_refused_where_it_is_written() {
+    check(
+        &(GOOD.to_owned() + "tracing:\n  sampling: 1.5\n"),
+        &["t.yaml:15:3: tracing.sampling: expected a share from 0 to 1, found 1.5"],
+    );
+    check(
+        &(GOOD.to_owned() + "tracing:\n  otlp:\n    endpoint: collector:4317\n"),
+        &[
+            "t.yaml:16:5: tracing.otlp.endpoint: expected an http:// or https:// address with a host, found `collector:4317`",
+        ],
+    );
+    check(
+        &(GOOD.to_owned() + "tracing:\n  otlp:\n    endpoint: http://c:4318\n    protocol: http\n"),
+        &[
+            "t.yaml:17:5: tracing.otlp.protocol: unknown variant `http`, expected `grpc` or `http/protobuf`",
+        ],
+    );
+    for good in [
+        "tracing: {}\n",
+        "tracing: { sampling: 0.1, otlp: { endpoint: \"http://otel:4317\" } }\n",
+        "tracing: { otlp: { endpoint: \"https://otel:4318\", protocol: http/protobuf, timeout: 5s, headers: { x-api-key: k } } }\n",
+    ] {
+        check(&(GOOD.to_owned() + good), &[]);
+    }
+}
+
+#[test]
+fn bad_comparison_settings_are_refused_with_located_messages() {
+    let rollout = |analysis: &str| {
+        GOOD.to_owned()
+            + &format!(
+                "    rollout: {{ canary: canary, steps: [10, 100], analysis: {analysis} }}\n"
+            )
+    };
+    check(&rollout("{ compare: stable }"), &[]);
+    check(
+        &rollout("{ compare: canary }"),
+        &[
+            "t.yaml:14:62: routes[0].rollout.analysis.compare: `canary` is the canary: compare it with `stable` (every other backend of the route) or with another backend",
+        ],
+    );
+    check(
+        &rollout("{ compare: nowhere }"),
+        &[
+            "t.yaml:14:62: routes[0].rollout.analysis.compare: `nowhere` is not a backend of this route, expected `stable` or one of: stable",
+        ],
+    );
+    check(
+        &rollout("{ miss: 0.2 }"),
+        &[
+            "t.yaml:14:50: routes[0].rollout.analysis: these settings judge the canary against stable: add `compare: stable` (or the name of the backend to compare with)",
+        ],
+    );
+    check(
+        &rollout(
+            "{ compare: stable, false_alarm: 0, miss: 1.5, errors: { margin: -1 }, latency: { quantile: 1, tolerance: -0.5, detect: 1 }, decide_within: 0s, max_canary_requests: 0 }",
+        ),
+        &[
+            "t.yaml:14:79: routes[0].rollout.analysis.false_alarm: expected a probability strictly between 0 and 1, found 0",
+            "t.yaml:14:95: routes[0].rollout.analysis.miss: expected a probability strictly between 0 and 1, found 1.5",
+            "t.yaml:14:116: routes[0].rollout.analysis.errors.margin: expected 0 or more, found -1",
+            "t.yaml:14:141: routes[0].rollout.analysis.latency.quantile: expected a probability strictly between 0 and 1, found 1",
+            "t.yaml:14:154: routes[0].rollout.analysis.latency.tolerance: expected a fraction of 0 or more (0.3: 30 % slower) or a duration, found -0.5",
+            "t.yaml:14:171: routes[0].rollout.analysis.latency.detect: expected a ratio above 1 + margin (1), found 1",
+            "t.yaml:14:184: routes[0].rollout.analysis.decide_within: expected a positive duration",
+            "t.yaml:14:203: routes[0].rollout.analysis.max_canary_requests: expected at least 1 (leave it out for no limit)",
+        ],
+    );
+    check(
+        &rollout("{ compare: stable, errors: { enabled: false }, latency: { enabled: false } }"),
+        &[
+            "t.yaml:14:50: routes[0].rollout.analysis: both tests are off: enable errors, latency or both",
+        ],
+    );
+    check(
+        &rollout("{ compare: stable }").replace("[10, 100]", "[100]"),
+        &[
+            "t.yaml:14:58: routes[0].rollout.analysis.compare: no step gives the canary a share between 0 and 100 %: there is nothing to compare",
+        ],
+    );
+    // A fleet's rollout is judged by `weir rollout` on Prometheus: no replica compares alone.
+    check(
+        &(rollout("{ compare: stable, source: { prometheus: { url: \"http://p:9090\" } } }")
+            + "fleet: { status: s.json }\n"),
+        &[
+            "t.yaml:14:62: routes[0].rollout.analysis.compare: the comparison with stable runs in one weir, on the requests it serves; a fleet's rollout (`source.prometheus`) is judged by `weir rollout`: leave `compare` out",
+        ],
     );
 }

@@ -6,6 +6,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -35,14 +37,17 @@ type BoxFut<T> = Pin<Box<dyn Future<Output = Result<Response<T>, Status>> + Send
 type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
 
 /// Unary: echoes `data`, names the server; `text: "fail"` answers NOT_FOUND; `count` > 0 sleeps
-/// that many ms first.
-struct Unary(&'static str);
+/// that many ms first. A server made to fail answers every call with its code.
+struct Unary(&'static str, Option<Code>);
 impl tonic::server::UnaryService<Msg> for Unary {
     type Response = Msg;
     type Future = BoxFut<Msg>;
     fn call(&mut self, req: Request<Msg>) -> Self::Future {
-        let name = self.0;
+        let (name, fail) = (self.0, self.1);
         Box::pin(async move {
+            if let Some(code) = fail {
+                return Err(Status::new(code, "failing on purpose"));
+            }
             let m = req.into_inner();
             if m.count > 0 {
                 tokio::time::sleep(Duration::from_millis(u64::from(m.count))).await;
@@ -59,21 +64,26 @@ impl tonic::server::UnaryService<Msg> for Unary {
     }
 }
 
-/// Server streaming: `count` messages numbered 0..count.
+/// Server streaming: `count` messages numbered 0..count; then, when `text` is "internal", the
+/// call ends with INTERNAL.
 struct ServerStream;
 impl tonic::server::ServerStreamingService<Msg> for ServerStream {
     type Response = Msg;
     type ResponseStream = MsgStream;
     type Future = BoxFut<MsgStream>;
     fn call(&mut self, req: Request<Msg>) -> Self::Future {
-        let n = req.into_inner().count;
+        let m = req.into_inner();
+        let (n, internal) = (m.count, m.text == "internal");
         Box::pin(async move {
             let s = futures_util::stream::iter((0..n).map(|i| {
                 Ok(Msg {
                     text: i.to_string(),
                     ..Msg::default()
                 })
-            }));
+            }))
+            .chain(futures_util::stream::iter(
+                internal.then(|| Err(Status::internal("broke after the messages"))),
+            ));
             Ok(Response::new(Box::pin(s) as MsgStream))
         })
     }
@@ -128,15 +138,31 @@ fn grpc_server() -> tonic::server::Grpc<ProstCodec<Msg, Msg>> {
 
 /// A gRPC server over h2c on an ephemeral port, naming itself `name` in unary answers.
 async fn grpc_upstream(name: &'static str) -> SocketAddr {
+    failing_grpc_upstream(name, None).await.0
+}
+
+/// A gRPC server as [`grpc_upstream`] whose unary calls all fail with `fail` (when set), and the
+/// count of unary calls it got.
+async fn failing_grpc_upstream(
+    name: &'static str,
+    fail: Option<Code>,
+) -> (SocketAddr, Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let counted = counted.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: http::Request<Incoming>| async move {
+                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let counted = counted.clone();
+                    async move {
                         let response = match req.uri().path() {
-                            "/weir.test.Echo/Unary" => grpc_server().unary(Unary(name), req).await,
+                            "/weir.test.Echo/Unary" => {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                grpc_server().unary(Unary(name, fail), req).await
+                            }
                             "/weir.test.Echo/ServerStream" => {
                                 grpc_server().server_streaming(ServerStream, req).await
                             }
@@ -147,7 +173,8 @@ async fn grpc_upstream(name: &'static str) -> SocketAddr {
                             _ => Status::unimplemented("unknown method").into_http(),
                         };
                         Ok::<_, Infallible>(response)
-                    });
+                    }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .http2_only()
                     .serve_connection(TokioIo::new(stream), service)
@@ -155,7 +182,7 @@ async fn grpc_upstream(name: &'static str) -> SocketAddr {
             });
         }
     });
-    address
+    (address, calls)
 }
 
 type Channel = Client<HttpConnector, tonic::body::Body>;
@@ -383,4 +410,161 @@ async fn a_dead_grpc_upstream_is_answered_with_unavailable_and_counted() {
         "{text}"
     );
     assert!(text.contains("weir_upstream_errors_total{backend=\"dead\",kind=\"connect\"} 1"));
+}
+
+/// A gRPC route `grpc` over `stable` and `canary` with a rollout of the canary (fast-fail after
+/// 20 calls below half of 99 %; a 30 s interval, so only fast-fail can act within the test).
+fn grpc_rollout_config(stable: SocketAddr, canary: SocketAddr) -> String {
+    grpc_config(&[("stable", stable), ("canary", canary)]).replace(
+        "  - name: grpc\n",
+        "  - name: grpc\n    rollout: { canary: canary, steps: [50, 100], interval: 30s, min_requests: 10 }\n",
+    )
+}
+
+async fn stats(w: &Weir) -> serde_json::Value {
+    serde_json::from_slice(&get(&http1_client(), w.admin, "/stats").await.body).unwrap()
+}
+
+/// The canary's success rate in `/stats` and `weir_backend_success_ratio`.
+async fn canary_success(w: &Weir) -> (serde_json::Value, f64) {
+    let s = stats(w).await;
+    let canary = s["routes"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "canary")
+        .unwrap()["success_rate"]
+        .clone();
+    let labels = [("route", "grpc"), ("backend", "canary")];
+    (
+        canary,
+        metric(w, "weir_backend_success_ratio", &labels).await,
+    )
+}
+
+#[tokio::test]
+async fn a_grpc_canary_answering_unavailable_is_rolled_back_by_fast_fail_within_25_calls() {
+    let stable = grpc_upstream("stable").await;
+    let (canary, calls) = failing_grpc_upstream("canary", Some(Code::Unavailable)).await;
+    let w = weir(&grpc_rollout_config(stable, canary)).await;
+    let mut state = serde_json::Value::Null;
+    for _ in 0..400 {
+        // Every call is HTTP 200 with the status in a trailers-only answer.
+        let _ = unary(w.address, Msg::default(), None).await;
+        state = stats(&w).await["routes"][0]["rollout"]["state"].clone();
+        if state == "rolled_back" {
+            break;
+        }
+    }
+    assert_eq!(state, "rolled_back");
+    let failed = calls.load(Ordering::SeqCst);
+    assert!((20..=25).contains(&failed), "{failed} failed canary calls");
+    let (rate, ratio) = canary_success(&w).await;
+    assert_eq!((rate.as_f64(), ratio), (Some(0.0), 0.0));
+    let labels = [("backend", "canary"), ("grpc_status", "14")];
+    assert_eq!(
+        metric(&w, "weir_grpc_responses_total", &labels).await,
+        failed as f64
+    );
+    let code = [("backend", "canary"), ("code", "200")];
+    assert_eq!(
+        metric(&w, "weir_requests_total", &code).await,
+        failed as f64
+    );
+}
+
+#[tokio::test]
+async fn a_grpc_canary_answering_not_found_is_not_rolled_back() {
+    let stable = grpc_upstream("stable").await;
+    let (canary, calls) = failing_grpc_upstream("canary", Some(Code::NotFound)).await;
+    let w = weir(&grpc_rollout_config(stable, canary)).await;
+    for _ in 0..400 {
+        let _ = unary(w.address, Msg::default(), None).await;
+        if calls.load(Ordering::SeqCst) >= 30 {
+            break;
+        }
+    }
+    assert!(calls.load(Ordering::SeqCst) >= 30);
+    assert_eq!(
+        stats(&w).await["routes"][0]["rollout"]["state"],
+        "progressing"
+    );
+    let (rate, ratio) = canary_success(&w).await;
+    assert_eq!((rate.as_f64(), ratio), (Some(1.0), 1.0));
+    let labels = [("backend", "canary"), ("grpc_status", "5")];
+    assert_eq!(
+        metric(&w, "weir_grpc_responses_total", &labels).await,
+        calls.load(Ordering::SeqCst) as f64
+    );
+}
+
+#[tokio::test]
+async fn a_streaming_call_that_ends_with_internal_after_100_messages_counts_as_one_failure() {
+    let up = grpc_upstream("one").await;
+    let w = weir(&grpc_config(&[("one", up)])).await;
+    let mut c = client(w.address);
+    c.ready().await.unwrap();
+    let req = Request::new(Msg {
+        text: "internal".into(),
+        count: 100,
+        ..Msg::default()
+    });
+    let mut stream: Streaming<Msg> = c
+        .server_streaming(
+            req,
+            path("/weir.test.Echo/ServerStream"),
+            ProstCodec::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => got += 1,
+            Ok(None) => panic!("the call ended without its status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!((got, status.code()), (100, Code::Internal));
+    let outcome = |o| [("route", "grpc"), ("backend", "one"), ("outcome", o)];
+    assert_eq!(
+        metric(&w, "weir_responses_total", &outcome("failure")).await,
+        1.0
+    );
+    assert_eq!(
+        metric(&w, "weir_responses_total", &outcome("success")).await,
+        0.0
+    );
+    let internal = [("backend", "one"), ("grpc_status", "13")];
+    assert_eq!(
+        metric(&w, "weir_grpc_responses_total", &internal).await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn the_grpc_failure_codes_are_set_per_route() {
+    let (up, _) = failing_grpc_upstream("one", Some(Code::NotFound)).await;
+    let (other, _) = failing_grpc_upstream("other", Some(Code::Unavailable)).await;
+    let yaml = grpc_config(&[("one", up), ("other", other)]).replace(
+        "  - name: grpc\n",
+        "  - name: grpc\n    grpc: { failure_codes: [NOT_FOUND] }\n",
+    );
+    let w = weir(&yaml).await;
+    for _ in 0..20 {
+        let _ = unary(w.address, Msg::default(), None).await;
+    }
+    let outcome = |b, o| [("route", "grpc"), ("backend", b), ("outcome", o)];
+    let one_failed = metric(&w, "weir_responses_total", &outcome("one", "failure")).await;
+    let other_ok = metric(&w, "weir_responses_total", &outcome("other", "success")).await;
+    assert_eq!(
+        one_failed + other_ok,
+        20.0,
+        "NOT_FOUND fails here, UNAVAILABLE does not"
+    );
+    assert_eq!(
+        metric(&w, "weir_responses_total", &outcome("one", "success")).await,
+        0.0
+    );
 }

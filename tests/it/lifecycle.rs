@@ -176,6 +176,7 @@ async fn the_access_log_writes_one_json_line_per_request() {
         assert_eq!(f["bytes"], 6, "{v}");
         assert_eq!(f["path"], "/hello?x=1");
         assert!(f["duration_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(f["request_id"].as_str().unwrap().len(), 36, "{v}");
     }
     signal(&child, "TERM");
     let status = tokio::task::spawn_blocking(move || wait_exit(&mut child))
@@ -199,7 +200,7 @@ fn the_demo_promotes_a_healthy_canary_and_rolls_back_a_broken_one() {
         .map(|(_, event)| event.split(':').next().unwrap())
         .collect();
     assert_eq!(
-        events,
+        events[..7.min(events.len())],
         [
             "v2 started",
             "v2 step",
@@ -211,13 +212,139 @@ fn the_demo_promotes_a_healthy_canary_and_rolls_back_a_broken_one() {
         ],
         "{text}"
     );
+    // The third act (tests/it/demo.rs runs it to its end) needs more than 8 s on a loaded
+    // machine: whatever of it fits comes in order.
+    let third = ["v4 started", "v4 rolled back"];
+    assert!(third.starts_with(&events[7..]), "{text}");
     assert!(text.contains("fast-fail"), "{text}");
     // The live view showed the weight bar move.
     assert!(text.contains(" 50% [#####.....]"), "{text}");
-    // weir's own measurements: after the rollback the stable (v2, promoted) has all the weight.
+    // weir's own measurements: after a rollback the stable (v2, promoted) has all the weight;
+    // with the third act cut short, v4 still has its step's quarter.
     let stable = text
         .lines()
         .find(|l| l.trim_start().starts_with("v2") && l.contains("weight"))
         .unwrap_or_else(|| panic!("no v2 line in:\n{text}"));
-    assert!(stable.contains("weight 100"), "{stable}");
+    let weight = if events.last() == Some(&"v4 started") {
+        "weight  75"
+    } else {
+        "weight 100"
+    };
+    assert!(stable.contains(weight), "{stable}");
+}
+
+/// Reads `log` until a JSON line whose message is `message` and that `wanted` accepts; returns
+/// it, with every line read on the way appended to `seen`.
+fn wait_for_line(
+    log: &Log,
+    seen: &mut Vec<serde_json::Value>,
+    message: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("a `{message}` line within 30 s; seen: {seen:#?}"));
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
+        seen.push(v.clone());
+        if v["fields"]["message"] == message && wanted(&v) {
+            return v;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_configmap_swap_logs_what_changed_in_words_and_no_warning() {
+    let (stable, canary, more) = (
+        upstream("stable").await,
+        upstream("canary").await,
+        upstream("more").await,
+    );
+    let yaml = |ws: u32, wc: u32, canary_endpoints: &str| {
+        format!(
+            "listeners: [{{ name: main, address: 127.0.0.1:0 }}]\nadmin: {{ address: 127.0.0.1:0 }}\n\
+             upstreams:\n  - {{ name: stable, endpoints: [\"{}\"] }}\n  - {{ name: canary, endpoints: [{canary_endpoints}] }}\n\
+             \x20 - {{ name: next, endpoints: [\"{}\"] }}\n\
+             routes:\n  - name: app\n    match: {{ path_prefix: /app }}\n    backends: [{{ upstream: stable, weight: {ws} }}, {{ upstream: canary, weight: {wc} }}]\n\
+             \x20 - name: slow\n    rollout: {{ canary: next, steps: [10, 100], interval: 1s, min_requests: 50 }}\n    backends: [{{ upstream: stable, weight: 90 }}, {{ upstream: next, weight: 10 }}]\n",
+            stable.address, more.address
+        )
+    };
+    // The layout a Kubernetes ConfigMap volume has: the file is a link through `..data`, itself
+    // a link to a timestamped directory that the kubelet replaces at each update.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("..v1")).unwrap();
+    std::fs::write(
+        root.join("..v1/weir.yaml"),
+        yaml(90, 10, &format!("\"{}\"", canary.address)),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/weir.yaml", root.join("weir.yaml")).unwrap();
+    let (mut child, address, log) =
+        spawn_weir_with(&root.join("weir.yaml"), &["--log-format", "json"], "info");
+    assert_eq!(
+        get(&http1_client(), address, "/app").await.status,
+        StatusCode::OK
+    );
+
+    // A skipped rollout check says so in words, with no Rust type in sight.
+    let mut seen = Vec::new();
+    let check = wait_for_line(&log, &mut seen, "rollout check", |_| true);
+    let f = &check["fields"];
+    assert_eq!(f["route"], "slow", "{check}");
+    assert_eq!(f["verdict"], "skipped", "{check}");
+    assert_eq!(
+        f["reason"], "0 canary requests, fewer than min_requests 50",
+        "{check}"
+    );
+    assert_eq!(f["p99"], "none", "{check}");
+
+    // The kubelet's swap: a new directory, a new `..data` link renamed over the old one, the
+    // old directory deleted.
+    std::fs::create_dir(root.join("..v2")).unwrap();
+    std::fs::write(
+        root.join("..v2/weir.yaml"),
+        yaml(
+            75,
+            25,
+            &format!("\"{}\", \"{}\"", canary.address, more.address),
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(root.join("..v1")).unwrap();
+    let applied = wait_for_line(&log, &mut seen, "config applied", |_| true);
+    assert_eq!(
+        applied["fields"]["changes"],
+        format!(
+            "route app: stable 90 -> 75, canary 10 -> 25; upstream canary: endpoints added {}",
+            more.address
+        ),
+        "{applied}"
+    );
+    // What the watcher does after the swap (it re-watches the new directory) is logged by now
+    // or within the next check's line.
+    wait_for_line(&log, &mut seen, "rollout check", |_| true);
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    seen.extend(
+        log.try_iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok()),
+    );
+    for v in &seen {
+        assert!(
+            v["level"] != "WARN" && v["level"] != "ERROR",
+            "a normal ConfigMap update logs no warning: {v}"
+        );
+        let text = v.to_string();
+        for debug in ["Some(", "None", "Skipped(", "Failed(", "Duration"] {
+            assert!(!text.contains(debug), "no Rust Debug output in logs: {v}");
+        }
+    }
 }

@@ -89,6 +89,87 @@ async fn a_slow_request_head_is_cut_off_after_the_header_read_timeout() {
     assert_eq!(up.hits(), 0);
 }
 
+/// Reads one response with a `Content-Length` body from a keep-alive connection.
+async fn read_one_response(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before a whole response");
+            out.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&out);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + length {
+                    return text.into_owned();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no whole response within 10 s")
+}
+
+#[tokio::test]
+async fn a_slow_second_request_head_is_cut_off_after_the_header_read_timeout() {
+    let up = upstream("u").await;
+    let yaml = split_config(up.address, up.address, 1, 0)
+        + "limits:\n  header_read_timeout: 300ms\n  idle_timeout: 60s\n";
+    let w = weir(&yaml).await;
+    let mut s = TcpStream::connect(w.address).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_one_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    // The second head never completes: closed with no answer, long before the idle timeout.
+    assert_eq!(read_to_close(&mut s).await, "");
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_waits_no_longer_than_the_header_read_timeout_for_its_next_head() {
+    let up = upstream("u").await;
+    let yaml = split_config(up.address, up.address, 1, 0)
+        + "limits:\n  header_read_timeout: 300ms\n  idle_timeout: 60s\n";
+    let w = weir(&yaml).await;
+    let mut s = TcpStream::connect(w.address).await.unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let a = read_one_response(&mut s).await;
+        assert!(a.ends_with("\r\n\r\nu"), "{a}");
+    }
+    assert_eq!(read_to_close(&mut s).await, "");
+}
+
+#[tokio::test]
+async fn a_response_slower_than_the_header_read_timeout_keeps_its_connection() {
+    let up = upstream("u").await;
+    let yaml = split_config(up.address, up.address, 1, 0)
+        + "limits:\n  header_read_timeout: 300ms\n  idle_timeout: 60s\n";
+    let w = weir(&yaml).await;
+    let mut s = TcpStream::connect(w.address).await.unwrap();
+    // Each answer takes longer than the head's deadline: a request in flight is not waiting for
+    // a head, and the next head is due only from the end of the response.
+    for _ in 0..2 {
+        s.write_all(b"GET /slow?ms=700 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let a = read_one_response(&mut s).await;
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    }
+    assert_eq!(up.hits(), 2);
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let up = upstream("u").await;

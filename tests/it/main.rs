@@ -1,22 +1,30 @@
 //! One integration test binary (see matklad, "Delete Cargo Integration Tests").
 
+mod access_log;
 mod admin;
 mod admin_access;
 mod check_cmd;
+mod comparing;
 mod config_errors;
 mod dashboards;
 mod demo;
 mod deploy;
+mod fleet;
 mod forwarding;
 mod grpc;
 mod hostile;
+mod hostile_clients;
 mod lifecycle;
 mod limits;
 mod live_page;
 mod mirror;
+mod observe;
+mod ops_metrics;
+mod outcome;
 mod picking;
 mod policies;
 mod reload;
+mod request_ids;
 mod resilience;
 mod rollout;
 mod routing;

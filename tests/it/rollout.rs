@@ -385,6 +385,11 @@ async fn a_healthy_canary_is_promoted_one_check_per_step() {
     assert_eq!(served_weights(&w), [0, 100]);
     let metrics = &w.running.reloader.metrics;
     assert_eq!(metrics.rollout_state.with_label_values(&["app"]).get(), 2);
+    // Every check is counted, by its result.
+    for (result, n) in [("passed", 3.0), ("failed", 0.0), ("skipped", 0.0)] {
+        let labels = [("route", "app"), ("result", result)];
+        assert_eq!(checks_counted(&w, &labels), n, "{result}");
+    }
     let s = w.running.reloader.snapshots.load_full();
     assert_eq!(
         s.backend("app", "canary").unwrap().metrics.weight.get(),
@@ -392,6 +397,17 @@ async fn a_healthy_canary_is_promoted_one_check_per_step() {
     );
     // Nothing is measured any more.
     assert!(s.backend("app", "canary").unwrap().probe.is_none());
+}
+
+/// `weir_rollout_checks_total{labels}`, read from the registry (no socket under a paused clock).
+fn checks_counted(w: &Weir, labels: &[(&str, &str)]) -> f64 {
+    let text = w.running.reloader.metrics.render(std::iter::empty());
+    sample(
+        std::str::from_utf8(&text).unwrap(),
+        "weir_rollout_checks_total",
+        labels,
+    )
+    .unwrap_or(0.0)
 }
 
 #[tokio::test(start_paused = true)]
@@ -425,6 +441,10 @@ async fn a_slow_canary_is_rolled_back_after_max_failed_checks() {
         [ev("started", 0, 50), ev("rolled_back", 0, 0)]
     );
     assert_eq!(served_weights(&w), [100, 0]);
+    for (result, n) in [("passed", 0.0), ("failed", 2.0)] {
+        let labels = [("route", "app"), ("result", result)];
+        assert_eq!(checks_counted(&w, &labels), n, "{result}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -368,6 +368,7 @@ pub fn h2c_client() -> TestClient {
 pub struct Answer {
     pub status: StatusCode,
     pub version: http::Version,
+    pub headers: HeaderMap,
     pub body: Bytes,
     pub trailers: Option<HeaderMap>,
 }
@@ -389,6 +390,7 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Answer {
     Answer {
         status: parts.status,
         version: parts.version,
+        headers: parts.headers,
         body: collected.to_bytes(),
         trailers,
     }
@@ -416,4 +418,389 @@ pub async fn tally(address: SocketAddr, n: usize) -> std::collections::BTreeMap<
         *counts.entry(a.text().to_owned()).or_insert(0) += 1;
     }
     counts
+}
+
+/// How a [`seeded_upstream`] plays its version: each answer is a 500 with probability
+/// `failure_rate`, and comes after a log-normal latency (`median`, log standard deviation
+/// `log_sd`) plus `extra`.
+#[derive(Clone, Copy, Debug)]
+pub struct Behaviour {
+    pub failure_rate: f64,
+    pub median: Duration,
+    pub log_sd: f64,
+    pub extra: Duration,
+}
+
+/// An upstream whose failures and latencies are drawn from a ChaCha8 generator seeded with
+/// `seed`, in the order requests arrive (so a run is reproducible per arm, though not which arm
+/// weir's unseeded draw sends a request to).
+pub async fn seeded_upstream(seed: u64, behaviour: Behaviour) -> Upstream {
+    use rand::{RngExt, SeedableRng};
+    let rng = Arc::new(std::sync::Mutex::new(
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+    ));
+    serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Recorded::default(),
+        move |_| {
+            let (fails, latency) = {
+                let mut rng = rng.lock().unwrap();
+                let fails = rng.random::<f64>() < behaviour.failure_rate;
+                // Box-Muller: a standard normal draw from two uniform ones.
+                let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                let latency = behaviour.median.mul_f64((behaviour.log_sd * z).exp());
+                (fails, latency + behaviour.extra)
+            };
+            async move {
+                tokio::time::sleep(latency).await;
+                let mut r = Response::new(full(""));
+                if fails {
+                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                Ok(r)
+            }
+        },
+    )
+    .await
+}
+
+/// Requests to `/` at a steady rate, open loop (each on its own task, at most 256 in flight,
+/// as independent clients would send them), until stopped or 240 s.
+pub struct Paced {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+    started: std::time::Instant,
+}
+
+/// Starts [`Paced`] traffic to `address` at `rate` requests a second, sent in batches 10 ms
+/// apart. A machine that cannot keep up skips batches rather than piling requests up, so the
+/// rate drops but latencies stay those of the upstreams.
+pub fn paced(address: SocketAddr, rate: u64) -> Paced {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (flag, count) = (stop.clone(), sent.clone());
+    let task = tokio::spawn(async move {
+        let client = http1_client();
+        let slots = Arc::new(tokio::sync::Semaphore::new(256));
+        let started = std::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(240) {
+            tick.tick().await;
+            for _ in 0..rate.div_ceil(100) {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let req = Request::get(format!("http://{address}/"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    if let Ok(Ok(r)) =
+                        tokio::time::timeout(Duration::from_secs(20), client.request(req)).await
+                    {
+                        let _ = r.into_body().collect().await;
+                    }
+                    drop(slot);
+                });
+            }
+        }
+    });
+    Paced {
+        stop,
+        sent,
+        task,
+        started: std::time::Instant::now(),
+    }
+}
+
+impl Paced {
+    /// Stops the traffic; returns the requests sent and the rate achieved.
+    pub async fn stop(self) -> (u64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let sent = self.sent.load(Ordering::Relaxed);
+        (sent, sent as f64 / self.started.elapsed().as_secs_f64())
+    }
+}
+
+/// A misbehaving upstream: `handler` gets each accepted TCP connection as it is, to read and
+/// write whatever bytes it wants.
+pub async fn raw_upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handler(stream));
+        }
+    });
+    address
+}
+
+/// Reads one HTTP/1.1 request head from `stream` (up to the empty line); `None` at its end.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// What weir answered to raw bytes: the status (0 when the connection closed without one) and
+/// the whole response text.
+pub struct RawAnswer {
+    pub status: u16,
+    pub text: String,
+}
+
+/// Writes `bytes` to a new connection to `address` and reads one response (head and a
+/// `content-length` body), or until weir closes the connection; at most 30 s.
+pub async fn raw(address: SocketAddr, bytes: &[u8]) -> RawAnswer {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_response(&mut s).await
+}
+
+/// Reads one response from `s` as [`raw`] does.
+pub async fn read_response(s: &mut tokio::net::TcpStream) -> RawAnswer {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            out.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&out);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    RawAnswer { status, text }
+}
+
+/// A Prometheus server (Debian's `prometheus`) on an ephemeral loopback port, scraping the
+/// targets of a file (`file_sd`, rewritten with [`Prometheus::set_targets`]) every second under
+/// job `job`. Killed when dropped.
+pub struct Prometheus {
+    child: std::process::Child,
+    pub address: SocketAddr,
+    targets: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn scraping(job: &str) -> Prometheus {
+        Prometheus::start(job, None)
+    }
+
+    /// [`Prometheus::scraping`], also evaluating the rules in `rules` every second.
+    pub fn with_rules(job: &str, rules: &std::path::Path) -> Prometheus {
+        Prometheus::start(job, Some(rules))
+    }
+
+    fn start(job: &str, rules: Option<&std::path::Path>) -> Prometheus {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let targets = dir.path().join("targets.json");
+        std::fs::write(&targets, "[]").unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{ scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s }}\n\
+                 rule_files: [{}]\n\
+                 scrape_configs:\n  - job_name: {job}\n    file_sd_configs: [{{ files: [\"{}\"], refresh_interval: 1s }}]\n",
+                rules.map(|r| format!("\"{}\"", r.display())).unwrap_or_default(),
+                targets.display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .args(["--web.listen-address=127.0.0.1:0", "--log.level=info"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("prometheus is installed (apt-get install prometheus)");
+        // Prometheus logs the port it bound; the rest of its log is drained and dropped.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(at) = line.find("msg=\"Listening on\" address=") {
+                    let address = line[at..].rsplit('=').next().unwrap_or("").trim();
+                    let _ = tx.send(address.to_owned());
+                }
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("prometheus listened within 60 s")
+            .parse()
+            .unwrap();
+        Prometheus {
+            child,
+            address,
+            targets,
+            _dir: dir,
+        }
+    }
+
+    /// Scrapes exactly `targets` from now on (the file is replaced whole, as file_sd wants).
+    pub fn set_targets(&self, targets: &[SocketAddr]) {
+        let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        let json = serde_json::json!([{ "targets": list }]).to_string();
+        let tmp = self.targets.with_extension("tmp");
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(&tmp, &self.targets).unwrap();
+    }
+
+    /// Waits until the server answers queries (it listens before its storage is ready).
+    pub async fn ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while get(&http1_client(), self.address, "/-/ready").await.status != StatusCode::OK {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prometheus was not ready within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Prometheus {
+    /// An instant query; the `data` of a successful answer.
+    pub async fn query(&self, promql: &str) -> serde_json::Value {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let a = get(
+            &http1_client(),
+            self.address,
+            &format!("/api/v1/query?query={encoded}"),
+        )
+        .await;
+        let answer: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(answer["status"], "success", "{promql}: {answer}");
+        answer["data"].clone()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `git ARGS` in `dir` as a child process of the runtime (never blocking a worker thread);
+/// its standard output. Panics with its standard error when it fails.
+pub async fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .await
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `promtool check metrics` (Debian's prometheus package; CI installs it) on `text`.
+fn promtool_check_metrics(text: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (apt-get install prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// promtool takes `text` as a valid exposition: exit 0, or 3 for lint remarks (style, not
+/// format).
+pub fn promtool_accepts(text: &str) {
+    let out = promtool_check_metrics(text);
+    let code = out.status.code();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        code == Some(0) || code == Some(3),
+        "promtool refused the exposition: {}{report}",
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert!(!report.contains("error while linting"), "{report}");
+}
+
+/// promtool takes `text` and says nothing, not even a lint remark.
+pub fn promtool_is_silent(text: &str) {
+    let out = promtool_check_metrics(text);
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

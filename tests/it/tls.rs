@@ -464,6 +464,42 @@ async fn an_https_upstream_is_reached_with_its_ca_and_server_name_over_h2() {
         get(&http1_client(), w.address, "/").await.status,
         StatusCode::BAD_GATEWAY
     );
+    let tls = [("backend", "secure"), ("kind", "tls")];
+    assert_eq!(metric(&w, "weir_upstream_errors_total", &tls).await, 1.0);
+}
+
+#[tokio::test]
+async fn an_untrusted_upstream_certificate_is_a_502_counted_as_tls_not_connect() {
+    let pki = Pki::new();
+    let up = tls_upstream(&pki, "upstream.internal").await;
+    // No `ca`: the system's roots, which do not know the test CA.
+    let yaml = format!(
+        "listeners:\n  - name: main\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n\
+         upstreams:\n  - name: secure\n    endpoints: [\"{up}\"]\n    tls: {{ server_name: upstream.internal }}\n\
+         routes:\n  - name: app\n    backends: [{{ upstream: secure, weight: 1 }}]\n"
+    );
+    let w = weir(&yaml).await;
+    let a = get(&http1_client(), w.address, "/").await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    let id = a.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(
+        a.text(),
+        format!("weir: the TLS handshake with the upstream failed (request ID {id})\n")
+    );
+    for (kind, want) in [("tls", 1.0), ("connect", 0.0)] {
+        let labels = [("backend", "secure"), ("kind", kind)];
+        assert_eq!(
+            metric(&w, "weir_upstream_errors_total", &labels).await,
+            want,
+            "{kind}"
+        );
+    }
+    let failures = [
+        ("route", "app"),
+        ("backend", "secure"),
+        ("outcome", "failure"),
+    ];
+    assert_eq!(metric(&w, "weir_responses_total", &failures).await, 1.0);
 }
 
 #[tokio::test]
