@@ -12,6 +12,8 @@ use crate::metrics::{BackendMetrics, Metrics, Probe};
 use crate::observe::access::AccessLog;
 use crate::observe::span_export::SpanExport;
 use crate::observe::trace_context::Sampler;
+use crate::proxy::affinity::Affinity;
+use crate::proxy::filters::{BackendHeader, RouteFilters};
 use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::{Override, Table};
@@ -52,6 +54,41 @@ pub struct Route {
     pub upgrades: Box<[Box<str>]>,
     /// The `grpc-status` codes that count as failures of a backend.
     pub grpc_failures: GrpcCodes,
+    /// Gateway API matches and filters and the session affinity; `None` for a route that uses
+    /// none of them, which then costs what it cost before they existed.
+    pub gateway: Option<Box<RouteGateway>>,
+}
+
+/// A route's gateway features for one snapshot.
+pub struct RouteGateway {
+    /// The compiled matches (and the config's filters), shared with the config.
+    pub config: Arc<crate::config::Gateway>,
+    /// The route's and each backend's filters, and `x-weir-backend` over every backend
+    /// (override-only ones included) when the route asks for it.
+    pub filters: RouteFilters,
+    /// The cookies of this rollout (generation: the canary's definition).
+    pub affinity: Option<Affinity>,
+}
+
+impl RouteGateway {
+    fn new(g: &Arc<crate::config::Gateway>, route: &str, backends: &[Backend]) -> RouteGateway {
+        let names: Vec<&str> = backends.iter().map(|b| &**b.name()).collect();
+        let affinity = g.affinity.as_ref().and_then(|a| {
+            // Validation ran the same build (its errors depend on the spec and the canary only).
+            Affinity::new(&a.spec, route, a.generation.as_bytes(), &names, a.canary).ok()
+        });
+        RouteGateway {
+            config: g.clone(),
+            filters: RouteFilters {
+                route: g.filters.clone(),
+                backends: g.backend_filters.clone(),
+                backend_header: g
+                    .backend_header
+                    .then(|| BackendHeader::new(names.iter().copied())),
+            },
+            affinity,
+        }
+    }
 }
 
 /// What a route with a running rollout takes instead of its file's weights: the weights of its
@@ -177,6 +214,10 @@ impl Snapshot {
                 if let Some(cycle) = split.round_robin_fallback() {
                     tracing::warn!(route = &*r.name, cycle, "round_robin needs a cycle of at most 65536 picks and these rollout weights give more: picking at random, with the same shares on average");
                 }
+                let gateway = r
+                    .gateway
+                    .as_ref()
+                    .map(|g| Box::new(RouteGateway::new(g, &r.name, &backends)));
                 Route {
                     name: r.name.clone(),
                     matcher: r.matcher.clone(),
@@ -187,6 +228,7 @@ impl Snapshot {
                     retries: r.retries.clone(),
                     upgrades: r.upgrades.clone(),
                     grpc_failures: r.grpc_failures,
+                    gateway,
                 }
             })
             .collect();

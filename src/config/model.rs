@@ -150,6 +150,9 @@ pub struct Route {
     pub upgrades: Box<[Box<str>]>,
     /// The `grpc-status` codes that count as failures of the backend.
     pub grpc_failures: GrpcCodes,
+    /// The gateway fields (Gateway API matches and filters, `backend_header`,
+    /// `session_affinity`), compiled; `None` when the route uses none of them.
+    pub gateway: Option<Arc<super::gateway::Gateway>>,
 }
 
 /// The gRPC status codes by number, as the gRPC specification names them.

@@ -488,18 +488,14 @@ fn routes(
 }
 
 fn route(diag: &mut Diagnostics, r: &RouteSpec, path: &str, refs: &Refs) -> Route {
-    let matcher = RouteMatch {
-        host: host_match(
-            diag,
-            r.match_.host.as_deref(),
-            &format!("{path}.match.host"),
-        ),
-        path_prefix: path_prefix(
-            diag,
-            r.match_.path_prefix.as_deref(),
-            &format!("{path}.match.path_prefix"),
-        ),
-    };
+    let bounds = super::gateway::bounds(diag, r, path, |diag, m, at| RouteMatch {
+        host: host_match(diag, m.host.as_deref(), &format!("{at}.host")),
+        path_prefix: path_prefix(diag, m.path_prefix.as_deref(), &format!("{at}.path_prefix")),
+    });
+    let matcher = bounds.first().cloned().unwrap_or(RouteMatch {
+        host: HostMatch::Any,
+        path_prefix: PathPrefix(None),
+    });
     let backends = backends(diag, &r.backends, path, refs);
     if r.timeout.get().is_zero() {
         diag.error(&format!("{path}.timeout"), "expected a positive duration");
@@ -534,9 +530,20 @@ fn route(diag: &mut Diagnostics, r: &RouteSpec, path: &str, refs: &Refs) -> Rout
         .enumerate()
         .filter_map(|(j, o)| override_(diag, o, &format!("{path}.overrides[{j}]"), refs))
         .collect();
+    let gateway = super::gateway::route(
+        diag,
+        r,
+        path,
+        bounds,
+        &backends,
+        refs.upstreams,
+        rollout.as_ref(),
+    )
+    .map(Arc::new);
     Route {
         name: r.name.as_str().into(),
         matcher,
+        gateway,
         backends,
         timeout: r.timeout.get(),
         pick: r.pick,

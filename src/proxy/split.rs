@@ -95,12 +95,27 @@ pub fn choose(
     query: Option<&str>,
     random: impl FnOnce(u64) -> u64,
 ) -> usize {
+    choose_pinned(table, headers, query, None, random)
+}
+
+/// [`choose`] with a session affinity pin (a backend the client's cookie holds it to, already
+/// checked to take traffic): after the overrides, before the sticky key and the weights.
+pub fn choose_pinned(
+    table: &Table,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    pin: Option<usize>,
+    random: impl FnOnce(u64) -> u64,
+) -> usize {
     if let Some(o) = table
         .overrides
         .iter()
         .find(|o| o.conditions.iter().all(|c| holds(c, headers, query)))
     {
         return o.backend;
+    }
+    if let Some(b) = pin {
+        return b;
     }
     let total = table.weights.total();
     if let Some(key) = table.sticky.as_ref().and_then(|k| sticky_key(k, headers)) {
