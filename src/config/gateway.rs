@@ -5,7 +5,9 @@
 //! clones the compiled filters.
 
 use super::diag::Diagnostics;
-use super::model::{Backend, PathPrefix, Rollout, RouteMatch, Upstream};
+use super::model::{
+    Backend, Gateway, Matches, PathPrefix, Rollout, RouteAffinity, RouteMatch, Upstream,
+};
 use super::schema::{
     FiltersSpec, GrpcMethodMatchSpec, HeaderFilterSpec, MatchSpec, MatchesSpec, PathMatchType,
     PathModifierSpec, PinSpec, RedirectFilterSpec, RouteSpec, SameSiteSpec, SessionAffinitySpec,
@@ -14,51 +16,6 @@ use super::schema::{
 use crate::proxy::affinity::{Affinity, AffinitySpec, Pin, SameSite};
 use crate::proxy::filters::{self, FilterError, Filters};
 use crate::proxy::matching::{self, RouteMatcher};
-
-/// What a route uses of the gateway features; `None` in [`super::Route`] when it uses none.
-#[derive(Debug)]
-pub struct Gateway {
-    pub matches: Matches,
-    /// The route's own filters.
-    pub filters: Filters,
-    /// Each configured backend's filters, in file order.
-    pub backend_filters: Box<[Filters]>,
-    /// `backend_header: true`.
-    pub backend_header: bool,
-    pub affinity: Option<RouteAffinity>,
-}
-
-/// The elements of `match`, each a host and path prefix (as today) plus a compiled
-/// [`matching::Matcher`] for the rest: the route matches when any element does.
-#[derive(Debug)]
-pub struct Matches {
-    /// Host and `path_prefix` of each element.
-    pub bounds: Box<[RouteMatch]>,
-    /// Element `i`'s method, path, headers, query parameters and gRPC method.
-    pub matcher: RouteMatcher,
-    /// Element `i`'s `PathPrefix` (from `path_prefix` or a `path` of type `PathPrefix`) without
-    /// its trailing `/` (`""` for `/`): what `replace_prefix_match` replaces.
-    pub prefixes: Box<[Option<Box<str>>]>,
-}
-
-impl Matches {
-    /// The prefix a `replace_prefix_match` replaces when element `i` matched.
-    pub fn prefix(&self, i: usize) -> Option<&str> {
-        self.prefixes.get(i).and_then(|p| p.as_deref())
-    }
-}
-
-/// `session_affinity`, checked: the spec and the canary's index among the configured backends.
-/// The snapshot builds the [`Affinity`] with the rollout's generation.
-#[derive(Clone, Debug)]
-pub struct RouteAffinity {
-    pub spec: AffinitySpec,
-    pub canary: Option<usize>,
-    /// What identifies the rollout the pins belong to: the canary upstream's name and endpoints
-    /// (`Rollout::definition`), so a new canary gets new cookie values and an old cookie never
-    /// pins it; empty without a canary (`pin: all` on a route without rollout).
-    pub generation: String,
-}
 
 /// The path of element `j` of `match`.
 fn element_path(r: &RouteSpec, path: &str, j: usize) -> String {

@@ -32,7 +32,6 @@ pub use analysis::{
 pub use diag::{ConfigError, ConfigErrors};
 pub use duration::{DurationSpec, parse_duration, rfc3339};
 pub use files::{Input, sha256_hex};
-pub use gateway::{Gateway, Matches, RouteAffinity};
 pub use json_schema::config_schema;
 pub use load::{
     FileLoad, Loaded, MAX_FILE_BYTES, load_file, load_str, load_text, read_bytes, read_file,
