@@ -403,3 +403,45 @@ fn definition(u: &Upstream) -> String {
     let endpoints: Vec<&str> = u.endpoints.iter().map(|e| e.as_str()).collect();
     format!("{} {}", u.name, endpoints.join(","))
 }
+
+/// `weir check`'s hints (docs/GATEWAY.md, Precedence): pairs of routes that can match the same
+/// request where weir's rule (the first route in file order) and Gateway API's ranking (exact
+/// path, longest prefix, method, most headers, most query parameters) choose differently. Only
+/// pairs in which a route uses gateway fields: for plain host and prefix routes SPEC.md's rule is
+/// the only one a user expects. One hint per pair of routes.
+pub fn precedence_hints(config: &super::model::Config) -> Vec<String> {
+    let mut owners = Vec::new();
+    let mut specs = Vec::new();
+    for (i, r) in config.spec.routes.iter().enumerate() {
+        for m in r.match_.as_slice() {
+            let mut spec = match_spec(m);
+            if spec.path.is_none()
+                && let Some(p) = &m.path_prefix
+            {
+                spec.path = Some(matching::PathSpec::Prefix(p.clone()));
+            }
+            owners.push(i);
+            specs.push((m.host.clone(), spec));
+        }
+    }
+    let matches: Vec<(Option<&str>, &matching::MatchSpec)> =
+        specs.iter().map(|(h, s)| (h.as_deref(), s)).collect();
+    let routes = &config.spec.routes;
+    let mut pairs: Vec<(usize, usize)> = matching::precedence_inversions(&matches)
+        .into_iter()
+        .map(|(earlier, later)| (owners[earlier], owners[later]))
+        .filter(|&(e, l)| e != l && (used(&routes[e]) || used(&routes[l])))
+        .collect();
+    pairs.dedup();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+        .into_iter()
+        .map(|(e, l)| {
+            let (en, ln) = (&routes[e].name, &routes[l].name);
+            format!(
+                "routes[{e}] `{en}` comes before routes[{l}] `{ln}` and both can match one request: weir sends it to `{en}` (the first in file order), Gateway API to `{ln}` (its match ranks higher); move `{ln}` up for Gateway API's choice"
+            )
+        })
+        .collect()
+}

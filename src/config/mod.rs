@@ -15,6 +15,7 @@ mod diag;
 mod duration;
 pub mod files;
 mod gateway;
+pub use gateway::precedence_hints;
 mod json_schema;
 mod load;
 mod model;
