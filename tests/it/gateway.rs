@@ -584,3 +584,90 @@ async fn a_browser_keeps_its_canary_cookie_across_100_requests_and_a_weight_chan
         "{on_canary} of 60 on the canary with the old cookie"
     );
 }
+
+fn rollout_affinity_config(stable: SocketAddr, canary: SocketAddr, rollout: &str) -> String {
+    config(
+        &[("stable", &[stable]), ("canary", &[canary])],
+        &format!(
+            r#"
+  - name: app
+    rollout: {{ canary: canary, {rollout} }}
+    session_affinity: {{}}
+    backend_header: true
+    backends:
+      - {{ upstream: stable, weight: 50 }}
+      - {{ upstream: canary, weight: 50 }}
+"#
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_pinned_client_stays_on_the_canary_through_rollout_steps_and_a_new_rollout_unpins_it() {
+    let (stable, canary) = (upstream("stable").await, upstream("canary").await);
+    let w = weir(&rollout_affinity_config(
+        stable.address,
+        canary.address,
+        "steps: [50, 60], interval: 400ms, min_requests: 3",
+    ))
+    .await;
+    let canary_weight =
+        |w: &Weir| w.running.reloader.snapshots.load_full().routes[0].backends[1].weight;
+    let mut jar = Jar::default();
+    for tries in 1.. {
+        let (backend, set) = jar.get(w.address).await;
+        if backend == "canary" {
+            assert_eq!(set, 1);
+            break;
+        }
+        assert!(tries < 60, "never drawn to the canary at 50 %");
+    }
+    let pinned = jar.cookies["weir-affinity"].clone();
+    // The pinned client's own requests feed the analysis; the rollout steps to 60 % (and on to
+    // its promotion) while every one of them stays on the canary without a new cookie.
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while sent < 100 || canary_weight(&w) == 50 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no rollout step within 20 s"
+        );
+        assert_eq!(jar.get(w.address).await, ("canary".to_owned(), 0));
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(jar.cookies["weir-affinity"], pinned);
+    // A new canary version: a new rollout, at 10 %, with new cookie values.
+    let next = upstream("canary").await;
+    std::fs::write(
+        &w.path,
+        rollout_affinity_config(
+            stable.address,
+            next.address,
+            "steps: [10, 60], interval: 1h",
+        ),
+    )
+    .unwrap();
+    reload(&w).await.unwrap();
+    assert_eq!(
+        canary_weight(&w),
+        10,
+        "the new rollout starts at its first step"
+    );
+    let old = jar.header();
+    let (_, set) = jar.get(w.address).await;
+    assert_eq!(set, 1, "the stale cookie is replaced or expired");
+    assert_ne!(jar.cookies.get("weir-affinity"), Some(&pinned));
+    let mut on_canary = 0;
+    for _ in 0..60 {
+        let a = answer(w.address, Method::GET, "/", &[("cookie", &old)]).await;
+        if a.headers["x-weir-backend"] == "canary" {
+            on_canary += 1;
+        }
+    }
+    // Binomial(60, 0.1): mean 6; 30 or more is below 1e-10. Pinned, it would be 60.
+    assert!(
+        on_canary < 30,
+        "{on_canary} of 60 on the canary with the old cookie"
+    );
+}
