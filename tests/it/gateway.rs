@@ -303,6 +303,15 @@ async fn rewrites_reach_the_upstream_exactly_and_keep_the_query() {
         text.contains("\nx-forwarded-host: public.example\n"),
         "{text}"
     );
+    // An HTTP/2 client names its host in `:authority`; the rewrite replaces it all the same.
+    let a = get(&h2c_client(), w.address, "/see/x").await;
+    assert_eq!(a.version, http::Version::HTTP_2);
+    let text = a.text();
+    assert!(text.contains("\nhost: internal.example\n"), "{text}");
+    assert!(
+        text.contains(&format!("\nx-forwarded-host: {}\n", w.address)),
+        "{text}"
+    );
 }
 
 #[tokio::test]
