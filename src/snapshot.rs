@@ -108,7 +108,15 @@ impl Snapshot {
                 previous
                     .and_then(|p| p.pools.iter().find(|pool| pool.has_definition(u, &limits)))
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(UpstreamPool::new(u, &limits, metrics)))
+                    .unwrap_or_else(|| {
+                        let old = previous.and_then(|p| p.pools.iter().find(|p| p.name == u.name));
+                        Arc::new(UpstreamPool::replacing(
+                            u,
+                            &limits,
+                            metrics,
+                            old.map(|p| &**p),
+                        ))
+                    })
             })
             .collect();
         let backend = |route: &str, upstream: usize, weight: u32| {

@@ -104,8 +104,24 @@ pub async fn handle(
         Some(t) if grpc => t.min(route.timeout),
         _ => route.timeout,
     };
-    let backend = &route.backends
-        [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
+    let chosen = split::choose(&route.split, req.headers(), req.uri().query(), random_below);
+    let mut backend = &route.backends[chosen];
+    // The first endpoint is picked here, so a backend with none can hand its request to
+    // another backend of the route (`health::live_pick`); only then is it a 503.
+    let first = match backend.pool.pick(None) {
+        Some(e) => Some(e),
+        None => {
+            backend.metrics.unavailable.inc();
+            backend.pool.note_unavailable(&route.name);
+            match fallback(route, chosen, &req) {
+                Some((b, e)) => {
+                    backend = b;
+                    Some(e)
+                }
+                None => None,
+            }
+        }
+    };
     let mut tries = Tries {
         timed: access.is_some(),
         ..Tries::default()
@@ -113,7 +129,7 @@ pub async fn handle(
     // (status, answering endpoint): what the response's end is judged on, `None` when the
     // client was at fault, which never counts against the backend.
     let (response, judged, status) = match exchange(
-        route, backend, req, conn, started, timeout, &mut tries,
+        route, backend, first, req, conn, started, timeout, &mut tries,
     )
     .await
     {
@@ -184,6 +200,24 @@ pub async fn handle(
             None => body,
         }
     })
+}
+
+/// The backend and endpoint for a request whose chosen backend (`chosen`) has no endpoint: the
+/// route's draw scaled onto the backends that have one (`health::live_pick`, which keeps a sticky
+/// key's place among them). `None` when no backend with weight has an endpoint.
+fn fallback<'r>(
+    route: &'r Route,
+    chosen: usize,
+    req: &Request<Incoming>,
+) -> Option<(&'r Backend, usize)> {
+    // Off the common path (the chosen backend is down): one small allocation is fine here.
+    let weights: Vec<u32> = route.backends.iter().map(|b| b.weight).collect();
+    let draw = route.split.fallback_draw(req.headers(), random_below);
+    let b = health::live_pick(&weights, draw, |b| {
+        b != chosen && route.backends[b].pool.has_endpoint()
+    })?;
+    let backend = &route.backends[b];
+    backend.pool.pick(None).map(|e| (backend, e))
 }
 
 /// The access record of a request, before it is routed: what the client sent.
@@ -268,9 +302,11 @@ fn refuse(
 /// Sends the request to `backend`: one try, or more when the route retries and the request may
 /// be repeated; and a shadow copy when the route mirrors and this request is drawn. Returns the
 /// response and the endpoint that gave it.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     route: &Route,
     backend: &Backend,
+    first: Option<usize>,
     req: Request<Incoming>,
     conn: &ConnInfo,
     started: Instant,
@@ -329,7 +365,11 @@ async fn exchange(
     let mut avoid = None;
     let mut tries = 0;
     loop {
-        let Some(endpoint) = pool.pick(avoid) else {
+        let picked = match tries {
+            0 => first,
+            _ => pool.pick(avoid),
+        };
+        let Some(endpoint) = picked else {
             return Err(ProxyError::NoHealthyEndpoint {
                 upstream: pool.name.clone(),
             });
