@@ -122,6 +122,8 @@ pub async fn handle(
             }
         }
     };
+    // The drain closes this connection if the backend that serves it now retires.
+    conn.served.mark(backend.drain_bit);
     let mut tries = Tries {
         timed: access.is_some(),
         ..Tries::default()

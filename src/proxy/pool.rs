@@ -401,6 +401,16 @@ impl UpstreamPool {
         }
     }
 
+    /// Closes the idle connections of weir's own HTTP/1.1 pool (a retired upstream's, see
+    /// `drain::unused_upstreams`); connections in flight finish their request. hyper-util's
+    /// pooled client (TLS, HTTP/2) has no such call: its idle connections close after
+    /// [`POOL_IDLE_TIMEOUT`].
+    pub fn close_idle(&self) {
+        if let UpstreamClient::Http1(pool) = &self.client {
+            pool.close_idle();
+        }
+    }
+
     /// A request through a route with retries: adds to the retry budget.
     pub fn deposit_retry_token(&self) {
         if self.retry_tokens.load(Ordering::Relaxed) < RETRY_CAP {

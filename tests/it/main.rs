@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod fleet;
 mod forwarding;
+mod gateway_drain;
 mod gateway_health;
 mod grpc;
 mod hostile;
