@@ -113,6 +113,11 @@ pub async fn handle(
         None => {
             backend.metrics.unavailable.inc();
             backend.pool.note_unavailable(&route.name);
+            // A rollout judges the backend on what it could serve: a canary with no endpoint
+            // fails its analysis (and is rolled back) rather than stalling for lack of requests.
+            if let Some(probe) = &backend.probe {
+                probe.record(false, 0);
+            }
             match fallback(route, chosen, &req) {
                 Some((b, e)) => {
                     backend = b;

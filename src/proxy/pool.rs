@@ -238,6 +238,7 @@ impl UpstreamPool {
                 fallback = Some(i);
                 continue;
             }
+            self.note_available();
             return Some(i);
         }
         fallback
@@ -252,14 +253,22 @@ impl UpstreamPool {
             .health
             .pick(start, |i| avoid != Some(i) && open(i), super::random_below)
             .or_else(|| avoid.filter(|&a| self.health.is_healthy(a) && open(a)));
-        if picked.is_some() && self.unavailable.load(Ordering::Relaxed) {
+        if picked.is_some() {
+            self.note_available();
+        }
+        picked
+    }
+
+    /// A pick found an endpoint: logs the upstream's return once, after
+    /// [`UpstreamPool::note_unavailable`]. One relaxed load otherwise.
+    fn note_available(&self) {
+        if self.unavailable.load(Ordering::Relaxed) {
             self.unavailable.store(false, Ordering::Relaxed);
             tracing::info!(
                 upstream = &*self.name,
                 "upstream has an endpoint to send to again"
             );
         }
-        picked
     }
 
     /// Whether some endpoint may take a request now (healthy and not ejected): whether a route

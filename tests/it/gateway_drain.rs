@@ -251,3 +251,61 @@ async fn a_retired_upstream_s_idle_pooled_connections_close() {
     assert_eq!(get(&client, w.address, "/").await.text(), "stable");
     assert_eq!(stable.connections(), 2);
 }
+
+#[tokio::test]
+async fn a_rollout_s_promotion_drains_the_connections_stable_served() {
+    let (stable, canary) = (upstream("stable").await, upstream("canary").await);
+    let yaml = config(
+        &[("stable", &[stable.address]), ("canary", &[canary.address])],
+        "  - name: app\n    rollout: { canary: canary, steps: [50, 100], interval: 300ms, min_requests: 5 }\n    backends:\n      - { upstream: stable, weight: 90 }\n      - { upstream: canary, weight: 10 }\n",
+    );
+    let w = weir(&yaml).await;
+    // Keep-alive connections stable served while the rollout sends it half the requests.
+    let (mut h2, h2_conn) = h2_connection(w.address).await;
+    let mut h1 = TcpStream::connect(w.address).await.unwrap();
+    let mut served = (false, false);
+    for _ in 0..200 {
+        if !served.0 {
+            served.0 = h2_get(&mut h2, w.address, false).await.1 == "stable";
+        }
+        if !served.1 {
+            served.1 = http1_get(&mut h1, "/", false)
+                .await
+                .text
+                .ends_with("stable");
+        }
+        if served == (true, true) {
+            break;
+        }
+    }
+    assert_eq!(served, (true, true), "50/50 draws reached stable on both");
+
+    // Traffic for the rollout's checks, on other connections.
+    let client = http1_client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get(&client, w.address, "/").await;
+        assert_eq!(a.status, StatusCode::OK);
+        let s = w.running.reloader.snapshots.load_full();
+        if s.routes[0].backends[0].weight == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no promotion within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(20), h2_conn)
+        .await
+        .expect("GOAWAY ends the HTTP/2 connection stable served")
+        .unwrap();
+    let next = http1_get(&mut h1, "/", false).await;
+    assert!(next.text.ends_with("canary"), "{}", next.text);
+    assert!(
+        next.text.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        next.text
+    );
+    assert!(closes(&mut h1).await);
+}

@@ -324,3 +324,50 @@ async fn slow_start_ramps_a_new_endpoint_s_share_up_over_its_window() {
         "after the window, an even split: {shares:?}"
     );
 }
+
+#[tokio::test]
+async fn a_rollout_s_canary_with_no_healthy_endpoint_is_rolled_back_while_stable_serves_its_share()
+{
+    let (stable, canary) = (checked("stable").await, checked("canary").await);
+    canary.set_health(503);
+    let yaml = with_upstream_lines(
+        &config(
+            &[("stable", &[stable.address]), ("canary", &[canary.address])],
+            "  - name: app\n    rollout: { canary: canary, steps: [50, 100], interval: 300ms, min_requests: 5 }\n    backends:\n      - { upstream: stable, weight: 90 }\n      - { upstream: canary, weight: 10 }\n",
+        ),
+        "canary",
+        &health_check(50, 1, 1),
+    );
+    let w = weir(&yaml).await;
+    let canary_endpoint = canary.address.to_string();
+    until_metric(
+        &w,
+        "weir_endpoint_healthy",
+        &[
+            ("upstream", "canary"),
+            ("endpoint", canary_endpoint.as_str()),
+        ],
+        0.0,
+    )
+    .await;
+    let client = http1_client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        // Every client is served, by stable.
+        let answer = get(&client, w.address, "/").await;
+        assert_eq!((answer.status, answer.text()), (StatusCode::OK, "stable"));
+        let stats = get(&client, w.admin, "/stats").await;
+        let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+        let state = stats["routes"][0]["rollout"]["state"].clone();
+        if state != "progressing" {
+            break state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still progressing after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(state, "rolled_back");
+    assert_eq!(canary.hits(), 0, "the canary never got a request");
+}
