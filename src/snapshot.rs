@@ -210,9 +210,14 @@ impl Snapshot {
                 for endpoint in old.endpoints() {
                     let kept = pools
                         .iter()
-                        .any(|p| p.name == old.name && p.endpoints().any(|e| e == endpoint));
-                    if !kept {
-                        metrics.forget_endpoint(&old.name, endpoint.as_str());
+                        .find(|p| p.name == old.name && p.endpoints().any(|e| e == endpoint));
+                    match kept {
+                        None => metrics.forget_endpoint(&old.name, endpoint.as_str()),
+                        // Health checks turned off: their series go, the endpoint's others stay.
+                        Some(p) if old.checks_health() && !p.checks_health() => {
+                            metrics.forget_endpoint_health(&old.name, endpoint.as_str());
+                        }
+                        Some(_) => {}
                     }
                 }
             }

@@ -396,6 +396,11 @@ impl Metrics {
     pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
         let _ = self.ejections.remove_label_values(&[upstream, endpoint]);
         let _ = self.ejected.remove_label_values(&[upstream, endpoint]);
+        self.forget_endpoint_health(upstream, endpoint);
+    }
+
+    /// Drops the health-check series of an endpoint whose upstream no longer checks it.
+    pub fn forget_endpoint_health(&self, upstream: &str, endpoint: &str) {
         let _ = self
             .endpoint_healthy
             .remove_label_values(&[upstream, endpoint]);

@@ -53,6 +53,8 @@ pub struct UpstreamPool {
     /// The upstream has `health_check` or `slow_start`: the pick reads `health`. Without, the
     /// table is never written and the pick does not look at it.
     watched: bool,
+    /// The upstream has `health_check`.
+    checks: bool,
     slow_start: Option<SlowStartSpec>,
     /// The last request that wanted this upstream found no endpoint (logged once per change).
     unavailable: AtomicBool,
@@ -168,6 +170,7 @@ impl UpstreamPool {
             outlier: upstream.outlier,
             health,
             watched,
+            checks: upstream.health_check.is_some(),
             slow_start: upstream.slow_start.clone(),
             unavailable: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -297,7 +300,12 @@ impl UpstreamPool {
         }
     }
 
-    /// The health table (read by tests and the admin API).
+    /// Whether the upstream has active health checks (`health_check`).
+    pub fn checks_health(&self) -> bool {
+        self.checks
+    }
+
+    /// The health table (read by tests).
     pub fn health(&self) -> &Arc<EndpointHealth> {
         &self.health
     }
@@ -571,4 +579,84 @@ fn spawn_health_task(upstream: &Upstream, table: &Arc<EndpointHealth>, metrics: 
         Arc::downgrade(table),
         observe,
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The upstream `app` (its YAML lines after `name: app`) of a minimal config, its limits,
+    /// and a registry.
+    fn upstream(lines: &str) -> (Upstream, Limits, Metrics) {
+        let yaml = format!(
+            "listeners: [{{ name: main, address: 127.0.0.1:0 }}]\nupstreams:\n  - name: app\n{lines}routes:\n  - name: r\n    backends: [{{ upstream: app, weight: 1 }}]\n"
+        );
+        let config = crate::config::load_str(&yaml, "t.yaml", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (config.upstreams[0].clone(), config.limits, Metrics::new())
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_back_from_an_ejection_ramps_up_with_slow_start() {
+        let (u, limits, metrics) = upstream(
+            "    endpoints: [127.0.0.1:1, 127.0.0.1:2]\n    outlier: { consecutive_failures: 1, ejection: 50ms }\n    slow_start: { window: 1h, min_weight_percent: 20 }\n",
+        );
+        let pool = UpstreamPool::new(&u, &limits, &metrics);
+        pool.report(0, Outcome::Failure);
+        for _ in 0..10 {
+            assert_eq!(pool.pick(None), Some(1), "endpoint 0 is ejected");
+        }
+        assert_eq!(pool.health().factor(0), health::FULL);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The first pick after the ejection ends clears it and starts the ramp at 20 %.
+        while pool.pick(None) != Some(0) {}
+        assert!(pool.health().ramping());
+        assert!(
+            pool.health().factor(0) < health::FULL / 2,
+            "{}",
+            pool.health().factor(0)
+        );
+        assert_eq!(pool.health().factor(1), health::FULL);
+    }
+
+    #[test]
+    fn a_pool_replacing_another_keeps_its_failing_endpoints_out_and_ramps_new_ones() {
+        // No runtime: no health task runs, so the tables hold exactly what `replacing` set.
+        let checks = "    health_check: { path: /healthz }\n    slow_start: { window: 30s }\n";
+        let (old_u, limits, metrics) = upstream(&format!(
+            "    endpoints: [127.0.0.1:1, 127.0.0.1:2]\n{checks}"
+        ));
+        let old = UpstreamPool::new(&old_u, &limits, &metrics);
+        old.health().set_unhealthy(0);
+        let (new_u, ..) = upstream(&format!(
+            "    endpoints: [127.0.0.1:1, 127.0.0.1:3]\n{checks}"
+        ));
+        let new = UpstreamPool::replacing(&new_u, &limits, &metrics, Some(&old));
+        assert!(!new.health().is_healthy(0), "still failing its checks");
+        assert!(new.health().is_healthy(1));
+        assert_eq!(new.health().factor(0), health::FULL);
+        assert_eq!(
+            new.health().factor(1),
+            health::ramp_factor(Duration::ZERO, new_u.slow_start.as_ref().unwrap()),
+            "the new endpoint starts its ramp"
+        );
+        assert!(new.has_endpoint());
+        for _ in 0..20 {
+            assert_eq!(new.pick(None), Some(1));
+        }
+        new.health().set_unhealthy(1);
+        assert!(!new.has_endpoint());
+        assert_eq!(new.pick(None), None);
+    }
+
+    #[test]
+    fn without_checks_or_slow_start_the_pick_never_reads_the_health_table() {
+        let (u, limits, metrics) = upstream("    endpoints: [127.0.0.1:1, 127.0.0.1:2]\n");
+        let pool = UpstreamPool::new(&u, &limits, &metrics);
+        // A table nobody writes: even marked failing, the plain round robin goes on.
+        pool.health().set_unhealthy(0);
+        let picks: Vec<_> = (0..4).map(|_| pool.pick(None)).collect();
+        assert_eq!(picks, [Some(0), Some(1), Some(0), Some(1)]);
+        assert!(pool.has_endpoint());
+    }
 }
