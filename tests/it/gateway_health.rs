@@ -87,12 +87,16 @@ fn with_upstream_lines(yaml: &str, name: &str, extra: &str) -> String {
     format!("{}{}{}", &yaml[..end], extra, &yaml[end..])
 }
 
-/// Waits (up to a generous 20 s on a shared machine) until `name{labels}` reads `value`.
-async fn until_metric(w: &Weir, name: &str, labels: &[(&str, &str)], value: f64) {
+/// Waits (up to a generous 20 s on a shared machine) until `name{labels}` reads `value`;
+/// returns the `/metrics` text in which it did, so other samples can be read from the same
+/// scrape.
+async fn until_metric(w: &Weir, name: &str, labels: &[(&str, &str)], value: f64) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let client = http1_client();
     loop {
-        if metric(w, name, labels).await == value {
-            return;
+        let text = get(&client, w.admin, "/metrics").await.text().to_owned();
+        if sample(&text, name, labels) == Some(value) {
+            return text;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -106,14 +110,15 @@ async fn until_metric(w: &Weir, name: &str, labels: &[(&str, &str)], value: f64)
 async fn an_endpoint_failing_its_health_check_gets_no_traffic_and_comes_back_after_the_healthy_threshold()
  {
     let (a, b) = (checked("a").await, checked("b").await);
-    // Interval 100 ms; out after 2 failed checks in a row, back after 3 passes in a row.
+    // Interval 250 ms (its timeout too: generous for a loopback GET on a loaded machine); out
+    // after 2 failed checks in a row, back after 3 passes in a row.
     let yaml = with_upstream_lines(
         &config(
             &[("app", &[a.address, b.address])],
             "  - name: app\n    backends:\n      - { upstream: app, weight: 1 }\n",
         ),
         "app",
-        &health_check(100, 3, 2),
+        &health_check(250, 3, 2),
     );
     let w = weir(&yaml).await;
     let b_endpoint = b.address.to_string();
@@ -140,10 +145,11 @@ async fn an_endpoint_failing_its_health_check_gets_no_traffic_and_comes_back_aft
         ("endpoint", b_endpoint.as_str()),
         ("result", "passed"),
     ];
-    until_metric(&w, "weir_endpoint_healthy", &b_labels, 0.0).await;
-    // Taken out by its 2nd failing check, that is within 2 intervals of failing (the count may
-    // be one higher if a third check ran before this read).
-    let failed_checks = metric(&w, "weir_health_checks_total", &failed).await;
+    let scrape = until_metric(&w, "weir_endpoint_healthy", &b_labels, 0.0).await;
+    // Taken out by its 2nd failing check, that is within 2 intervals of failing. Read from the
+    // scrape that first showed it out, polled every few ms against a 250 ms interval: a third
+    // check can only have landed in between on a badly stalled machine.
+    let failed_checks = sample(&scrape, "weir_health_checks_total", &failed).unwrap();
     assert!(
         (2.0..=3.0).contains(&failed_checks),
         "out after {failed_checks} failed checks"
@@ -157,8 +163,8 @@ async fn an_endpoint_failing_its_health_check_gets_no_traffic_and_comes_back_aft
 
     let passed_before = metric(&w, "weir_health_checks_total", &passed).await;
     b.set_health(200);
-    until_metric(&w, "weir_endpoint_healthy", &b_labels, 1.0).await;
-    let passes = metric(&w, "weir_health_checks_total", &passed).await - passed_before;
+    let scrape = until_metric(&w, "weir_endpoint_healthy", &b_labels, 1.0).await;
+    let passes = sample(&scrape, "weir_health_checks_total", &passed).unwrap() - passed_before;
     assert!(
         (3.0..=4.0).contains(&passes),
         "back after {passes} passing checks, the healthy threshold being 3"
@@ -180,7 +186,7 @@ async fn a_dead_canary_s_share_goes_to_stable_and_is_counted() {
     let yaml = with_upstream_lines(
         &split_config(stable.address, canary.address, 50, 50),
         "canary",
-        &health_check(50, 1, 1),
+        &health_check(100, 1, 1),
     );
     let w = weir(&yaml).await;
     let canary_endpoint = canary.address.to_string();
@@ -223,7 +229,7 @@ async fn a_dead_canary_s_share_goes_to_stable_and_is_counted() {
     // Stable gone as well: nothing to fall back to, weir's own 503.
     stable.set_health(500);
     let stable_endpoint = stable.address.to_string();
-    let sc = with_upstream_lines(&yaml, "stable", &health_check(50, 1, 1));
+    let sc = with_upstream_lines(&yaml, "stable", &health_check(100, 1, 1));
     std::fs::write(&w.path, &sc).unwrap();
     reload(&w).await.unwrap();
     until_metric(
@@ -256,7 +262,7 @@ async fn an_endpoint_that_cannot_be_reached_is_out_after_its_first_check() {
             "  - name: app\n    backends:\n      - { upstream: app, weight: 1 }\n",
         ),
         "app",
-        &health_check(100, 2, 3),
+        &health_check(250, 2, 3),
     );
     let w = weir(&yaml).await;
     let dead_endpoint = dead.to_string();
@@ -336,7 +342,7 @@ async fn a_rollout_s_canary_with_no_healthy_endpoint_is_rolled_back_while_stable
             "  - name: app\n    rollout: { canary: canary, steps: [50, 100], interval: 300ms, min_requests: 5 }\n    backends:\n      - { upstream: stable, weight: 90 }\n      - { upstream: canary, weight: 10 }\n",
         ),
         "canary",
-        &health_check(50, 1, 1),
+        &health_check(100, 1, 1),
     );
     let w = weir(&yaml).await;
     let canary_endpoint = canary.address.to_string();
