@@ -309,25 +309,39 @@ async fn slow_start_ramps_a_new_endpoint_s_share_up_over_its_window() {
         shares.push((db as f64 / (da + db) as f64, da + db));
     }
     println!("the new endpoint's share per second (share, requests): {shares:?}");
-    // Linear ramp from 0.1 to 1 over 4 s: b's expected share f / (1 + f) goes about 0.17,
-    // 0.28, 0.37, 0.45, then 0.5. Each second has hundreds of requests, so a share's noise is
-    // a few points; 0.05 of tolerance between neighbours allows that without hiding a ramp
-    // that goes the wrong way.
-    for pair in shares.windows(2) {
+    // Linear ramp from 0.1 to 1 over 4 s: b's expected share f / (1 + f) goes about 0.13,
+    // 0.28, 0.37, 0.45, then 0.5. A second's share over n requests has a standard deviation of
+    // at most sqrt(0.25 / n) (binomial); the tolerances are 4 of those (for a difference, of the
+    // difference), so noise fails the test about once in 10^4 runs whatever the machine's rate,
+    // while a ramp that goes the wrong way, or no ramp, does not pass.
+    let sd = |n: u64| (0.25 / n as f64).sqrt();
+    for &(_, n) in &shares {
         assert!(
-            pair[1].0 >= pair[0].0 - 0.05,
-            "the share fell from {} to {}: {shares:?}",
+            n >= 50,
+            "too few requests in a second to measure: {shares:?}"
+        );
+    }
+    for pair in shares.windows(2) {
+        let tolerance = 4.0 * (sd(pair[0].1).powi(2) + sd(pair[1].1).powi(2)).sqrt();
+        assert!(
+            pair[1].0 >= pair[0].0 - tolerance,
+            "the share fell from {} to {} (tolerance {tolerance:.3}): {shares:?}",
             pair[0].0,
             pair[1].0
         );
     }
+    let (first, last) = (shares[0], shares[5]);
     assert!(
-        shares[0].0 < 0.3,
+        first.0 < 0.5 - 4.0 * sd(first.1),
         "the first second is well below an even split: {shares:?}"
     );
     assert!(
-        (0.4..=0.6).contains(&shares[5].0),
+        (last.0 - 0.5).abs() <= 4.0 * sd(last.1),
         "after the window, an even split: {shares:?}"
+    );
+    assert!(
+        last.0 - first.0 > 4.0 * (sd(first.1).powi(2) + sd(last.1).powi(2)).sqrt(),
+        "the share grew: {shares:?}"
     );
 }
 
