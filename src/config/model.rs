@@ -117,6 +117,10 @@ pub struct Upstream {
     pub spec: UpstreamSpec,
     pub identity: String,
     pub outlier: Option<Outlier>,
+    /// Active health checks (`health_check`), validated.
+    pub health_check: Option<crate::proxy::health::HealthCheckSpec>,
+    /// Slow start (`slow_start`), validated.
+    pub slow_start: Option<crate::proxy::health::SlowStartSpec>,
 }
 
 /// Passive outlier ejection: an endpoint failing `consecutive_failures` times in a row (connect
@@ -360,6 +364,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
     pub write_stall_timeout: Duration,
+    /// `limits.drain_on_retire`.
+    pub drain_on_retire: bool,
 }
 
 impl Config {

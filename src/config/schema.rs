@@ -102,6 +102,12 @@ pub struct UpstreamSpec {
     pub tls: Option<UpstreamTlsSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierSpec>,
+    /// Active health checks of every endpoint (docs/GATEWAY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfigSpec>,
+    /// An endpoint that joins takes a growing share over a window (docs/GATEWAY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStartConfigSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
@@ -118,6 +124,57 @@ pub struct UpstreamTlsSpec {
 pub struct OutlierSpec {
     pub consecutive_failures: u32,
     pub ejection: DurationSpec,
+}
+
+/// `upstreams[].health_check`: an HTTP `GET` of `path` on every endpoint each `interval`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfigSpec {
+    pub path: String,
+    #[serde(default = "defaults::health_interval")]
+    pub interval: DurationSpec,
+    #[serde(default = "defaults::health_timeout")]
+    pub timeout: DurationSpec,
+    #[serde(default = "defaults::healthy_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "defaults::unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Status codes (`200`) or ranges (`"200-399"`) that pass.
+    #[serde(default = "defaults::expected_statuses")]
+    pub expected_statuses: Vec<StatusSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A status code that passes a health check: a number, or a `LOW-HIGH` range.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    Code(u16),
+    Range(String),
+}
+
+/// `upstreams[].slow_start`: Envoy's slow start.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlowStartConfigSpec {
+    pub window: DurationSpec,
+    #[serde(default = "defaults::aggression")]
+    pub aggression: f64,
+    #[serde(default = "defaults::min_weight_percent")]
+    pub min_weight_percent: u32,
+}
+
+// `UpstreamSpec` is `Eq` and `Hash` (its debug form is its identity); `aggression` is compared
+// and hashed by its bits.
+impl Eq for SlowStartConfigSpec {}
+
+impl std::hash::Hash for SlowStartConfigSpec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.window.hash(state);
+        self.aggression.to_bits().hash(state);
+        self.min_weight_percent.hash(state);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -668,6 +725,10 @@ pub struct LimitsSpec {
     /// zero HTTP/2 window) closes the client connection, as nginx's `send_timeout`.
     #[serde(default = "defaults::write_stall_timeout")]
     pub write_stall_timeout: DurationSpec,
+    /// When a backend retires (its weight goes to 0: a promotion or a rollback), close the client
+    /// connections it served, gracefully (docs/GATEWAY.md).
+    #[serde(default = "defaults::enabled")]
+    pub drain_on_retire: bool,
 }
 
 impl Default for LimitsSpec {
@@ -680,12 +741,35 @@ impl Default for LimitsSpec {
             connect_timeout: defaults::connect_timeout(),
             drain_timeout: defaults::drain_timeout(),
             write_stall_timeout: defaults::write_stall_timeout(),
+            drain_on_retire: true,
         }
     }
 }
 
 mod defaults {
-    use super::{DurationSpec, GrpcCodeSpec, RetryOnSpec};
+    use super::{DurationSpec, GrpcCodeSpec, RetryOnSpec, StatusSpec};
+
+    pub fn health_interval() -> DurationSpec {
+        DurationSpec::from_secs(5)
+    }
+    pub fn health_timeout() -> DurationSpec {
+        DurationSpec::from_secs(1)
+    }
+    pub fn healthy_threshold() -> u32 {
+        2
+    }
+    pub fn unhealthy_threshold() -> u32 {
+        3
+    }
+    pub fn expected_statuses() -> Vec<StatusSpec> {
+        vec![StatusSpec::Range("200-399".to_owned())]
+    }
+    pub fn aggression() -> f64 {
+        1.0
+    }
+    pub fn min_weight_percent() -> u32 {
+        10
+    }
 
     pub fn sampling() -> f64 {
         1.0

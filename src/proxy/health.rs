@@ -325,6 +325,11 @@ impl EndpointHealth {
         self.ramping.load(Ordering::Relaxed)
     }
 
+    /// Marks endpoint `i` as failing its checks (a new pool inheriting an old one's standing).
+    pub fn set_unhealthy(&self, i: usize) {
+        self.set_healthy(i, false);
+    }
+
     fn set_healthy(&self, i: usize, healthy: bool) {
         if self.endpoints[i].healthy.swap(healthy, Ordering::Relaxed) != healthy {
             if healthy {
@@ -492,7 +497,21 @@ pub async fn run<P: Prober>(
         Some(h) => (h.len(), h.wake.clone()),
         None => return,
     };
-    let mut trackers = vec![Tracker::default(); n];
+    // An endpoint the table already has as failing (inherited from the pool this one replaced)
+    // needs `healthy_threshold` passes to come back, as it would have in the old task.
+    let mut trackers: Vec<Tracker> = match health.upgrade() {
+        Some(h) => (0..n)
+            .map(|i| match h.is_healthy(i) {
+                true => Tracker::default(),
+                false => Tracker {
+                    checked: true,
+                    unhealthy: true,
+                    streak: 0,
+                },
+            })
+            .collect(),
+        None => return,
+    };
     let mut ramps: Vec<Option<Instant>> = vec![None; n];
     let mut next_check = checks.as_ref().map(|_| Instant::now());
     loop {

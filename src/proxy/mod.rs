@@ -114,25 +114,52 @@ pub async fn handle(
     if let Some(r) = gateway.and_then(|g| g.filters.redirect(None)) {
         return redirect(r, req, conn, matched, route, None, &id, access);
     }
-    // Session affinity: the client's cookie may pin it to a backend that still takes traffic.
-    let decision = gateway
-        .and_then(|g| g.affinity.as_ref())
-        .map(|a| a.decide(req.headers(), |b| route.backends[b].weight > 0));
+    // Session affinity: the client's cookie may pin it to a backend that still takes traffic
+    // and has an endpoint to send to.
+    let decision = gateway.and_then(|g| g.affinity.as_ref()).map(|a| {
+        a.decide(req.headers(), |b| {
+            route.backends[b].weight > 0 && route.backends[b].pool.has_endpoint()
+        })
+    });
     let pin = match decision {
         Some(affinity::Decision::Pinned(b)) => Some(b),
         _ => None,
     };
-    let chosen = split::choose_pinned(
+    let mut chosen = split::choose_pinned(
         &route.split,
         req.headers(),
         req.uri().query(),
         pin,
         random_below,
     );
-    let backend = &route.backends[chosen];
+    let mut backend = &route.backends[chosen];
+    // The first endpoint is picked here, so a backend with none can hand its request to
+    // another backend of the route (`health::live_pick`); only then is it a 503.
+    let first = match backend.pool.pick(None) {
+        Some(e) => Some(e),
+        None => {
+            backend.metrics.unavailable.inc();
+            backend.pool.note_unavailable(&route.name);
+            // A rollout judges the backend on what it could serve: a canary with no endpoint
+            // fails its analysis (and is rolled back) rather than stalling for lack of requests.
+            if let Some(probe) = &backend.probe {
+                probe.record(false, 0);
+            }
+            match fallback(route, chosen, &req) {
+                Some((b, e)) => {
+                    chosen = b;
+                    backend = &route.backends[b];
+                    Some(e)
+                }
+                None => None,
+            }
+        }
+    };
     if let Some(r) = gateway.and_then(|g| g.filters.redirect(Some(chosen))) {
         return redirect(r, req, conn, matched, route, Some(chosen), &id, access);
     }
+    // The drain closes this connection if the backend that serves it now retires.
+    conn.served.mark(backend.drain_bit);
     let mut tries = Tries {
         timed: access.is_some(),
         ..Tries::default()
@@ -145,6 +172,7 @@ pub async fn handle(
             backend,
             index: chosen,
             matched,
+            first,
         },
         req,
         conn,
@@ -231,6 +259,20 @@ pub async fn handle(
             None => body,
         }
     })
+}
+
+/// The backend (its index in the route) and endpoint for a request whose chosen backend
+/// (`chosen`) has no endpoint: the route's draw scaled onto the backends that have one
+/// (`health::live_pick`, which keeps a sticky key's place among them). `None` when no backend
+/// with weight has an endpoint.
+fn fallback(route: &Route, chosen: usize, req: &Request<Incoming>) -> Option<(usize, usize)> {
+    // Off the common path (the chosen backend is down): one small allocation is fine here.
+    let weights: Vec<u32> = route.backends.iter().map(|b| b.weight).collect();
+    let draw = route.split.fallback_draw(req.headers(), random_below);
+    let b = health::live_pick(&weights, draw, |b| {
+        b != chosen && route.backends[b].pool.has_endpoint()
+    })?;
+    route.backends[b].pool.pick(None).map(|e| (b, e))
 }
 
 /// The access record of a request, before it is routed: what the client sent.
@@ -371,6 +413,8 @@ struct Picked<'a> {
     backend: &'a Backend,
     index: usize,
     matched: usize,
+    /// The endpoint picked for the first try (`None`: no backend of the route has one).
+    first: Option<usize>,
 }
 
 /// Sends the request to `backend`: one try, or more when the route retries and the request may
@@ -385,7 +429,7 @@ async fn exchange(
     timeout: Duration,
     done: &mut Tries,
 ) -> Result<(Response<body::UpstreamBody>, usize), ProxyError> {
-    let backend = picked.backend;
+    let (backend, first) = (picked.backend, picked.first);
     let pool = &backend.pool;
     let (mut head, body) = req.into_parts();
     // Only the protocols the route allows are tunnelled; another `Upgrade` is dropped as a
@@ -448,7 +492,11 @@ async fn exchange(
     let mut avoid = None;
     let mut tries = 0;
     loop {
-        let Some(endpoint) = pool.pick(avoid) else {
+        let next = match tries {
+            0 => first,
+            _ => pool.pick(avoid),
+        };
+        let Some(endpoint) = next else {
             return Err(ProxyError::NoHealthyEndpoint {
                 upstream: pool.name.clone(),
             });

@@ -84,6 +84,17 @@ impl Table {
     pub fn round_robin_fallback(&self) -> Option<u64> {
         self.fallback
     }
+
+    /// A draw below the weights' total for `health::live_pick`, when the backend [`choose`] gave
+    /// has no endpoint: the sticky key's draw when the request has one (so it keeps its place
+    /// among the live backends), else `random(total)`.
+    pub fn fallback_draw(&self, headers: &HeaderMap, random: impl FnOnce(u64) -> u64) -> u64 {
+        let total = self.weights.total();
+        match self.sticky.as_ref().and_then(|k| sticky_key(k, headers)) {
+            Some(key) => sticky_draw(sticky_hash(key), total),
+            None => random(total),
+        }
+    }
 }
 
 /// The backend index for a request with these headers and query: the first override whose

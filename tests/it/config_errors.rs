@@ -175,6 +175,59 @@ fn bad_files_are_refused_with_located_messages() {
             ],
         ),
         (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    health_check: { path: healthz, interval: 5ms, timeout: 2s, healthy_threshold: 0, unhealthy_threshold: 0, expected_statuses: [200-99, 700, x], host: \"a b\" }",
+            ),
+            &[
+                "t.yaml:9:21: upstreams[1].health_check.path: `healthz` is not a path: it must start with `/`",
+                "t.yaml:9:36: upstreams[1].health_check.interval: must be at least 10ms",
+                "t.yaml:9:51: upstreams[1].health_check.timeout: must not exceed the interval (5ms): a check would still run when the next starts",
+                "t.yaml:9:64: upstreams[1].health_check.healthy_threshold: must be at least 1",
+                "t.yaml:9:86: upstreams[1].health_check.unhealthy_threshold: must be at least 1",
+                "t.yaml:9:130: upstreams[1].health_check.expected_statuses[0]: `200-99` is not a status range between 100 and 599",
+                "t.yaml:9:138: upstreams[1].health_check.expected_statuses[1]: `700` is not a status code between 100 and 599",
+                "t.yaml:9:143: upstreams[1].health_check.expected_statuses[2]: expected a status code such as 200 or a range such as 200-399, found `x`",
+                "t.yaml:9:147: upstreams[1].health_check.host: `a b` is not a valid Host",
+            ],
+        ),
+        (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    health_check: { path: /healthz, interval: 1s, timeout: 2s, expected_statuses: [] }",
+            ),
+            &[
+                "t.yaml:9:51: upstreams[1].health_check.timeout: must not exceed the interval (1s): a check would still run when the next starts",
+                "t.yaml:9:64: upstreams[1].health_check.expected_statuses: expected at least one status code or range",
+            ],
+        ),
+        (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    slow_start: { window: 1ms, aggression: 0, min_weight_percent: 0 }",
+            ),
+            &[
+                "t.yaml:9:19: upstreams[1].slow_start.window: must be at least 10ms",
+                "t.yaml:9:32: upstreams[1].slow_start.aggression: must be above 0",
+                "t.yaml:9:47: upstreams[1].slow_start.min_weight_percent: must be between 1 and 100",
+            ],
+        ),
+        (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    health_check: { interval: 1s }",
+            ),
+            &[
+                "t.yaml:9:5: upstreams[1].health_check: missing field `path`",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "limits: { drain_on_retire: maybe }\n"),
+            &[
+                "t.yaml:14:11: limits.drain_on_retire: invalid type: string \"maybe\", expected a boolean",
+            ],
+        ),
+        (
             &(GOOD.to_owned()
                 + "    rollout: { canary: nowhere, steps: [50, 20, 150], interval: 0s, thresholds: { success_rate: 1.5 }, webhooks: [{ url: \"ftp://x\", on: [done] }] }\n"),
             &[
@@ -284,7 +337,7 @@ routes:
         &[
             "t.yaml:3:5: listeners[0].address: expected an IP address and port such as 127.0.0.1:8080, found `nowhere`",
             "t.yaml:6:5: upstreams[0].endpoints: expected at least one endpoint",
-            "t.yaml:9:5: upstreams[1].protocl: unknown field `protocl`, expected one of `name`, `endpoints`, `protocol`, `tls`, `outlier`",
+            "t.yaml:9:5: upstreams[1].protocl: unknown field `protocl`, expected one of `name`, `endpoints`, `protocol`, `tls`, `outlier`, `health_check`, `slow_start`",
             "t.yaml:12:5: routes[0].backends: the weights sum to 0: at least one backend needs a positive weight",
             "t.yaml:14:18: routes[1].backends[0].upstream: unknown upstream `missing`, expected one of: a",
         ],

@@ -12,6 +12,8 @@ mod deploy;
 mod fleet;
 mod forwarding;
 mod gateway;
+mod gateway_drain;
+mod gateway_health;
 mod grpc;
 mod hostile;
 mod hostile_clients;
