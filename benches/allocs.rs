@@ -2,7 +2,9 @@
 //! runtime threads (the client and the upstream run on another runtime and are not counted).
 //! Run with `cargo bench --bench allocs`; REQUESTS sets the count (default 20,000). The client
 //! sends no `x-request-id`, so weir generates one per request; `INCOMING_ID=1` sends one (kept).
-//! `WEIR_EXTRA` is top-level YAML appended to weir's config (`tracing: {sampling: 1.0}`, say).
+//! `WEIR_EXTRA` is top-level YAML appended to weir's config (`tracing: {sampling: 1.0}`, say);
+//! `ROUTE_EXTRA` is YAML added to the route, each line indented by four spaces (gateway fields:
+//! `ROUTE_EXTRA='    backend_header: true'`, say).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -72,10 +74,11 @@ fn main() {
             .build()
             .unwrap();
         rt.block_on(async move {
+            let route_extra = std::env::var("ROUTE_EXTRA").map_or(String::new(), |e| e + "\n");
             let yaml = format!(
                 "listeners: [{{ name: main, address: 127.0.0.1:0 }}]\nadmin: {{ address: 127.0.0.1:0 }}\n\
                  upstreams:\n  - {{ name: stable, endpoints: [\"{upstream}\"] }}\n  - {{ name: canary, endpoints: [\"{upstream}\"] }}\n\
-                 routes:\n  - name: app\n    backends: [{{ upstream: stable, weight: 90 }}, {{ upstream: canary, weight: 10 }}]\n"
+                 routes:\n  - name: app\n{route_extra}    backends: [{{ upstream: stable, weight: 90 }}, {{ upstream: canary, weight: 10 }}]\n"
             );
             let yaml = yaml + &std::env::var("WEIR_EXTRA").unwrap_or_default();
             let candidate = weir::reload::Candidate::from_str(&yaml, "allocs.yaml").unwrap();

@@ -47,12 +47,18 @@ fn benches(c: &mut Criterion) {
             &Default::default(),
         )
     });
+    let headers = http::HeaderMap::new();
     c.bench_function("route_find_last_of_100", |b| {
         b.iter(|| {
             weir::proxy::router::find(
                 black_box(&snapshot.routes),
                 black_box(Some("h99.example.com")),
-                black_box("/api/99/users"),
+                &weir::proxy::matching::RequestView {
+                    method: &http::Method::GET,
+                    path: black_box("/api/99/users"),
+                    query: None,
+                    headers: &headers,
+                },
             )
             .unwrap()
         })

@@ -377,6 +377,7 @@ pub fn check_json(path: &Path, previous: Option<&Path>) -> (bool, Value) {
             "against_previous": previous.is_some(),
         },
         "routes": routes,
+        "hints": config::precedence_hints(&config),
     });
     (true, value)
 }
@@ -436,6 +437,9 @@ fn check(path: &Path, previous: Option<&Path>, format: CheckFormat) -> ExitCode 
         );
     }
     print!("{}", route_table(&config));
+    for hint in config::precedence_hints(&config) {
+        println!("hint: {hint}");
+    }
     ExitCode::SUCCESS
 }
 

@@ -90,6 +90,7 @@ pub async fn start(candidate: Candidate, path: Option<PathBuf>) -> Result<Runnin
             snapshots: reloader.snapshots.clone(),
             shutdown: shutdown_rx.clone(),
             open: open_tx.clone(),
+            drain: reloader.drain.clone(),
             metrics: metrics.listener(&name),
         };
         accept_tasks.push(tokio::spawn(listener::serve(socket, ctx)));

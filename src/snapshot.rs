@@ -12,6 +12,9 @@ use crate::metrics::{BackendMetrics, Metrics, Probe};
 use crate::observe::access::AccessLog;
 use crate::observe::span_export::SpanExport;
 use crate::observe::trace_context::Sampler;
+use crate::proxy::affinity::Affinity;
+use crate::proxy::drain::{self, DrainLog, RouteWeights};
+use crate::proxy::filters::{BackendHeader, RouteFilters};
 use crate::proxy::mirror::RouteMirror;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::split::{Override, Table};
@@ -27,6 +30,9 @@ pub struct Snapshot {
     /// Trace context and span export, when the config has a `tracing` section (set by the
     /// control task).
     pub tracer: Option<Tracer>,
+    /// Retirements so far (a backend's weight going to 0), for the drain of the client
+    /// connections they served (`proxy::drain`).
+    pub drain: DrainLog,
 }
 
 /// What a request needs for its trace: the sampler of the traces weir starts, and where sampled
@@ -52,6 +58,41 @@ pub struct Route {
     pub upgrades: Box<[Box<str>]>,
     /// The `grpc-status` codes that count as failures of a backend.
     pub grpc_failures: GrpcCodes,
+    /// Gateway API matches and filters and the session affinity; `None` for a route that uses
+    /// none of them, which then costs what it cost before they existed.
+    pub gateway: Option<Box<RouteGateway>>,
+}
+
+/// A route's gateway features for one snapshot.
+pub struct RouteGateway {
+    /// The compiled matches (and the config's filters), shared with the config.
+    pub config: Arc<crate::config::Gateway>,
+    /// The route's and each backend's filters, and `x-weir-backend` over every backend
+    /// (override-only ones included) when the route asks for it.
+    pub filters: RouteFilters,
+    /// The cookies of this rollout (generation: the canary's definition).
+    pub affinity: Option<Affinity>,
+}
+
+impl RouteGateway {
+    fn new(g: &Arc<crate::config::Gateway>, route: &str, backends: &[Backend]) -> RouteGateway {
+        let names: Vec<&str> = backends.iter().map(|b| &**b.name()).collect();
+        let affinity = g.affinity.as_ref().and_then(|a| {
+            // Validation ran the same build (its errors depend on the spec and the canary only).
+            Affinity::new(&a.spec, route, a.generation.as_bytes(), &names, a.canary).ok()
+        });
+        RouteGateway {
+            config: g.clone(),
+            filters: RouteFilters {
+                route: g.filters.clone(),
+                backends: g.backend_filters.clone(),
+                backend_header: g
+                    .backend_header
+                    .then(|| BackendHeader::new(names.iter().copied())),
+            },
+            affinity,
+        }
+    }
 }
 
 /// What a route with a running rollout takes instead of its file's weights: the weights of its
@@ -76,6 +117,8 @@ pub struct Backend {
     /// The canary of a running rollout, or a backend it is compared with: its requests are
     /// measured for the analysis.
     pub probe: Option<Arc<Probe>>,
+    /// This (route, backend)'s bit in a connection's `Served` (`drain::backend_bit`).
+    pub drain_bit: u64,
 }
 
 impl Backend {
@@ -108,7 +151,15 @@ impl Snapshot {
                 previous
                     .and_then(|p| p.pools.iter().find(|pool| pool.has_definition(u, &limits)))
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(UpstreamPool::new(u, &limits, metrics)))
+                    .unwrap_or_else(|| {
+                        let old = previous.and_then(|p| p.pools.iter().find(|p| p.name == u.name));
+                        Arc::new(UpstreamPool::replacing(
+                            u,
+                            &limits,
+                            metrics,
+                            old.map(|p| &**p),
+                        ))
+                    })
             })
             .collect();
         let backend = |route: &str, upstream: usize, weight: u32| {
@@ -119,6 +170,7 @@ impl Snapshot {
                 .unwrap_or_else(|| Arc::new(metrics.backend(route, &pool.name)));
             metrics.weight.set(i64::from(weight));
             Backend {
+                drain_bit: drain::backend_bit(route, &pool.name),
                 pool,
                 weight,
                 metrics,
@@ -177,6 +229,10 @@ impl Snapshot {
                 if let Some(cycle) = split.round_robin_fallback() {
                     tracing::warn!(route = &*r.name, cycle, "round_robin needs a cycle of at most 65536 picks and these rollout weights give more: picking at random, with the same shares on average");
                 }
+                let gateway = r
+                    .gateway
+                    .as_ref()
+                    .map(|g| Box::new(RouteGateway::new(g, &r.name, &backends)));
                 Route {
                     name: r.name.clone(),
                     matcher: r.matcher.clone(),
@@ -187,6 +243,7 @@ impl Snapshot {
                     retries: r.retries.clone(),
                     upgrades: r.upgrades.clone(),
                     grpc_failures: r.grpc_failures,
+                    gateway,
                 }
             })
             .collect();
@@ -195,9 +252,14 @@ impl Snapshot {
                 for endpoint in old.endpoints() {
                     let kept = pools
                         .iter()
-                        .any(|p| p.name == old.name && p.endpoints().any(|e| e == endpoint));
-                    if !kept {
-                        metrics.forget_endpoint(&old.name, endpoint.as_str());
+                        .find(|p| p.name == old.name && p.endpoints().any(|e| e == endpoint));
+                    match kept {
+                        None => metrics.forget_endpoint(&old.name, endpoint.as_str()),
+                        // Health checks turned off: their series go, the endpoint's others stay.
+                        Some(p) if old.checks_health() && !p.checks_health() => {
+                            metrics.forget_endpoint_health(&old.name, endpoint.as_str());
+                        }
+                        Some(_) => {}
                     }
                 }
             }
@@ -223,6 +285,21 @@ impl Snapshot {
                 }
             }
         }
+        let drain = match previous {
+            Some(p) if config.limits.drain_on_retire => {
+                let (old, new) = (p.route_weights(), route_weights(&routes));
+                // The idle pooled connections to an upstream no route sends to by weight any
+                // more close now, so the retired version sees weir's connections go.
+                for name in drain::unused_upstreams(&old, &new) {
+                    if let Some(pool) = pools.iter().find(|p| &*p.name == name) {
+                        pool.close_idle();
+                    }
+                }
+                p.drain.after(drain::retired(&old, &new).1)
+            }
+            Some(p) => p.drain.clone(),
+            None => DrainLog::default(),
+        };
         Snapshot {
             config,
             metrics: metrics.clone(),
@@ -230,7 +307,13 @@ impl Snapshot {
             pools,
             access_log: None,
             tracer: None,
+            drain,
         }
+    }
+
+    /// Each route's backends and weights, for `drain::retired`.
+    fn route_weights(&self) -> Vec<RouteWeights<'_>> {
+        route_weights(&self.routes)
     }
 
     /// The mirror of the route called `route`, when it copies to `upstream`.
@@ -252,4 +335,14 @@ impl Snapshot {
             .iter()
             .find(|b| &**b.name() == backend)
     }
+}
+
+fn route_weights(routes: &[Route]) -> Vec<RouteWeights<'_>> {
+    routes
+        .iter()
+        .map(|r| RouteWeights {
+            route: &r.name,
+            backends: r.backends.iter().map(|b| (&**b.name(), b.weight)).collect(),
+        })
+        .collect()
 }

@@ -107,6 +107,7 @@ fn parsed(data: &[u8]) {
         scheme: "http",
         delivery: std::sync::Arc::new(weir::proxy::body::Delivery::new(client_errors.clone())),
         client_errors,
+        served: weir::proxy::drain::Served::new(0),
     };
     if forward::prepare(&mut parts, &conn, upgrade).is_err() {
         return;

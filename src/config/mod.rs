@@ -1,7 +1,8 @@
 //! Configuration, the ground floor of weir: the YAML schema, loading with source positions, the
 //! files a config names, validation into a typed [`Config`], and the policies every candidate
-//! must pass. Nothing here imports anything of weir above it (only `tls`, a leaf); `proxy/` never
-//! reads the file, only a snapshot built from a [`Config`].
+//! must pass. Nothing here imports anything of weir above it (only `tls` and the pure gateway
+//! compilers `proxy::{matching, filters, affinity}`, leaves); `proxy/` never reads the file, only
+//! a snapshot built from a [`Config`].
 //!
 //! The pipeline (`load`): `scan` (positions, limits) -> `decode` (values to the spec, every
 //! error found) -> `files` (the one step that reads) -> `validate` (pure) -> [`Config`]; then
@@ -13,6 +14,8 @@ mod decode;
 mod diag;
 mod duration;
 pub mod files;
+mod gateway;
+pub use gateway::precedence_hints;
 mod json_schema;
 mod load;
 mod model;

@@ -117,6 +117,10 @@ pub struct Upstream {
     pub spec: UpstreamSpec,
     pub identity: String,
     pub outlier: Option<Outlier>,
+    /// Active health checks (`health_check`), validated.
+    pub health_check: Option<crate::proxy::health::HealthCheckSpec>,
+    /// Slow start (`slow_start`), validated.
+    pub slow_start: Option<crate::proxy::health::SlowStartSpec>,
 }
 
 /// Passive outlier ejection: an endpoint failing `consecutive_failures` times in a row (connect
@@ -150,6 +154,55 @@ pub struct Route {
     pub upgrades: Box<[Box<str>]>,
     /// The `grpc-status` codes that count as failures of the backend.
     pub grpc_failures: GrpcCodes,
+    /// The gateway fields (Gateway API matches and filters, `backend_header`,
+    /// `session_affinity`), compiled; `None` when the route uses none of them.
+    pub gateway: Option<Arc<Gateway>>,
+}
+
+/// What a route uses of the gateway features (issue 23, docs/GATEWAY.md), checked and compiled by
+/// `config::gateway`; `None` in [`Route`] when it uses none.
+#[derive(Debug)]
+pub struct Gateway {
+    pub matches: Matches,
+    /// The route's own filters.
+    pub filters: crate::proxy::filters::Filters,
+    /// Each configured backend's filters, in file order.
+    pub backend_filters: Box<[crate::proxy::filters::Filters]>,
+    /// `backend_header: true`.
+    pub backend_header: bool,
+    pub affinity: Option<RouteAffinity>,
+}
+
+/// The elements of `match`, each a host and path prefix (as today) plus a compiled
+/// [`crate::proxy::matching::Matcher`] for the rest: the route matches when any element does.
+#[derive(Debug)]
+pub struct Matches {
+    /// Host and `path_prefix` of each element.
+    pub bounds: Box<[RouteMatch]>,
+    /// Element `i`'s method, path, headers, query parameters and gRPC method.
+    pub matcher: crate::proxy::matching::RouteMatcher,
+    /// Element `i`'s `PathPrefix` (from `path_prefix` or a `path` of type `PathPrefix`) without
+    /// its trailing `/` (`""` for `/`): what `replace_prefix_match` replaces.
+    pub prefixes: Box<[Option<Box<str>>]>,
+}
+
+impl Matches {
+    /// The prefix a `replace_prefix_match` replaces when element `i` matched.
+    pub fn prefix(&self, i: usize) -> Option<&str> {
+        self.prefixes.get(i).and_then(|p| p.as_deref())
+    }
+}
+
+/// `session_affinity`, checked: the spec and the canary's index among the configured backends.
+/// The snapshot builds the `Affinity` with the rollout's generation.
+#[derive(Clone, Debug)]
+pub struct RouteAffinity {
+    pub spec: crate::proxy::affinity::AffinitySpec,
+    pub canary: Option<usize>,
+    /// What identifies the rollout the pins belong to: the canary upstream's name and endpoints
+    /// (`Rollout::definition`), so a new canary gets new cookie values and an old cookie never
+    /// pins it; empty without a canary (`pin: all` on a route without rollout).
+    pub generation: String,
 }
 
 /// The gRPC status codes by number, as the gRPC specification names them.
@@ -311,6 +364,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
     pub write_stall_timeout: Duration,
+    /// `limits.drain_on_retire`.
+    pub drain_on_retire: bool,
 }
 
 impl Config {

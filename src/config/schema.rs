@@ -102,6 +102,12 @@ pub struct UpstreamSpec {
     pub tls: Option<UpstreamTlsSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierSpec>,
+    /// Active health checks of every endpoint (docs/GATEWAY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfigSpec>,
+    /// An endpoint that joins takes a growing share over a window (docs/GATEWAY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStartConfigSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
@@ -120,12 +126,63 @@ pub struct OutlierSpec {
     pub ejection: DurationSpec,
 }
 
+/// `upstreams[].health_check`: an HTTP `GET` of `path` on every endpoint each `interval`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfigSpec {
+    pub path: String,
+    #[serde(default = "defaults::health_interval")]
+    pub interval: DurationSpec,
+    #[serde(default = "defaults::health_timeout")]
+    pub timeout: DurationSpec,
+    #[serde(default = "defaults::healthy_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "defaults::unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Status codes (`200`) or ranges (`"200-399"`) that pass.
+    #[serde(default = "defaults::expected_statuses")]
+    pub expected_statuses: Vec<StatusSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A status code that passes a health check: a number, or a `LOW-HIGH` range.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    Code(u16),
+    Range(String),
+}
+
+/// `upstreams[].slow_start`: Envoy's slow start.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlowStartConfigSpec {
+    pub window: DurationSpec,
+    #[serde(default = "defaults::aggression")]
+    pub aggression: f64,
+    #[serde(default = "defaults::min_weight_percent")]
+    pub min_weight_percent: u32,
+}
+
+// `UpstreamSpec` is `Eq` and `Hash` (its debug form is its identity); `aggression` is compared
+// and hashed by its bits.
+impl Eq for SlowStartConfigSpec {}
+
+impl std::hash::Hash for SlowStartConfigSpec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.window.hash(state);
+        self.aggression.to_bits().hash(state);
+        self.min_weight_percent.hash(state);
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub name: String,
     #[serde(default, rename = "match")]
-    pub match_: MatchSpec,
+    pub match_: MatchesSpec,
     pub backends: Vec<BackendSpec>,
     #[serde(default = "default_route_timeout")]
     pub timeout: DurationSpec,
@@ -147,6 +204,139 @@ pub struct RouteSpec {
     pub upgrades: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcSpec>,
+    /// Gateway API's HTTPRoute filters for every request of the route (docs/GATEWAY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersSpec>,
+    /// `x-weir-backend: <upstream>` on every response of the route, naming the backend that
+    /// served (or was chosen for) it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backend_header: bool,
+    /// Canary session affinity: a cookie that keeps a client on the backend the weights gave it
+    /// for the rest of the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<SessionAffinitySpec>,
+}
+
+/// Gateway API's HTTPRoute filters, on a route or on one of its backends.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersSpec {
+    /// `RequestHeaderModifier`: headers changed before the request goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderFilterSpec>,
+    /// `ResponseHeaderModifier`: headers changed before the response goes to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderFilterSpec>,
+    /// `URLRewrite`: the host and path the upstream sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<RewriteFilterSpec>,
+    /// `RequestRedirect`: weir answers with a redirect instead of forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectFilterSpec>,
+}
+
+/// Header changes: `remove`, then `set` (replaces every value), then `add` (appends a line).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderFilterSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderPairSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderPairSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderPairSpec {
+    pub name: String,
+    pub value: String,
+}
+
+/// Gateway API's `HTTPPathModifier`: exactly one of the two.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathModifierSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    /// Replaces the matched `PathPrefix` (whole segments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteFilterSpec {
+    /// The `Host` the upstream sees (`x-forwarded-host` keeps the client's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifierSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectFilterSpec {
+    /// `http` or `https`; default: the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Default: the request's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Default: the configured scheme's well-known port, else the port the client addressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifierSpec>,
+    /// 301, 302 (default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+}
+
+/// Canary session affinity (Flagger style), docs/GATEWAY.md.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionAffinitySpec {
+    /// The cookie's name.
+    #[serde(default = "defaults::affinity_cookie")]
+    pub name: String,
+    /// A pin lasts at most this long.
+    #[serde(default = "defaults::affinity_max_age")]
+    pub max_age: DurationSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default = "defaults::affinity_path")]
+    pub path: String,
+    #[serde(default)]
+    pub secure: bool,
+    #[serde(default = "defaults::enabled")]
+    pub http_only: bool,
+    #[serde(default)]
+    pub same_site: SameSiteSpec,
+    /// `canary`: only clients sent to the canary get a cookie; `all`: every client.
+    #[serde(default)]
+    pub pin: PinSpec,
+    /// The canary upstream; default: the route's rollout canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSiteSpec {
+    Strict,
+    #[default]
+    Lax,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PinSpec {
+    #[default]
+    Canary,
+    All,
 }
 
 /// How a route judges gRPC calls, which report failures as HTTP 200 with a `grpc-status`.
@@ -315,6 +505,126 @@ pub struct MatchSpec {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
+    /// Gateway API's method match: exact and case-sensitive (`GET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Gateway API's path match (`Exact`, `PathPrefix` or `RegularExpression`); excludes
+    /// `path_prefix` (its short form) and `grpc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatchSpec>,
+    /// Header conditions; all must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatchSpec>,
+    /// Query parameter conditions (percent-decoded); all must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<ValueMatchSpec>,
+    /// GRPCRoute's method match: the request path `/service/method`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcMethodMatchSpec>,
+}
+
+/// A route's `match`: one match, or a list of them (the route matches when any one does, as
+/// Gateway API's `matches`).
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MatchesSpec {
+    One(MatchSpec),
+    Any(Vec<MatchSpec>),
+}
+
+impl Default for MatchesSpec {
+    fn default() -> Self {
+        MatchesSpec::One(MatchSpec::default())
+    }
+}
+
+impl MatchesSpec {
+    /// The matches, in order (one for the single form).
+    pub fn as_slice(&self) -> &[MatchSpec] {
+        match self {
+            MatchesSpec::One(m) => std::slice::from_ref(m),
+            MatchesSpec::Any(list) => list,
+        }
+    }
+}
+
+/// Decoded by the YAML node's kind (a mapping or a list) rather than by trying each variant, so
+/// an error inside a match keeps its field path and its own message.
+impl<'de> Deserialize<'de> for MatchesSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = MatchesSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a match (a mapping) or a list of matches")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<MatchesSpec, A::Error> {
+                MatchSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(MatchesSpec::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<MatchesSpec, A::Error> {
+                Vec::<MatchSpec>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(MatchesSpec::Any)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// Gateway API's `HTTPPathMatch`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathMatchSpec {
+    #[serde(default, rename = "type")]
+    pub type_: PathMatchType,
+    pub value: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum PathMatchType {
+    /// The whole path, as sent.
+    Exact,
+    /// Whole segments, a trailing `/` ignored.
+    #[default]
+    PathPrefix,
+    /// A regular expression (RE2 syntax) that must match the whole path.
+    RegularExpression,
+}
+
+/// Gateway API's `HTTPHeaderMatch` / `HTTPQueryParamMatch`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatchSpec {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub type_: ValueMatchType,
+    pub value: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum ValueMatchType {
+    #[default]
+    Exact,
+    /// A regular expression (RE2 syntax) that must match the whole value.
+    RegularExpression,
+}
+
+/// GRPCRoute's `GRPCMethodMatch`: at least one of `service` and `method`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcMethodMatchSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, rename = "type")]
+    pub type_: ValueMatchType,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -322,6 +632,9 @@ pub struct MatchSpec {
 pub struct BackendSpec {
     pub upstream: String,
     pub weight: u32,
+    /// Filters for the requests sent to this backend, after the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -412,6 +725,10 @@ pub struct LimitsSpec {
     /// zero HTTP/2 window) closes the client connection, as nginx's `send_timeout`.
     #[serde(default = "defaults::write_stall_timeout")]
     pub write_stall_timeout: DurationSpec,
+    /// When a backend retires (its weight goes to 0: a promotion or a rollback), close the client
+    /// connections it served, gracefully (docs/GATEWAY.md).
+    #[serde(default = "defaults::enabled")]
+    pub drain_on_retire: bool,
 }
 
 impl Default for LimitsSpec {
@@ -424,12 +741,35 @@ impl Default for LimitsSpec {
             connect_timeout: defaults::connect_timeout(),
             drain_timeout: defaults::drain_timeout(),
             write_stall_timeout: defaults::write_stall_timeout(),
+            drain_on_retire: true,
         }
     }
 }
 
 mod defaults {
-    use super::{DurationSpec, GrpcCodeSpec, RetryOnSpec};
+    use super::{DurationSpec, GrpcCodeSpec, RetryOnSpec, StatusSpec};
+
+    pub fn health_interval() -> DurationSpec {
+        DurationSpec::from_secs(5)
+    }
+    pub fn health_timeout() -> DurationSpec {
+        DurationSpec::from_secs(1)
+    }
+    pub fn healthy_threshold() -> u32 {
+        2
+    }
+    pub fn unhealthy_threshold() -> u32 {
+        3
+    }
+    pub fn expected_statuses() -> Vec<StatusSpec> {
+        vec![StatusSpec::Range("200-399".to_owned())]
+    }
+    pub fn aggression() -> f64 {
+        1.0
+    }
+    pub fn min_weight_percent() -> u32 {
+        10
+    }
 
     pub fn sampling() -> f64 {
         1.0
@@ -455,6 +795,18 @@ mod defaults {
     pub fn max_failed_checks() -> u32 {
         3
     }
+    pub fn affinity_cookie() -> String {
+        "weir-affinity".to_owned()
+    }
+
+    pub fn affinity_max_age() -> DurationSpec {
+        DurationSpec::from_secs(24 * 3600)
+    }
+
+    pub fn affinity_path() -> String {
+        "/".to_owned()
+    }
+
     pub fn enabled() -> bool {
         true
     }

@@ -354,6 +354,14 @@ fn upstream(
         )
     });
     let outlier = u.outlier.as_ref().map(|o| outlier(diag, o, path));
+    let health_check = u
+        .health_check
+        .as_ref()
+        .map(|h| health_check(diag, h, &format!("{path}.health_check")));
+    let slow_start = u
+        .slow_start
+        .as_ref()
+        .map(|s| slow_start(diag, s, &format!("{path}.slow_start")));
     Upstream {
         name: u.name.as_str().into(),
         endpoints,
@@ -362,7 +370,97 @@ fn upstream(
         spec: u.clone(),
         identity,
         outlier,
+        health_check,
+        slow_start,
     }
+}
+
+/// `upstreams[i].health_check`, checked by `HealthCheckSpec::validate` (errors under `path`).
+fn health_check(
+    diag: &mut Diagnostics,
+    h: &HealthCheckConfigSpec,
+    path: &str,
+) -> crate::proxy::health::HealthCheckSpec {
+    let mut expected_statuses = Vec::new();
+    for (k, s) in h.expected_statuses.iter().enumerate() {
+        let range = match s {
+            StatusSpec::Code(c) => Some(*c..=*c),
+            StatusSpec::Range(r) => match r.split_once('-') {
+                Some((lo, hi)) => lo.trim().parse().ok().zip(hi.trim().parse().ok()),
+                None => r.trim().parse().ok().map(|c| (c, c)),
+            }
+            .map(|(lo, hi)| lo..=hi),
+        };
+        match range {
+            Some(r) if *r.start() < 100 || *r.end() > 599 || r.start() > r.end() => diag.error(
+                &format!("{path}.expected_statuses[{k}]"),
+                match r.start() == r.end() {
+                    true => format!("`{}` is not a status code between 100 and 599", r.start()),
+                    false => format!(
+                        "`{}-{}` is not a status range between 100 and 599",
+                        r.start(),
+                        r.end()
+                    ),
+                },
+            ),
+            Some(r) => expected_statuses.push(r),
+            None => diag.error(
+                &format!("{path}.expected_statuses[{k}]"),
+                format!(
+                    "expected a status code such as 200 or a range such as 200-399, found `{}`",
+                    match s {
+                        StatusSpec::Code(c) => c.to_string(),
+                        StatusSpec::Range(r) => r.clone(),
+                    }
+                ),
+            ),
+        }
+    }
+    if h.expected_statuses.is_empty() {
+        diag.error(
+            &format!("{path}.expected_statuses"),
+            "expected at least one status code or range",
+        );
+    }
+    let spec = crate::proxy::health::HealthCheckSpec {
+        path: h.path.clone(),
+        interval: h.interval.get(),
+        timeout: h.timeout.get(),
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+        expected_statuses,
+        host: h.host.clone(),
+    };
+    for e in spec.validate() {
+        diag.error(&format!("{path}.{}", e.field()), e.to_string());
+    }
+    if spec.timeout > spec.interval {
+        diag.error(
+            &format!("{path}.timeout"),
+            format!(
+                "must not exceed the interval ({:?}): a check would still run when the next starts",
+                spec.interval
+            ),
+        );
+    }
+    spec
+}
+
+/// `upstreams[i].slow_start`, checked by `SlowStartSpec::validate` (errors under `path`).
+fn slow_start(
+    diag: &mut Diagnostics,
+    s: &SlowStartConfigSpec,
+    path: &str,
+) -> crate::proxy::health::SlowStartSpec {
+    let spec = crate::proxy::health::SlowStartSpec {
+        window: s.window.get(),
+        aggression: s.aggression,
+        min_weight_percent: s.min_weight_percent,
+    };
+    for e in spec.validate() {
+        diag.error(&format!("{path}.{}", e.field()), e.to_string());
+    }
+    spec
 }
 
 /// TLS to an upstream: its CA file (whose content joins the upstream's `identity`, so a
@@ -488,18 +586,14 @@ fn routes(
 }
 
 fn route(diag: &mut Diagnostics, r: &RouteSpec, path: &str, refs: &Refs) -> Route {
-    let matcher = RouteMatch {
-        host: host_match(
-            diag,
-            r.match_.host.as_deref(),
-            &format!("{path}.match.host"),
-        ),
-        path_prefix: path_prefix(
-            diag,
-            r.match_.path_prefix.as_deref(),
-            &format!("{path}.match.path_prefix"),
-        ),
-    };
+    let bounds = super::gateway::bounds(diag, r, path, |diag, m, at| RouteMatch {
+        host: host_match(diag, m.host.as_deref(), &format!("{at}.host")),
+        path_prefix: path_prefix(diag, m.path_prefix.as_deref(), &format!("{at}.path_prefix")),
+    });
+    let matcher = bounds.first().cloned().unwrap_or(RouteMatch {
+        host: HostMatch::Any,
+        path_prefix: PathPrefix(None),
+    });
     let backends = backends(diag, &r.backends, path, refs);
     if r.timeout.get().is_zero() {
         diag.error(&format!("{path}.timeout"), "expected a positive duration");
@@ -534,9 +628,20 @@ fn route(diag: &mut Diagnostics, r: &RouteSpec, path: &str, refs: &Refs) -> Rout
         .enumerate()
         .filter_map(|(j, o)| override_(diag, o, &format!("{path}.overrides[{j}]"), refs))
         .collect();
+    let gateway = super::gateway::route(
+        diag,
+        r,
+        path,
+        bounds,
+        &backends,
+        refs.upstreams,
+        rollout.as_ref(),
+    )
+    .map(Arc::new);
     Route {
         name: r.name.as_str().into(),
         matcher,
+        gateway,
         backends,
         timeout: r.timeout.get(),
         pick: r.pick,
@@ -1232,6 +1337,7 @@ fn limits(diag: &mut Diagnostics, l: &LimitsSpec) -> Limits {
         connect_timeout: l.connect_timeout.get(),
         drain_timeout: l.drain_timeout.get(),
         write_stall_timeout: l.write_stall_timeout.get(),
+        drain_on_retire: l.drain_on_retire,
     }
 }
 

@@ -59,6 +59,10 @@ pub struct Metrics {
     retries: IntCounterVec,
     ejections: IntCounterVec,
     ejected: IntGaugeVec,
+    endpoint_healthy: IntGaugeVec,
+    health_checks: IntCounterVec,
+    backend_unavailable: IntCounterVec,
+    drained_connections: IntCounterVec,
     /// The families a fleet's rollout reads and the rollout checks (`outcome.rs`).
     pub rollout: RolloutFamilies,
     /// Start of the window clock: windows count whole seconds since this instant.
@@ -235,6 +239,26 @@ impl Metrics {
                 "1 while an endpoint is ejected, else 0 (cleared when the next pick finds its ejection over).",
                 &["backend", "endpoint"],
             ),
+            endpoint_healthy: gauge(
+                "weir_endpoint_healthy",
+                "1 while an endpoint passes its active health checks, else 0 (upstreams with health_check only).",
+                &["upstream", "endpoint"],
+            ),
+            health_checks: counter(
+                "weir_health_checks_total",
+                "Active health checks by result (passed, failed).",
+                &["upstream", "endpoint", "result"],
+            ),
+            backend_unavailable: counter(
+                "weir_backend_unavailable_total",
+                "Requests the weights sent to a backend with no endpoint to send to, which went to another backend of the route or got a 503.",
+                &["route", "backend"],
+            ),
+            drained_connections: counter(
+                "weir_drained_connections_total",
+                "Client connections closed gracefully because a backend that served them retired.",
+                &["listener"],
+            ),
             rollout: RolloutFamilies::new(&r),
             registry: {
                 process::register(&r).expect("metric names are unique and valid");
@@ -266,6 +290,9 @@ impl Metrics {
             weight: self.weight.with_label_values(&[route, backend]),
             request_bytes: self.request_bytes.with_label_values(&[route, backend]),
             response_bytes: self.response_bytes.with_label_values(&[route, backend]),
+            unavailable: self
+                .backend_unavailable
+                .with_label_values(&[route, backend]),
             window: Window::default(),
             epoch: self.epoch,
         }
@@ -316,6 +343,7 @@ impl Metrics {
             tls_failed: self.tls_errors.with_label_values(&[name, "failed"]),
             tls_timeout: self.tls_errors.with_label_values(&[name, "timeout"]),
             accept_errors: self.accept_errors.with_label_values(&[name]),
+            drained: self.drained_connections.with_label_values(&[name]),
             client_errors: ClientErrors {
                 by_kind: ClientErrorKind::ALL
                     .map(|k| self.client_errors.with_label_values(&[name, k.label()])),
@@ -346,12 +374,41 @@ impl Metrics {
         let _ = self.success_ratio.remove_label_values(&labels);
         let _ = self.request_bytes.remove_label_values(&labels);
         let _ = self.response_bytes.remove_label_values(&labels);
+        let _ = self.backend_unavailable.remove_label_values(&labels);
+    }
+
+    /// Resolves the health-check handles of one endpoint of an upstream with `health_check`.
+    pub fn endpoint_health(&self, upstream: &str, endpoint: &str) -> EndpointHealthMetrics {
+        let result = |r: &str| {
+            self.health_checks
+                .with_label_values(&[upstream, endpoint, r])
+        };
+        EndpointHealthMetrics {
+            healthy: self
+                .endpoint_healthy
+                .with_label_values(&[upstream, endpoint]),
+            passed: result("passed"),
+            failed: result("failed"),
+        }
     }
 
     /// Drops the per-endpoint series of an endpoint that left `upstream`.
     pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
         let _ = self.ejections.remove_label_values(&[upstream, endpoint]);
         let _ = self.ejected.remove_label_values(&[upstream, endpoint]);
+        self.forget_endpoint_health(upstream, endpoint);
+    }
+
+    /// Drops the health-check series of an endpoint whose upstream no longer checks it.
+    pub fn forget_endpoint_health(&self, upstream: &str, endpoint: &str) {
+        let _ = self
+            .endpoint_healthy
+            .remove_label_values(&[upstream, endpoint]);
+        for result in ["passed", "failed"] {
+            let _ = self
+                .health_checks
+                .remove_label_values(&[upstream, endpoint, result]);
+        }
     }
 
     /// Drops the series of a route's mirror that left the config.
@@ -481,6 +538,8 @@ pub struct BackendMetrics {
     pub request_bytes: IntCounter,
     /// `weir_response_bytes_total`: this backend's response body bytes passed to clients.
     pub response_bytes: IntCounter,
+    /// `weir_backend_unavailable_total`: requests the weights sent here while it had no endpoint.
+    pub unavailable: IntCounter,
     pub window: Window,
     /// The window clock's start ([`Metrics::second`]).
     epoch: Instant,
@@ -561,6 +620,14 @@ pub struct EndpointMetrics {
     pub ejected: IntGauge,
 }
 
+/// The active health checks' handles of one endpoint (`weir_endpoint_healthy`,
+/// `weir_health_checks_total`).
+pub struct EndpointHealthMetrics {
+    pub healthy: IntGauge,
+    pub passed: IntCounter,
+    pub failed: IntCounter,
+}
+
 /// The `kind` label of `weir_upstream_errors_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
@@ -592,6 +659,8 @@ pub struct ListenerMetrics {
     pub tls_failed: IntCounter,
     pub tls_timeout: IntCounter,
     pub accept_errors: IntCounter,
+    /// `weir_drained_connections_total`.
+    pub drained: IntCounter,
     pub client_errors: ClientErrors,
 }
 

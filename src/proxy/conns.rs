@@ -130,6 +130,13 @@ impl Lease {
 }
 
 impl Http1Pool {
+    /// Drops every idle connection (hyper closes a connection whose sender is dropped).
+    pub fn close_idle(&self) {
+        for queue in self.idle.iter() {
+            while queue.pop().is_some() {}
+        }
+    }
+
     pub fn new(endpoints: usize, max_idle: usize, connect_timeout: Duration) -> Http1Pool {
         Http1Pool {
             idle: (0..endpoints)

@@ -36,6 +36,8 @@ pub struct ConnInfo {
     /// What the connection's response bodies report: progress (the write-stall timeout) and
     /// the client going away.
     pub delivery: Arc<super::body::Delivery>,
+    /// The backends that served this connection, for the drain when one retires.
+    pub served: super::drain::Served,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -49,6 +49,8 @@ pub struct ListenerContext {
     pub shutdown: watch::Receiver<bool>,
     /// Each connection task holds a clone; the server's drain waits until all are dropped.
     pub open: mpsc::Sender<()>,
+    /// The drain epoch: when it moves, a connection served by a retired backend closes.
+    pub drain: watch::Receiver<u64>,
     /// Connection and TLS handshake metrics, resolved once.
     pub metrics: ListenerMetrics,
 }
@@ -127,6 +129,9 @@ struct Connection {
     idle_since: AtomicU64,
     /// Whether the first request came over HTTP/2 (which has no head deadline after it).
     http2: AtomicBool,
+    /// An HTTP/1.1 connection a retired backend served: its next response says
+    /// `Connection: close` (set by the drain, see `serve_http`).
+    drain_close: AtomicBool,
 }
 
 impl Connection {
@@ -291,6 +296,7 @@ async fn serve_request(
     mut req: http::Request<hyper::body::Incoming>,
 ) -> Response<Tracked> {
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let version = req.version();
     if n == 1 && req.version() == http::Version::HTTP_2 {
         conn.http2.store(true, Ordering::Relaxed);
     }
@@ -315,6 +321,13 @@ async fn serve_request(
         super::handle(&conn.snapshots, &conn.info, req).await
     };
     in_flight.answered = true;
+    let mut response = response;
+    if conn.drain_close.load(Ordering::Relaxed) && version < http::Version::HTTP_2 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     response.map(|body| Tracked {
         body,
         _in_flight: in_flight,
@@ -387,6 +400,10 @@ async fn serve_http<I>(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
 
     let verdict = Arc::new(Verdict::default());
+    // Seen first, then the epoch read: a retirement between the two wakes the loop below,
+    // which then compares (and finds nothing to do when the epoch read already had it).
+    ctx.drain.borrow_and_update();
+    let epoch = ctx.snapshots.load().drain.epoch();
     let conn = Arc::new(Connection {
         snapshots: ctx.snapshots.clone(),
         info: ConnInfo {
@@ -395,6 +412,7 @@ async fn serve_http<I>(
             scheme,
             client_errors: ctx.metrics.client_errors.clone(),
             delivery: Arc::new(Delivery::new(ctx.metrics.client_errors.clone())),
+            served: crate::proxy::drain::Served::new(epoch),
         },
         requests: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
@@ -402,6 +420,7 @@ async fn serve_http<I>(
         opened: tokio::time::Instant::now(),
         idle_since: AtomicU64::new(0),
         http2: AtomicBool::new(false),
+        drain_close: AtomicBool::new(false),
     });
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
@@ -429,6 +448,8 @@ async fn serve_http<I>(
     stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stall = StallCheck::default();
     let mut closing = false;
+    let mut drain_watched = true;
+    let mut drain_marked = false;
     let close = |serving: Pin<&mut _>, give_up: Pin<&mut tokio::time::Sleep>| {
         auto::UpgradeableConnection::graceful_shutdown(serving);
         give_up.reset(tokio::time::Instant::now() + limits.header_read_timeout);
@@ -449,6 +470,28 @@ async fn serve_http<I>(
                 // Finish the request in flight, then close (HTTP/2: GOAWAY).
                 close(serving.as_mut(), give_up.as_mut());
                 closing = true;
+            }
+            changed = ctx.drain.changed(), if drain_watched && !drain_marked && !closing => {
+                if changed.is_err() {
+                    // The control task is gone (the server stops): nothing more will retire.
+                    drain_watched = false;
+                    continue;
+                }
+                // A backend that served this connection retired. HTTP/2: GOAWAY, streams in
+                // flight finish. HTTP/1.1: the next response says `Connection: close` and the
+                // connection closes after it; an idle one is not closed now, since a request the
+                // client is writing at this moment would be lost with it.
+                if conn.info.served.check(&conn.snapshots.load().drain) {
+                    tracing::debug!(client = %peer, "draining a connection a retired backend served");
+                    ctx.metrics.drained.inc();
+                    if conn.http2.load(Ordering::Relaxed) {
+                        close(serving.as_mut(), give_up.as_mut());
+                        closing = true;
+                    } else {
+                        conn.drain_close.store(true, Ordering::Relaxed);
+                        drain_marked = true;
+                    }
+                }
             }
             _ = stall_check.tick() => {
                 if conn.info.delivery.stalled(&mut stall) {

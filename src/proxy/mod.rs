@@ -2,12 +2,17 @@
 //!
 //! `proxy` reads only the current [`Snapshot`], never the config file.
 
+pub mod affinity;
 pub mod body;
 pub mod conns;
+pub mod drain;
+pub mod filters;
 pub mod forward;
 pub mod framing;
 pub mod head;
+pub mod health;
 pub mod listener;
+pub mod matching;
 pub mod mirror;
 pub mod pool;
 pub mod request;
@@ -86,7 +91,13 @@ pub async fn handle(
         return refuse(conn, ProxyError::Refused(refusal), grpc, &id, access);
     }
     let host = router::request_host(&req);
-    let Some(route) = router::find(&snapshot.routes, host, req.uri().path()) else {
+    let view = matching::RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let Some((route, matched)) = router::find(&snapshot.routes, host, &view) else {
         if let Some(a) = &mut access {
             a.flags = ProxyError::NoRoute.flags();
             a.status = 404;
@@ -99,16 +110,75 @@ pub async fn handle(
         Some(t) if grpc => t.min(route.timeout),
         _ => route.timeout,
     };
-    let backend = &route.backends
-        [split::choose(&route.split, req.headers(), req.uri().query(), random_below)];
+    let gateway = route.gateway.as_deref();
+    if let Some(r) = gateway.and_then(|g| g.filters.redirect(None)) {
+        return redirect(r, req, conn, matched, route, None, &id, access);
+    }
+    // Session affinity: the client's cookie may pin it to a backend that still takes traffic
+    // and has an endpoint to send to.
+    let decision = gateway.and_then(|g| g.affinity.as_ref()).map(|a| {
+        a.decide(req.headers(), |b| {
+            route.backends[b].weight > 0 && route.backends[b].pool.has_endpoint()
+        })
+    });
+    let pin = match decision {
+        Some(affinity::Decision::Pinned(b)) => Some(b),
+        _ => None,
+    };
+    let mut chosen = split::choose_pinned(
+        &route.split,
+        req.headers(),
+        req.uri().query(),
+        pin,
+        random_below,
+    );
+    let mut backend = &route.backends[chosen];
+    // The first endpoint is picked here, so a backend with none can hand its request to
+    // another backend of the route (`health::live_pick`); only then is it a 503.
+    let first = match backend.pool.pick(None) {
+        Some(e) => Some(e),
+        None => {
+            backend.metrics.unavailable.inc();
+            backend.pool.note_unavailable(&route.name);
+            // A rollout judges the backend on what it could serve: a canary with no endpoint
+            // fails its analysis (and is rolled back) rather than stalling for lack of requests.
+            if let Some(probe) = &backend.probe {
+                probe.record(false, 0);
+            }
+            match fallback(route, chosen, &req) {
+                Some((b, e)) => {
+                    chosen = b;
+                    backend = &route.backends[b];
+                    Some(e)
+                }
+                None => None,
+            }
+        }
+    };
+    if let Some(r) = gateway.and_then(|g| g.filters.redirect(Some(chosen))) {
+        return redirect(r, req, conn, matched, route, Some(chosen), &id, access);
+    }
+    // The drain closes this connection if the backend that serves it now retires.
+    conn.served.mark(backend.drain_bit);
     let mut tries = Tries {
         timed: access.is_some(),
         ..Tries::default()
     };
     // (status, answering endpoint): what the response's end is judged on, `None` when the
     // client was at fault, which never counts against the backend.
-    let (response, judged, status) = match exchange(
-        route, backend, req, conn, started, timeout, &mut tries,
+    let (mut response, judged, status) = match exchange(
+        route,
+        Picked {
+            backend,
+            index: chosen,
+            matched,
+            first,
+        },
+        req,
+        conn,
+        started,
+        timeout,
+        &mut tries,
     )
     .await
     {
@@ -118,6 +188,12 @@ pub async fn handle(
             // upstream answered in the header.
             r.headers_mut()
                 .insert(&request_id::HEADER, id.header_value().clone());
+            if let (Some(a), Some(d)) = (gateway.and_then(|g| g.affinity.as_ref()), decision)
+                && let Some(cookie) = a.set_cookie(d, chosen)
+            {
+                r.headers_mut()
+                    .append(http::header::SET_COOKIE, cookie.clone());
+            }
             if let Some(a) = &mut access {
                 a.endpoint = Some(backend.pool.endpoint(endpoint).clone());
                 a.upstream = tries.sent.map(|t| t.elapsed());
@@ -147,6 +223,10 @@ pub async fn handle(
             (forward::error_response(&e, grpc, &id), judged, e.status())
         }
     };
+    // Response filters and `x-weir-backend`, on the upstream's answers and weir's own.
+    if let Some(g) = gateway {
+        g.filters.apply_response(chosen, response.headers_mut());
+    }
     let record = judged.map(|endpoint| {
         let mut r = Record {
             metrics: backend.metrics.clone(),
@@ -179,6 +259,20 @@ pub async fn handle(
             None => body,
         }
     })
+}
+
+/// The backend (its index in the route) and endpoint for a request whose chosen backend
+/// (`chosen`) has no endpoint: the route's draw scaled onto the backends that have one
+/// (`health::live_pick`, which keeps a sticky key's place among them). `None` when no backend
+/// with weight has an endpoint.
+fn fallback(route: &Route, chosen: usize, req: &Request<Incoming>) -> Option<(usize, usize)> {
+    // Off the common path (the chosen backend is down): one small allocation is fine here.
+    let weights: Vec<u32> = route.backends.iter().map(|b| b.weight).collect();
+    let draw = route.split.fallback_draw(req.headers(), random_below);
+    let b = health::live_pick(&weights, draw, |b| {
+        b != chosen && route.backends[b].pool.has_endpoint()
+    })?;
+    route.backends[b].pool.pick(None).map(|e| (b, e))
 }
 
 /// The access record of a request, before it is routed: what the client sent.
@@ -260,18 +354,82 @@ fn refuse(
     forward::error_response(&e, grpc, id).map(|b| ResponseBody::new(b, access))
 }
 
+/// weir's answer to a request that a redirect filter (the route's, or the chosen backend's when
+/// `backend` is set) redirects: no upstream sees it. A `Host` that cannot go into `Location`
+/// is the client's fault (400).
+#[allow(clippy::too_many_arguments)]
+fn redirect(
+    r: &filters::Redirect,
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    matched: usize,
+    route: &Route,
+    backend: Option<usize>,
+    id: &RequestId,
+    mut access: Option<Box<Access>>,
+) -> Response<ResponseBody> {
+    let (parts, _body) = req.into_parts();
+    // The listener's port only counts for a request without any host, and such a request gets
+    // a relative `Location`, which has no port: 0 is never written.
+    let origin = filters::Origin::of(&parts, conn.scheme, 0);
+    let prefix = route
+        .gateway
+        .as_deref()
+        .and_then(|g| g.config.matches.prefix(matched));
+    let location = match r.location(&parts.uri, &origin, prefix) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(route = &*route.name, request_id = %id, error = %e, "redirect refused");
+            return refuse(conn, ProxyError::BadRequest, false, id, access);
+        }
+    };
+    let mut response = Response::new(body::Inner::Local(http_body_util::Full::new(
+        bytes::Bytes::new(),
+    )));
+    *response.status_mut() = r.status();
+    let h = response.headers_mut();
+    h.insert(http::header::LOCATION, location);
+    h.insert(&request_id::HEADER, id.header_value().clone());
+    if let (Some(b), Some(g)) = (backend, route.gateway.as_deref()) {
+        g.filters.apply_response(b, h);
+    } else if let Some(m) = route
+        .gateway
+        .as_deref()
+        .and_then(|g| g.filters.route.response_headers.as_ref())
+    {
+        m.apply(h);
+    }
+    if let Some(a) = &mut access {
+        a.route = Some(route.name.clone());
+        a.backend = backend.map(|b| route.backends[b].name().clone());
+        a.status = r.status().as_u16();
+    }
+    response.map(|b| ResponseBody::new(b, access))
+}
+
+/// The backend a request goes to: the backend, its index in the route, and the element of the
+/// route's match list that held (for a prefix rewrite).
+struct Picked<'a> {
+    backend: &'a Backend,
+    index: usize,
+    matched: usize,
+    /// The endpoint picked for the first try (`None`: no backend of the route has one).
+    first: Option<usize>,
+}
+
 /// Sends the request to `backend`: one try, or more when the route retries and the request may
 /// be repeated; and a shadow copy when the route mirrors and this request is drawn. Returns the
 /// response and the endpoint that gave it.
 async fn exchange(
     route: &Route,
-    backend: &Backend,
+    picked: Picked<'_>,
     req: Request<Incoming>,
     conn: &ConnInfo,
     started: Instant,
     timeout: Duration,
     done: &mut Tries,
 ) -> Result<(Response<body::UpstreamBody>, usize), ProxyError> {
+    let (backend, first) = (picked.backend, picked.first);
     let pool = &backend.pool;
     let (mut head, body) = req.into_parts();
     // Only the protocols the route allows are tunnelled; another `Upgrade` is dropped as a
@@ -280,6 +438,16 @@ async fn exchange(
         && forward::is_upgrade(&head)
         && forward::upgrade_allowed(&head, &route.upgrades);
     forward::prepare(&mut head, conn, upgrade)?;
+    // After `prepare`, so `x-forwarded-host` keeps the client's host through a host rewrite.
+    if let Some(g) = route.gateway.as_deref() {
+        g.filters
+            .apply_request(
+                picked.index,
+                &mut head,
+                g.config.matches.prefix(picked.matched),
+            )
+            .map_err(|_| ProxyError::BadRequest)?;
+    }
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let retries = route.retries.as_ref().filter(|_| !upgrade);
     if retries.is_some() {
@@ -324,7 +492,11 @@ async fn exchange(
     let mut avoid = None;
     let mut tries = 0;
     loop {
-        let Some(endpoint) = pool.pick(avoid) else {
+        let next = match tries {
+            0 => first,
+            _ => pool.pick(avoid),
+        };
+        let Some(endpoint) = next else {
             return Err(ProxyError::NoHealthyEndpoint {
                 upstream: pool.name.clone(),
             });

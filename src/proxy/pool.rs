@@ -3,7 +3,7 @@
 //! budget and the bound on shadow copies in flight.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -16,9 +16,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::conns::{self, Http1Pool, Lease, SendError};
+use super::health::{self, CheckProtocol, CheckTls, EndpointHealth, HealthEvent, HttpProber};
 use super::request::RequestBody;
 use crate::config::{Limits, Outlier, Protocol, Upstream};
 use crate::metrics::{Metrics, UpstreamErrorKind, UpstreamMetrics};
+use crate::proxy::health::SlowStartSpec;
 
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -45,6 +47,17 @@ pub struct UpstreamPool {
     endpoints: Box<[Endpoint]>,
     next: AtomicUsize,
     outlier: Option<Outlier>,
+    /// Active health checks and slow start: the table the pick reads and the task (spawned by
+    /// [`UpstreamPool::new`] when the upstream has `health_check` or `slow_start`) writes.
+    health: Arc<EndpointHealth>,
+    /// The upstream has `health_check` or `slow_start`: the pick reads `health`. Without, the
+    /// table is never written and the pick does not look at it.
+    watched: bool,
+    /// The upstream has `health_check`.
+    checks: bool,
+    slow_start: Option<SlowStartSpec>,
+    /// The last request that wanted this upstream found no endpoint (logged once per change).
+    unavailable: AtomicBool,
     /// The clock of ejection deadlines (milliseconds since this instant).
     epoch: Instant,
     retry_tokens: AtomicU32,
@@ -86,6 +99,18 @@ pub enum Outcome {
 
 impl UpstreamPool {
     pub fn new(upstream: &Upstream, limits: &Limits, metrics: &Metrics) -> UpstreamPool {
+        UpstreamPool::replacing(upstream, limits, metrics, None)
+    }
+
+    /// A new pool for `upstream` that replaces `old` (the previous pool of the same name, when
+    /// a reload changed its definition): it inherits what `old`'s health checks learned and its
+    /// ramps ([`UpstreamPool::inherit`]) before its own health task starts.
+    pub fn replacing(
+        upstream: &Upstream,
+        limits: &Limits,
+        metrics: &Metrics,
+        old: Option<&UpstreamPool>,
+    ) -> UpstreamPool {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(limits.connect_timeout));
         connector.set_nodelay(true);
@@ -125,7 +150,9 @@ impl UpstreamPool {
                 Version::HTTP_2
             }
         };
-        UpstreamPool {
+        let health = EndpointHealth::new(upstream.endpoints.len());
+        let watched = upstream.health_check.is_some() || upstream.slow_start.is_some();
+        let pool = UpstreamPool {
             name: upstream.name.clone(),
             identity: upstream.identity.clone(),
             connect_timeout: limits.connect_timeout,
@@ -141,6 +168,11 @@ impl UpstreamPool {
                 .collect(),
             next: AtomicUsize::new(0),
             outlier: upstream.outlier,
+            health,
+            watched,
+            checks: upstream.health_check.is_some(),
+            slow_start: upstream.slow_start.clone(),
+            unavailable: AtomicBool::new(false),
             epoch: Instant::now(),
             retry_tokens: AtomicU32::new(RETRY_RESERVE),
             mirrors_in_flight: AtomicUsize::new(0),
@@ -158,7 +190,14 @@ impl UpstreamPool {
                 &upstream.name,
                 upstream.endpoints.iter().map(Authority::as_str),
             ),
+        };
+        if let Some(old) = old {
+            pool.inherit(old);
         }
+        if watched {
+            spawn_health_task(upstream, &pool.health, metrics);
+        }
+        pool
     }
 
     /// Whether this pool serves exactly `upstream` as defined now.
@@ -185,6 +224,9 @@ impl UpstreamPool {
             Some(a) => a + 1,
             None => self.next.fetch_add(1, Ordering::Relaxed),
         };
+        if self.watched {
+            return self.pick_watched(start, avoid);
+        }
         if self.outlier.is_none() {
             return Some(start % n);
         }
@@ -199,9 +241,101 @@ impl UpstreamPool {
                 fallback = Some(i);
                 continue;
             }
+            self.note_available();
             return Some(i);
         }
         fallback
+    }
+
+    /// [`UpstreamPool::pick`] for an upstream with health checks or slow start: healthy (and not
+    /// ejected) endpoints only, weighted by their slow-start factors while some ramp.
+    fn pick_watched(&self, start: usize, avoid: Option<usize>) -> Option<usize> {
+        let now = self.outlier.map(|_| self.millis(Instant::now()));
+        let open = |i: usize| now.is_none_or(|now| self.available(i, now));
+        let picked = self
+            .health
+            .pick(start, |i| avoid != Some(i) && open(i), super::random_below)
+            .or_else(|| avoid.filter(|&a| self.health.is_healthy(a) && open(a)));
+        if picked.is_some() {
+            self.note_available();
+        }
+        picked
+    }
+
+    /// A pick found an endpoint: logs the upstream's return once, after
+    /// [`UpstreamPool::note_unavailable`]. One relaxed load otherwise.
+    fn note_available(&self) {
+        if self.unavailable.load(Ordering::Relaxed) {
+            self.unavailable.store(false, Ordering::Relaxed);
+            tracing::info!(
+                upstream = &*self.name,
+                "upstream has an endpoint to send to again"
+            );
+        }
+    }
+
+    /// Whether some endpoint may take a request now (healthy and not ejected): whether a route
+    /// may send this upstream its share. Read only when another backend's pick found nothing.
+    pub fn has_endpoint(&self) -> bool {
+        if !self.watched && self.outlier.is_none() {
+            return true;
+        }
+        let now = self.millis(Instant::now());
+        (0..self.endpoints.len()).any(|i| {
+            (!self.watched || self.health.is_healthy(i)) && {
+                let until = self.endpoints[i].ejected_until.load(Ordering::Relaxed);
+                until == 0 || now >= until
+            }
+        })
+    }
+
+    /// A request the weights sent here found no endpoint: logged once until one is back.
+    pub fn note_unavailable(&self, route: &str) {
+        if !self.unavailable.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                upstream = &*self.name,
+                route,
+                "upstream has no endpoint to send to: its share goes to the route's other backends"
+            );
+        }
+    }
+
+    /// Whether the upstream has active health checks (`health_check`).
+    pub fn checks_health(&self) -> bool {
+        self.checks
+    }
+
+    /// The health table (read by tests).
+    pub fn health(&self) -> &Arc<EndpointHealth> {
+        &self.health
+    }
+
+    /// Carries what `old` (the pool this one replaces, same upstream name) learned into this new
+    /// pool: the standing of endpoints in both (when this pool checks health) and their ramps
+    /// (when it has slow start); with slow start, endpoints new here start a ramp, unless `old`
+    /// had no endpoint at all.
+    fn inherit(&self, old: &UpstreamPool) {
+        for (to, e) in self.endpoints.iter().enumerate() {
+            match old.endpoints().position(|a| *a == e.authority) {
+                Some(from) => {
+                    if self.watched && old.watched && !old.health.is_healthy(from) {
+                        self.health.set_unhealthy(to);
+                    }
+                    let f = old.health.factor(from);
+                    if self.slow_start.is_some() && old.watched && f < health::FULL {
+                        self.health.begin_ramp(to, f);
+                    }
+                }
+                None => {
+                    if let Some(ss) = &self.slow_start
+                        && !old.endpoints.is_empty()
+                    {
+                        self.health
+                            .begin_ramp(to, health::ramp_factor(Duration::ZERO, ss));
+                    }
+                }
+            }
+        }
     }
 
     fn millis(&self, at: Instant) -> u64 {
@@ -225,6 +359,10 @@ impl UpstreamPool {
         {
             self.metrics.endpoints[i].ejected.set(0);
             tracing::info!(upstream = &*self.name, endpoint = %e.authority, "endpoint back from ejection");
+            if let Some(ss) = &self.slow_start {
+                self.health
+                    .begin_ramp(i, health::ramp_factor(Duration::ZERO, ss));
+            }
         }
         true
     }
@@ -277,6 +415,16 @@ impl UpstreamPool {
                     );
                 }
             }
+        }
+    }
+
+    /// Closes the idle connections of weir's own HTTP/1.1 pool (a retired upstream's, see
+    /// `drain::unused_upstreams`); connections in flight finish their request. hyper-util's
+    /// pooled client (TLS, HTTP/2) has no such call: its idle connections close after
+    /// [`POOL_IDLE_TIMEOUT`].
+    pub fn close_idle(&self) {
+        if let UpstreamClient::Http1(pool) = &self.client {
+            pool.close_idle();
         }
     }
 
@@ -357,5 +505,158 @@ impl MirrorSlot {
 impl Drop for MirrorSlot {
     fn drop(&mut self) {
         self.0.mirrors_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Spawns the health task of `upstream` (active checks and/or slow start), which holds the table
+/// weakly and so ends when the pool goes. Its observer logs changes of standing and feeds
+/// `weir_endpoint_healthy` and `weir_health_checks_total`. Outside a runtime (a pool built by
+/// `weir check` or a benchmark) there is nothing to spawn on and the table stays as it is.
+fn spawn_health_task(upstream: &Upstream, table: &Arc<EndpointHealth>, metrics: &Metrics) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let checks = upstream.health_check.clone();
+    let prober = HttpProber::new(
+        &upstream.endpoints,
+        checks
+            .as_ref()
+            .unwrap_or(&health::HealthCheckSpec::default()),
+        match upstream.protocol {
+            Protocol::Http1 => CheckProtocol::Http1,
+            Protocol::Http2 => CheckProtocol::Http2,
+        },
+        upstream.tls.as_ref().map(|t| CheckTls {
+            config: t.config.clone(),
+            server_name: t.server_name.clone(),
+        }),
+    );
+    let handles: Box<[_]> = match &checks {
+        Some(_) => upstream
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let m = metrics.endpoint_health(&upstream.name, e.as_str());
+                m.healthy.set(i64::from(table.is_healthy(i)));
+                m
+            })
+            .collect(),
+        None => Box::default(),
+    };
+    let name = upstream.name.clone();
+    let endpoints: Box<[Authority]> = upstream.endpoints.clone().into();
+    let observe = move |event: HealthEvent| match event {
+        HealthEvent::Checked { endpoint, result } => {
+            if let Some(m) = handles.get(endpoint) {
+                match &result {
+                    Ok(()) => m.passed.inc(),
+                    Err(_) => m.failed.inc(),
+                }
+            }
+            if let Err(e) = result {
+                tracing::debug!(upstream = &*name, endpoint = %endpoints[endpoint], error = %e, "health check failed");
+            }
+        }
+        HealthEvent::Changed { endpoint, change } => {
+            if let Some(m) = handles.get(endpoint) {
+                m.healthy.set(i64::from(change.healthy));
+            }
+            if change.healthy {
+                tracing::info!(upstream = &*name, endpoint = %endpoints[endpoint], passed = change.streak, "endpoint passes its health checks again");
+            } else {
+                tracing::warn!(upstream = &*name, endpoint = %endpoints[endpoint], failed = change.streak, "endpoint failed its health checks: no requests until it passes again");
+            }
+        }
+        HealthEvent::Ramped { endpoint } => {
+            tracing::debug!(upstream = &*name, endpoint = %endpoints[endpoint], "endpoint reached its full share");
+        }
+    };
+    runtime.spawn(health::run(
+        Arc::new(prober),
+        checks,
+        upstream.slow_start.clone(),
+        Arc::downgrade(table),
+        observe,
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The upstream `app` (its YAML lines after `name: app`) of a minimal config, its limits,
+    /// and a registry.
+    fn upstream(lines: &str) -> (Upstream, Limits, Metrics) {
+        let yaml = format!(
+            "listeners: [{{ name: main, address: 127.0.0.1:0 }}]\nupstreams:\n  - name: app\n{lines}routes:\n  - name: r\n    backends: [{{ upstream: app, weight: 1 }}]\n"
+        );
+        let config = crate::config::load_str(&yaml, "t.yaml", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (config.upstreams[0].clone(), config.limits, Metrics::new())
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_back_from_an_ejection_ramps_up_with_slow_start() {
+        let (u, limits, metrics) = upstream(
+            "    endpoints: [127.0.0.1:1, 127.0.0.1:2]\n    outlier: { consecutive_failures: 1, ejection: 50ms }\n    slow_start: { window: 1h, min_weight_percent: 20 }\n",
+        );
+        let pool = UpstreamPool::new(&u, &limits, &metrics);
+        pool.report(0, Outcome::Failure);
+        for _ in 0..10 {
+            assert_eq!(pool.pick(None), Some(1), "endpoint 0 is ejected");
+        }
+        assert_eq!(pool.health().factor(0), health::FULL);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The first pick after the ejection ends clears it and starts the ramp at 20 %.
+        while pool.pick(None) != Some(0) {}
+        assert!(pool.health().ramping());
+        assert!(
+            pool.health().factor(0) < health::FULL / 2,
+            "{}",
+            pool.health().factor(0)
+        );
+        assert_eq!(pool.health().factor(1), health::FULL);
+    }
+
+    #[test]
+    fn a_pool_replacing_another_keeps_its_failing_endpoints_out_and_ramps_new_ones() {
+        // No runtime: no health task runs, so the tables hold exactly what `replacing` set.
+        let checks = "    health_check: { path: /healthz }\n    slow_start: { window: 30s }\n";
+        let (old_u, limits, metrics) = upstream(&format!(
+            "    endpoints: [127.0.0.1:1, 127.0.0.1:2]\n{checks}"
+        ));
+        let old = UpstreamPool::new(&old_u, &limits, &metrics);
+        old.health().set_unhealthy(0);
+        let (new_u, ..) = upstream(&format!(
+            "    endpoints: [127.0.0.1:1, 127.0.0.1:3]\n{checks}"
+        ));
+        let new = UpstreamPool::replacing(&new_u, &limits, &metrics, Some(&old));
+        assert!(!new.health().is_healthy(0), "still failing its checks");
+        assert!(new.health().is_healthy(1));
+        assert_eq!(new.health().factor(0), health::FULL);
+        assert_eq!(
+            new.health().factor(1),
+            health::ramp_factor(Duration::ZERO, new_u.slow_start.as_ref().unwrap()),
+            "the new endpoint starts its ramp"
+        );
+        assert!(new.has_endpoint());
+        for _ in 0..20 {
+            assert_eq!(new.pick(None), Some(1));
+        }
+        new.health().set_unhealthy(1);
+        assert!(!new.has_endpoint());
+        assert_eq!(new.pick(None), None);
+    }
+
+    #[test]
+    fn without_checks_or_slow_start_the_pick_never_reads_the_health_table() {
+        let (u, limits, metrics) = upstream("    endpoints: [127.0.0.1:1, 127.0.0.1:2]\n");
+        let pool = UpstreamPool::new(&u, &limits, &metrics);
+        // A table nobody writes: even marked failing, the plain round robin goes on.
+        pool.health().set_unhealthy(0);
+        let picks: Vec<_> = (0..4).map(|_| pool.pick(None)).collect();
+        assert_eq!(picks, [Some(0), Some(1), Some(0), Some(1)]);
+        assert!(pool.has_endpoint());
     }
 }

@@ -1,11 +1,31 @@
-//! Finding the route for a request: routes in file order, the first whose host and path prefix
-//! match wins. Pure string work on pre-parsed matchers; no allocation.
+//! Finding the route for a request: routes in file order, the first whose match holds wins
+//! (host and path prefix, and for a route with gateway matches its method, path, headers, query
+//! parameters or gRPC method, any element of its match list). Pure string work on pre-parsed
+//! matchers; no allocation.
 
-use crate::config::{HostMatch, PathPrefix, RouteMatch};
+use crate::config::{HostMatch, Matches, PathPrefix, RouteMatch};
+use crate::proxy::matching::RequestView;
 use crate::snapshot::Route;
 
-pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &str) -> Option<&'a Route> {
-    routes.iter().find(|r| matches(&r.matcher, host, path))
+/// The route for a request with host `host` (without its port), and the index of the element
+/// of its match list that held (0 for a route with a single match).
+pub fn find<'a>(
+    routes: &'a [Route],
+    host: Option<&str>,
+    req: &RequestView<'_>,
+) -> Option<(&'a Route, usize)> {
+    routes.iter().find_map(|r| match &r.gateway {
+        None => matches(&r.matcher, host, req.path).then_some((r, 0)),
+        Some(g) => find_match(&g.config.matches, host, req).map(|i| (r, i)),
+    })
+}
+
+/// The first element of a gateway match list that holds for the request.
+pub fn find_match(m: &Matches, host: Option<&str>, req: &RequestView<'_>) -> Option<usize> {
+    m.bounds
+        .iter()
+        .zip(m.matcher.matchers())
+        .position(|(bound, rest)| matches(bound, host, req.path) && rest.matches(req))
 }
 
 pub fn matches(m: &RouteMatch, host: Option<&str>, path: &str) -> bool {

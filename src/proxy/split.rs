@@ -84,6 +84,17 @@ impl Table {
     pub fn round_robin_fallback(&self) -> Option<u64> {
         self.fallback
     }
+
+    /// A draw below the weights' total for `health::live_pick`, when the backend [`choose`] gave
+    /// has no endpoint: the sticky key's draw when the request has one (so it keeps its place
+    /// among the live backends), else `random(total)`.
+    pub fn fallback_draw(&self, headers: &HeaderMap, random: impl FnOnce(u64) -> u64) -> u64 {
+        let total = self.weights.total();
+        match self.sticky.as_ref().and_then(|k| sticky_key(k, headers)) {
+            Some(key) => sticky_draw(sticky_hash(key), total),
+            None => random(total),
+        }
+    }
 }
 
 /// The backend index for a request with these headers and query: the first override whose
@@ -95,12 +106,27 @@ pub fn choose(
     query: Option<&str>,
     random: impl FnOnce(u64) -> u64,
 ) -> usize {
+    choose_pinned(table, headers, query, None, random)
+}
+
+/// [`choose`] with a session affinity pin (a backend the client's cookie holds it to, already
+/// checked to take traffic): after the overrides, before the sticky key and the weights.
+pub fn choose_pinned(
+    table: &Table,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    pin: Option<usize>,
+    random: impl FnOnce(u64) -> u64,
+) -> usize {
     if let Some(o) = table
         .overrides
         .iter()
         .find(|o| o.conditions.iter().all(|c| holds(c, headers, query)))
     {
         return o.backend;
+    }
+    if let Some(b) = pin {
+        return b;
     }
     let total = table.weights.total();
     if let Some(key) = table.sticky.as_ref().and_then(|k| sticky_key(k, headers)) {

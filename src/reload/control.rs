@@ -86,6 +86,8 @@ pub(super) struct Shared {
     pub snapshots: Arc<ArcSwap<Snapshot>>,
     pub history: Arc<History>,
     pub view: Arc<ArcSwap<RolloutView>>,
+    /// The running snapshot's drain epoch, for the client connections (`proxy::drain`).
+    pub drain: watch::Receiver<u64>,
 }
 
 pub(super) struct Control {
@@ -106,6 +108,8 @@ pub(super) struct Control {
     inbox: mpsc::Sender<Command>,
     /// The ticket of the newest read handled.
     latest_read: u64,
+    /// Sends the drain epoch when a new snapshot moved it.
+    drain: watch::Sender<u64>,
 }
 
 /// The time, read here and nowhere else in the control plane.
@@ -181,10 +185,12 @@ impl Control {
             .last_reload_success
             .set(unix_seconds(record.revision.loaded_at));
         metrics.last_reload_successful.set(1);
+        let (drain, drain_rx) = watch::channel(snapshot.drain.epoch());
         let shared = Shared {
             snapshots: Arc::new(ArcSwap::from_pointee(snapshot)),
             history: Arc::new(History::new(record)),
             view: Arc::default(),
+            drain: drain_rx,
         };
         let mut control = Control {
             snapshots: shared.snapshots.clone(),
@@ -199,6 +205,7 @@ impl Control {
             gauged: Vec::new(),
             inbox,
             latest_read: 0,
+            drain,
         };
         control.carry_out(decisions.without_steer(), &before).await;
         Ok((control, shared))
@@ -500,7 +507,11 @@ impl Control {
             s
         })
         .await;
+        let epoch = snapshot.drain.epoch();
         self.snapshots.store(Arc::new(snapshot));
+        // After the store: a connection that wakes up compares against the new snapshot.
+        self.drain
+            .send_if_modified(|e| std::mem::replace(e, epoch) != epoch);
     }
 
     /// Publishes the rollouts' status (`/stats`) and each route's `weir_rollout_state`.

@@ -28,6 +28,8 @@ pub struct Reloader {
     /// Numbers each read, taken before the read starts: the control task drops a read older
     /// than one it has already handled (a slow poll must not undo a newer reload).
     tickets: AtomicU64,
+    /// The running snapshot's drain epoch, sent when a retirement moves it (`proxy::drain`).
+    pub drain: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A config read, numbered by when its read started.
@@ -57,6 +59,7 @@ impl Reloader {
             view: shared.view,
             inbox,
             tickets: AtomicU64::new(1),
+            drain: shared.drain,
         })
     }
 

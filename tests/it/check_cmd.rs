@@ -96,3 +96,38 @@ routes:
         "{stdout}"
     );
 }
+
+#[test]
+fn routes_whose_file_order_differs_from_gateway_api_precedence_get_a_hint_and_still_pass() {
+    let yaml = "\
+listeners: [{ name: main, address: 127.0.0.1:8080 }]
+upstreams:
+  - { name: a, endpoints: [127.0.0.1:9001] }
+routes:
+  - { name: api, match: { path_prefix: /api }, backends: [{ upstream: a, weight: 1 }] }
+  - name: users
+    match: { path: { type: Exact, value: /api/users } }
+    backends: [{ upstream: a, weight: 1 }]
+  - name: posts
+    match: { path_prefix: /posts, method: POST }
+    backends: [{ upstream: a, weight: 1 }]
+  - { name: other, match: { path_prefix: /other }, backends: [{ upstream: a, weight: 1 }] }
+";
+    let (code, stdout, stderr) = weir_check(yaml);
+    assert_eq!(code, Some(0), "{stderr}");
+    let hints: Vec<&str> = stdout.lines().filter(|l| l.starts_with("hint: ")).collect();
+    // `posts` and `other` have disjoint prefixes: no hint for them.
+    assert_eq!(
+        hints,
+        [
+            "hint: routes[0] `api` comes before routes[1] `users` and both can match one request: weir sends it to `api` (the first in file order), Gateway API to `users` (its match ranks higher); move `users` up for Gateway API's choice"
+        ]
+    );
+    // In Gateway API's order there is nothing to say.
+    let api =
+        "  - { name: api, match: { path_prefix: /api }, backends: [{ upstream: a, weight: 1 }] }\n";
+    let reordered = yaml.replacen(api, "", 1) + api;
+    let (code, stdout, _) = weir_check(&reordered);
+    assert_eq!(code, Some(0));
+    assert!(!stdout.contains("hint:"), "{stdout}");
+}

@@ -90,7 +90,7 @@ fn bad_files_are_refused_with_located_messages() {
         (
             &GOOD.replace("    backends:", "    bakends:"),
             &[
-                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`, `grpc`",
+                "t.yaml:11:5: routes[0].bakends: unknown field `bakends`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`, `grpc`, `filters`, `backend_header`, `session_affinity`",
             ],
         ),
         (
@@ -172,6 +172,59 @@ fn bad_files_are_refused_with_located_messages() {
             &[
                 "t.yaml:9:16: upstreams[1].outlier.consecutive_failures: expected at least 1",
                 "t.yaml:9:41: upstreams[1].outlier.ejection: expected a positive duration",
+            ],
+        ),
+        (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    health_check: { path: healthz, interval: 5ms, timeout: 2s, healthy_threshold: 0, unhealthy_threshold: 0, expected_statuses: [200-99, 700, x], host: \"a b\" }",
+            ),
+            &[
+                "t.yaml:9:21: upstreams[1].health_check.path: `healthz` is not a path: it must start with `/`",
+                "t.yaml:9:36: upstreams[1].health_check.interval: must be at least 10ms",
+                "t.yaml:9:51: upstreams[1].health_check.timeout: must not exceed the interval (5ms): a check would still run when the next starts",
+                "t.yaml:9:64: upstreams[1].health_check.healthy_threshold: must be at least 1",
+                "t.yaml:9:86: upstreams[1].health_check.unhealthy_threshold: must be at least 1",
+                "t.yaml:9:130: upstreams[1].health_check.expected_statuses[0]: `200-99` is not a status range between 100 and 599",
+                "t.yaml:9:138: upstreams[1].health_check.expected_statuses[1]: `700` is not a status code between 100 and 599",
+                "t.yaml:9:143: upstreams[1].health_check.expected_statuses[2]: expected a status code such as 200 or a range such as 200-399, found `x`",
+                "t.yaml:9:147: upstreams[1].health_check.host: `a b` is not a valid Host",
+            ],
+        ),
+        (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    health_check: { path: /healthz, interval: 1s, timeout: 2s, expected_statuses: [] }",
+            ),
+            &[
+                "t.yaml:9:51: upstreams[1].health_check.timeout: must not exceed the interval (1s): a check would still run when the next starts",
+                "t.yaml:9:64: upstreams[1].health_check.expected_statuses: expected at least one status code or range",
+            ],
+        ),
+        (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    slow_start: { window: 1ms, aggression: 0, min_weight_percent: 0 }",
+            ),
+            &[
+                "t.yaml:9:19: upstreams[1].slow_start.window: must be at least 10ms",
+                "t.yaml:9:32: upstreams[1].slow_start.aggression: must be above 0",
+                "t.yaml:9:47: upstreams[1].slow_start.min_weight_percent: must be between 1 and 100",
+            ],
+        ),
+        (
+            &GOOD.replace(
+                "endpoints: [127.0.0.1:9101]",
+                "endpoints: [127.0.0.1:9101]\n    health_check: { interval: 1s }",
+            ),
+            &[
+                "t.yaml:9:5: upstreams[1].health_check: missing field `path`",
+            ],
+        ),
+        (
+            &(GOOD.to_owned() + "limits: { drain_on_retire: maybe }\n"),
+            &[
+                "t.yaml:14:11: limits.drain_on_retire: invalid type: string \"maybe\", expected a boolean",
             ],
         ),
         (
@@ -284,7 +337,7 @@ routes:
         &[
             "t.yaml:3:5: listeners[0].address: expected an IP address and port such as 127.0.0.1:8080, found `nowhere`",
             "t.yaml:6:5: upstreams[0].endpoints: expected at least one endpoint",
-            "t.yaml:9:5: upstreams[1].protocl: unknown field `protocl`, expected one of `name`, `endpoints`, `protocol`, `tls`, `outlier`",
+            "t.yaml:9:5: upstreams[1].protocl: unknown field `protocl`, expected one of `name`, `endpoints`, `protocol`, `tls`, `outlier`, `health_check`, `slow_start`",
             "t.yaml:12:5: routes[0].backends: the weights sum to 0: at least one backend needs a positive weight",
             "t.yaml:14:18: routes[1].backends[0].upstream: unknown upstream `missing`, expected one of: a",
         ],
@@ -344,7 +397,7 @@ fn every_decode_error_inside_one_element_is_reported() {
             "t.yaml:13:29: routes[0].backends[1].weight: invalid value: integer `-1`, expected u32",
             "t.yaml:14:5: routes[0].timeout: invalid value: string \"soon\", expected a duration such as 250ms, 15s or 2m",
             "t.yaml:15:5: routes[0].pick: unknown variant `sometimes`, expected `random` or `round_robin`",
-            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`, `grpc`",
+            "t.yaml:16:5: routes[0].colour: unknown field `colour`, expected one of `name`, `match`, `backends`, `timeout`, `sticky`, `overrides`, `mirror`, `pick`, `retries`, `rollout`, `upgrades`, `grpc`, `filters`, `backend_header`, `session_affinity`",
         ],
     );
     // A missing required field is reported too, unless a misspelled one explains it.
@@ -494,5 +547,151 @@ fn bad_comparison_settings_are_refused_with_located_messages() {
         &[
             "t.yaml:14:62: routes[0].rollout.analysis.compare: the comparison with stable runs in one weir, on the requests it serves; a fleet's rollout (`source.prometheus`) is judged by `weir rollout`: leave `compare` out",
         ],
+    );
+}
+
+/// The gateway fields of a route (docs/GATEWAY.md): matches, filters, backend filters and
+/// session affinity, each error at its field.
+#[test]
+fn bad_gateway_fields_are_refused_with_located_messages() {
+    let before_backends =
+        |text: &str| GOOD.replacen("    backends:", &format!("{text}\n    backends:"), 1);
+    let cases: &[(String, &[&str])] = &[
+        (
+            before_backends("    match: { path: { type: Exact, value: /a }, path_prefix: /b }"),
+            &["t.yaml:11:14: routes[0].match.path: give either `path` or `path_prefix` (its short form), not both"],
+        ),
+        (
+            before_backends("    match: { method: get }"),
+            &["t.yaml:11:14: routes[0].match.method: methods are case-sensitive: `get` is not `GET`"],
+        ),
+        (
+            before_backends("    match: { path: { type: RegularExpression, value: '/v(' } }"),
+            &["t.yaml:11:47: routes[0].match.path.value: `/v(` is not a valid regular expression: unclosed group"],
+        ),
+        (
+            before_backends("    match: { path: { type: Fuzzy, value: /a } }"),
+            &["t.yaml:11:22: routes[0].match.path.type: unknown variant `Fuzzy`, expected one of `Exact`, `PathPrefix`, `RegularExpression`"],
+        ),
+        (
+            before_backends("    match: { headers: [{ name: 'bad name', value: x }] }"),
+            &["t.yaml:11:26: routes[0].match.headers[0].name: `bad name` is not a valid header name"],
+        ),
+        (
+            before_backends("    match: [{ host: a.example }, { query_params: [{ name: a, value: b }, { name: a, value: c }] }]"),
+            &["t.yaml:11:76: routes[0].match[1].query_params[1].name: query parameter `a` is matched twice"],
+        ),
+        (
+            before_backends("    match: [{ host: 'bad host!' }]"),
+            &["t.yaml:11:15: routes[0].match[0].host: expected a host name such as app.example.com or *.example.com, found `bad host!`"],
+        ),
+        (
+            before_backends("    match: []"),
+            &["t.yaml:11:5: routes[0].match: expected at least one match (leave `match` out to match every request)"],
+        ),
+        (
+            before_backends("    match: 5"),
+            &["t.yaml:11:5: routes[0].match: invalid type: integer `5`, expected a match (a mapping) or a list of matches"],
+        ),
+        (
+            before_backends("    match: { grpc: {} }"),
+            &["t.yaml:11:14: routes[0].match.grpc: a gRPC match needs a service, a method, or both"],
+        ),
+        (
+            before_backends("    match: { grpc: { service: a.B }, path_prefix: /x }"),
+            &["t.yaml:11:14: routes[0].match.grpc: a match has either a path or a gRPC method, not both (`path_prefix` is a path)"],
+        ),
+        (
+            before_backends("    filters: { request_headers: { set: [{ name: host, value: x }] } }"),
+            &["t.yaml:11:43: routes[0].filters.request_headers.set[0].name: header `host` is weir's to manage and cannot be modified (use a rewrite's `hostname`)"],
+        ),
+        (
+            before_backends("    filters: { response_headers: { remove: [x-b, x-b] } }"),
+            &["t.yaml:11:50: routes[0].filters.response_headers.remove[1]: header `x-b` is modified twice in one filter"],
+        ),
+        (
+            before_backends("    filters: { redirect: { scheme: ftp, port: 70000, status_code: 200 } }"),
+            &[
+                "t.yaml:11:28: routes[0].filters.redirect.scheme: scheme must be `http` or `https`, found `ftp`",
+                "t.yaml:11:41: routes[0].filters.redirect.port: port must be between 1 and 65535",
+                "t.yaml:11:54: routes[0].filters.redirect.status_code: status code must be 301, 302, 303, 307 or 308, found 200",
+            ],
+        ),
+        (
+            before_backends("    filters: { redirect: { path: { replace_full_path: /a, replace_prefix_match: /b } } }"),
+            &["t.yaml:11:28: routes[0].filters.redirect.path: expected exactly one of replace_full_path and replace_prefix_match"],
+        ),
+        (
+            before_backends("    filters: { rewrite: { hostname: 'a:80' }, redirect: {} }"),
+            &[
+                "t.yaml:11:27: routes[0].filters.rewrite.hostname: `a:80` is not a valid hostname (letters, digits, `-` and `.`, no port)",
+                "t.yaml:11:47: routes[0].filters.redirect: a redirect and a rewrite cannot be used together",
+            ],
+        ),
+        (
+            before_backends("    match: { path: { type: Exact, value: /a } }\n    filters: { rewrite: { path: { replace_prefix_match: /b } } }"),
+            &["t.yaml:12:35: routes[0].filters.rewrite.path.replace_prefix_match: replace_prefix_match needs a PathPrefix (`path_prefix`, or a `path` of type PathPrefix) on every match of the route; routes[0].match has none"],
+        ),
+        (
+            GOOD.replace(
+                "    backends:\n      - { upstream: stable, weight: 90 }",
+                "    match: [{ path: { type: PathPrefix, value: /a/ } }, { method: GET }]\n    backends:\n      - { upstream: stable, weight: 90, filters: { redirect: { path: { replace_prefix_match: /x } } } }",
+            ),
+            &["t.yaml:13:72: routes[0].backends[0].filters.redirect.path.replace_prefix_match: replace_prefix_match needs a PathPrefix (`path_prefix`, or a `path` of type PathPrefix) on every match of the route; routes[0].match[1] has none"],
+        ),
+        (
+            before_backends("    sticky: { header: x-user }\n    filters: { redirect: { hostname: b.example } }"),
+            &["t.yaml:12:16: routes[0].filters.redirect: a route that redirects every request sends none to its backends, so it cannot have sticky"],
+        ),
+        (
+            GOOD.replace(
+                "{ upstream: canary, weight: 10 }",
+                "{ upstream: canary, weight: 10, filters: { request_headers: { remove: [connection] } } }",
+            ),
+            &["t.yaml:13:80: routes[0].backends[1].filters.request_headers.remove[0]: header `connection` is weir's to manage and cannot be modified (it describes the connection, not the message)"],
+        ),
+        (
+            before_backends("    session_affinity: {}"),
+            &["t.yaml:11:5: routes[0].session_affinity.canary: pin: canary needs a canary: name one, or give the route a rollout"],
+        ),
+        (
+            before_backends("    session_affinity: { canary: nope }"),
+            &["t.yaml:11:25: routes[0].session_affinity.canary: `nope` is not a backend of this route, expected one of: stable, canary"],
+        ),
+        (
+            before_backends("    session_affinity: { canary: canary, name: 'a b', max_age: 0s, domain: 'x..y', path: nope, same_site: none }"),
+            &[
+                "t.yaml:11:41: routes[0].session_affinity.name: `a b` is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+                "t.yaml:11:54: routes[0].session_affinity.max_age: max_age must be at least 1s",
+                "t.yaml:11:67: routes[0].session_affinity.domain: `x..y` is not a valid cookie domain",
+                "t.yaml:11:83: routes[0].session_affinity.path: `nope` is not a valid cookie path: it must start with `/` and hold no `;` or control characters",
+                "t.yaml:11:95: routes[0].session_affinity.same_site: same_site: none needs secure: true (browsers drop the cookie otherwise)",
+            ],
+        ),
+        (
+            before_backends("    session_affinity: { canary: canary, pin: some }"),
+            &["t.yaml:11:41: routes[0].session_affinity.pin: unknown variant `some`, expected `canary` or `all`"],
+        ),
+        (
+            before_backends("    backend_header: yes"),
+            &["t.yaml:11:5: routes[0].backend_header: invalid type: string \"yes\", expected a boolean"],
+        ),
+    ];
+    for (yaml, expected) in cases {
+        check(yaml, expected);
+    }
+    // What the rules allow: `path_prefix: /` is a PathPrefix, and each element of a list may
+    // give its prefix either way.
+    check(
+        &before_backends(
+            "    match: { path_prefix: / }\n    filters: { rewrite: { path: { replace_prefix_match: /b } } }",
+        ),
+        &[],
+    );
+    check(
+        &before_backends(
+            "    match: [{ path: { type: PathPrefix, value: /a/ } }, { path_prefix: /c, method: GET }]\n    filters: { rewrite: { path: { replace_prefix_match: /b } } }",
+        ),
+        &[],
     );
 }
