@@ -5,7 +5,7 @@
 # ARCHITECTURE.md promises:
 #   1. no cycle between modules;
 #   2. nothing under `config` imports anything of weir outside `config` but `tls` and
-#      `proxy::{matching, filters, affinity}` (leaves: checked to import nothing of weir).
+#      `proxy::{matching, filters, affinity, health}` (leaves: checked to import nothing of weir).
 # Files, not top-level modules, because `proxy` holds two layers: its pool layer (`pool`, `conns`,
 # `body`, `request`, `forward`, `mirror`, `retry`, `split`) sits below `snapshot`, which holds
 # pools, and its request layer (`proxy`, `router`, `listener`) above it. Tests inside a file
@@ -114,16 +114,16 @@ if ! loops=$(tsort <<<"$EDGES" 2>&1 >/dev/null); then
   echo "$loops" | sed 's/^tsort: /  /'
   failed=1
 fi
-# Besides `tls`, config may use the pure compilers of a route's gateway fields (issue 23), which
-# validation runs once: they are leaves too, importing nothing of weir.
-LEAVES='^(tls|proxy::(matching|filters|affinity))$'
+# Besides `tls`, config may use the compilers of a route's gateway fields and the health-check
+# specs (issue 23), which validation runs once: they are leaves too, importing nothing of weir.
+LEAVES='^(tls|proxy::(matching|filters|affinity|health))$'
 upward=$(awk -v leaves="$LEAVES" '$1 ~ /^config(::|$)/ && $2 !~ /^config(::|$)/ && $2 !~ leaves' <<<"$EDGES")
 if [ -n "$upward" ]; then
   echo "config imports modules above it:"
   echo "$upward" | sed 's/^/  /'
   failed=1
 fi
-not_leaves=$(awk '$1 ~ /^proxy::(matching|filters|affinity)$/' <<<"$EDGES")
+not_leaves=$(awk '$1 ~ /^proxy::(matching|filters|affinity|health)$/' <<<"$EDGES")
 if [ -n "$not_leaves" ]; then
   echo "a gateway compiler that config uses imports weir modules (it must stay a leaf):"
   echo "$not_leaves" | sed 's/^/  /'

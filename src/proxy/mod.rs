@@ -6,6 +6,7 @@ pub mod affinity;
 pub mod body;
 pub mod conns;
 pub mod drain;
+pub mod draw;
 pub mod filters;
 pub mod forward;
 pub mod framing;
@@ -20,20 +21,18 @@ pub mod retry;
 pub mod router;
 pub mod split;
 
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use rand::rngs::SmallRng;
-use rand::{RngExt, SeedableRng};
 
 use crate::observe::access::{AccessLog, ResponseFlags};
 use crate::observe::request_id::{self, RequestId};
 use crate::observe::trace_context;
 use crate::snapshot::{Backend, Route, Snapshot};
 use body::{Access, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
+use draw::random_below;
 pub use forward::ConnInfo;
 use forward::ProxyError;
 use std::sync::Arc;
@@ -42,15 +41,6 @@ use std::sync::Arc;
 /// or mirrors the request, so they can be sent again; larger ones stream and are neither retried
 /// nor mirrored.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
-
-thread_local! {
-    // One generator per worker thread: a weighted pick costs a few nanoseconds and takes no lock.
-    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
-}
-
-fn random_below(n: u64) -> u64 {
-    RNG.with_borrow_mut(|rng| rng.random_range(0..n))
-}
 
 /// Serves one request: one snapshot load, route, weighted pick, forward.
 pub async fn handle(

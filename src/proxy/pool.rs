@@ -254,7 +254,11 @@ impl UpstreamPool {
         let open = |i: usize| now.is_none_or(|now| self.available(i, now));
         let picked = self
             .health
-            .pick(start, |i| avoid != Some(i) && open(i), super::random_below)
+            .pick(
+                start,
+                |i| avoid != Some(i) && open(i),
+                super::draw::random_below,
+            )
             .or_else(|| avoid.filter(|&a| self.health.is_healthy(a) && open(a)));
         if picked.is_some() {
             self.note_available();

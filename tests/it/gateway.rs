@@ -468,8 +468,8 @@ async fn weights_hold_within_five_percent_over_500_requests_at_10_in_flight_on_a
 /// A browser's cookie jar, for one origin: keeps what `Set-Cookie` gives, forgets what it
 /// expires (`Max-Age=0`), and sends the rest as one `Cookie` header.
 #[derive(Default)]
-struct Jar {
-    cookies: BTreeMap<String, String>,
+pub(crate) struct Jar {
+    pub(crate) cookies: BTreeMap<String, String>,
 }
 
 impl Jar {
@@ -500,7 +500,7 @@ impl Jar {
     }
 
     /// A request with the jar's cookies; returns the backend and how many `Set-Cookie` came.
-    async fn get(&mut self, address: SocketAddr) -> (String, usize) {
+    pub(crate) async fn get(&mut self, address: SocketAddr) -> (String, usize) {
         let cookie = self.header();
         let mut headers = vec![("x-app", "1")];
         if !cookie.is_empty() {
@@ -516,7 +516,7 @@ impl Jar {
     }
 }
 
-fn affinity_config(stable: SocketAddr, canary: SocketAddr, ws: u32, wc: u32) -> String {
+pub(crate) fn affinity_config(stable: SocketAddr, canary: SocketAddr, ws: u32, wc: u32) -> String {
     config(
         &[("stable", &[stable]), ("canary", &[canary])],
         &format!(

@@ -117,12 +117,20 @@ async fn a_promotion_drains_the_connections_stable_served_and_keeps_the_canary_s
     let (mut h2_canary, h2_canary_conn) = h2_connection(w.address).await;
     assert_eq!(h2_get(&mut h2_canary, w.address, true).await.1, "canary");
 
-    // The slow request is in flight on `busy_stable` when the promotion lands.
+    // The slow request is in flight on `busy_stable` (stable has it) when the promotion lands.
+    let before = stable.hits();
     busy_stable
         .write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nhost: app\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stable.hits() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stable never got /slow"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     std::fs::write(
         &w.path,
         promotion_config(stable.address, canary.address, 0, 100, ""),

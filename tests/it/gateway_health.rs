@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::gateway::{Jar, affinity_config};
 use crate::support::*;
 
 /// An upstream that answers `/healthz` with the status in `health` (200 at first) and every
@@ -251,6 +252,44 @@ async fn a_dead_canary_s_share_goes_to_stable_and_is_counted() {
     until_metric(&w, "weir_endpoint_healthy", &endpoint, 1.0).await;
     let answer = get(&client, w.address, "/").await;
     assert_eq!((answer.status, answer.text()), (StatusCode::OK, "canary"));
+}
+
+#[tokio::test]
+async fn a_client_pinned_to_a_canary_that_fails_its_health_check_goes_to_stable_and_loses_its_pin()
+{
+    let (stable, canary) = (checked("stable").await, checked("canary").await);
+    let yaml = with_upstream_lines(
+        &affinity_config(stable.address, canary.address, 50, 50),
+        "canary",
+        &health_check(100, 1, 1),
+    );
+    let w = weir(&yaml).await;
+    let mut jar = Jar::default();
+    // Until the weights send this client to the canary (1/2 per request), which pins it.
+    let mut tries = 0;
+    while jar.get(w.address).await.0 != "canary" {
+        tries += 1;
+        assert!(tries < 60, "never drawn to the canary at 50 %");
+    }
+    assert!(jar.cookies.contains_key("weir-affinity"));
+    for _ in 0..20 {
+        assert_eq!(jar.get(w.address).await, ("canary".to_owned(), 0));
+    }
+
+    canary.set_health(500);
+    let canary_endpoint = canary.address.to_string();
+    let endpoint = [
+        ("upstream", "canary"),
+        ("endpoint", canary_endpoint.as_str()),
+    ];
+    until_metric(&w, "weir_endpoint_healthy", &endpoint, 0.0).await;
+    // The pin no longer holds: stable answers and the cookie is expired on that answer.
+    assert_eq!(jar.get(w.address).await, ("stable".to_owned(), 1));
+    assert!(!jar.cookies.contains_key("weir-affinity"));
+    // Half the draws still name the canary; each goes to stable and pins nothing.
+    for _ in 0..20 {
+        assert_eq!(jar.get(w.address).await, ("stable".to_owned(), 0));
+    }
 }
 
 #[tokio::test]
