@@ -9,7 +9,7 @@
 # cache misses or the kernel, and it counts a `rep movsb` copy as one instruction: judge
 # memory-bound changes with ab.sh.
 #
-# Usage: [WEIR_EXTRA=YAML] loadtest/instructions.sh [PEER=weir] [REQUESTS=20000]
+# Usage: [WEIR_EXTRA=YAML] [CALLGRIND_KEEP=PREFIX] loadtest/instructions.sh [PEER=weir] [REQUESTS=20000]
 #   PEER is `weir` (this checkout's release build), the path of a weir binary, `nginx`,
 #   `haproxy`, or `all` (weir, nginx and HAProxy, one after the other, with a summary).
 source "$(dirname "$0")/lib.sh"
@@ -41,6 +41,8 @@ measure() {
   local total
   total=$(callgrind_annotate "$(ls -t "$out".* | head -1)" 2>/dev/null |
     awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  # CALLGRIND_KEEP=PREFIX keeps the profile as PREFIX.LABEL, for callgrind_annotate.
+  if [ -n "${CALLGRIND_KEEP:-}" ]; then cp "$(ls -t "$out".* | head -1)" "$CALLGRIND_KEEP.$label"; fi
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   echo "$label: $total instructions for $REQUESTS requests, $(( total / REQUESTS )) per request"
