@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 
 use http::{HeaderMap, HeaderName, StatusCode};
 
-use super::conns::{self, Lease};
+use super::conns::{self, BoxError, Lease, WireBody};
 use super::pool::{self, UpstreamPool};
 pub use super::request::{NotReplayable, Progress, Replayable, RequestBody};
 use crate::config::{GRPC_UNKNOWN, GrpcCodes};
@@ -35,25 +35,32 @@ pub enum Inner {
     Local(Full<Bytes>),
 }
 
-/// An upstream's response body. When it ends, the connection it came on goes back to its pool
-/// (weir's own HTTP/1.1 pool); dropped before its end, the connection closes with it.
-pub struct UpstreamBody {
-    body: Incoming,
-    lease: Option<Lease>,
+/// An upstream's response body: hyper's (HTTP/2, TLS, a request with a body, an upgrade) or
+/// weir's own reading of a plain HTTP/1.1 connection (`conns::WireBody`). When it ends, the
+/// connection it came on goes back to its pool (weir's own HTTP/1.1 pool); dropped before its
+/// end, the connection closes with it.
+pub enum UpstreamBody {
+    Hyper {
+        body: Incoming,
+        lease: Option<Lease>,
+    },
+    Wire(WireBody),
 }
 
 impl UpstreamBody {
     pub fn new(body: Incoming, lease: Option<Lease>) -> UpstreamBody {
-        let mut b = UpstreamBody { body, lease };
+        let mut b = UpstreamBody::Hyper { body, lease };
         // An empty body may never be polled: the connection is free already.
-        if b.body.is_end_stream() {
+        if b.is_end_stream() {
             b.give_back();
         }
         b
     }
 
     fn give_back(&mut self) {
-        if let Some(lease) = self.lease.take() {
+        if let UpstreamBody::Hyper { lease, .. } = self
+            && let Some(lease) = lease.take()
+        {
             lease.give_back();
         }
     }
@@ -61,27 +68,38 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        // hyper stops polling a body that says it has ended, so the last frame counts as the
-        // end too, not only the final `None`.
-        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
-            self.give_back();
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            UpstreamBody::Hyper { body, .. } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // hyper stops polling a body that says it has ended, so the last frame counts
+                // as the end too, not only the final `None`.
+                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
+                    self.give_back();
+                }
+                polled.map_err(|e| e.into())
+            }
+            UpstreamBody::Wire(body) => Pin::new(body).poll_frame(cx),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match self {
+            UpstreamBody::Hyper { body, .. } => body.is_end_stream(),
+            UpstreamBody::Wire(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self {
+            UpstreamBody::Hyper { body, .. } => body.size_hint(),
+            UpstreamBody::Wire(body) => body.size_hint(),
+        }
     }
 }
 
@@ -339,8 +357,8 @@ fn judged_code(code: Option<u8>) -> u8 {
 
 /// The kind of an upstream error while its body streamed: a framing error is `protocol`, any
 /// other cut `reset`.
-fn body_error_kind(e: &hyper::Error) -> UpstreamErrorKind {
-    match conns::error_kind(e) {
+fn body_error_kind(e: &BoxError) -> UpstreamErrorKind {
+    match conns::error_kind(&**e) {
         Some(UpstreamErrorKind::Protocol) => UpstreamErrorKind::Protocol,
         _ => UpstreamErrorKind::Reset,
     }
@@ -405,12 +423,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(d) = &this.delivery {
             d.polls.fetch_add(1, Ordering::Relaxed);

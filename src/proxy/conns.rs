@@ -1,21 +1,35 @@
-//! weir's own keep-alive pool for plain HTTP/1.1 upstreams: per endpoint, a lock-free queue of
-//! idle hyper connections (`SendRequest`). A connection goes back to the queue when the
-//! response body it carried ends, on the task that read that body: no lock, no hashing, no task
-//! spawned per request. TLS and HTTP/2 upstreams use hyper-util's pooled client instead.
+//! weir's own keep-alive pool for plain HTTP/1.1 upstreams: per endpoint, lock-free queues of
+//! idle connections. A connection goes back to its queue when the response body it carried
+//! ends, on the task that read that body: no lock, no hashing, no task spawned per request. TLS
+//! and HTTP/2 upstreams use hyper-util's pooled client instead.
+//!
+//! A request without a body (and not asking for a tunnel) goes on a [`Wire`]: weir writes its
+//! head as bytes and reads the response on the request's own task, with the strict codec of
+//! `proxy::wire`; no task per connection, no channel between the request and its connection,
+//! and the head written once serves a resend too. A request with a body, or an upgrade, goes on
+//! a hyper connection (`SendRequest`), which streams the body while it reads the response.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{Method, Request, Response};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::request::{self, Progress, RequestBody};
+use super::wire::{self, Chunk, Chunked, Framing, WireError};
 use crate::metrics::UpstreamErrorKind;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,6 +66,9 @@ pub fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<UpstreamError
     while let Some(c) = cause {
         if c.downcast_ref::<rustls::Error>().is_some() {
             return Some(UpstreamErrorKind::Tls);
+        }
+        if c.downcast_ref::<WireError>().is_some() {
+            return Some(UpstreamErrorKind::Protocol);
         }
         if let Some(h) = c.downcast_ref::<hyper::Error>()
             && (h.is_parse() || h.is_parse_too_large() || h.is_parse_status())
@@ -102,9 +119,19 @@ pub fn framing_problem(response: &Response<Incoming>) -> Option<&'static str> {
 }
 
 pub struct Http1Pool {
-    /// Idle connections per endpoint (in the upstream's endpoint order).
+    /// Idle hyper connections per endpoint (in the upstream's endpoint order).
     idle: Box<[Arc<ArrayQueue<SendRequest<RequestBody>>>]>,
+    /// Idle wires per endpoint.
+    wires: Box<[Arc<ArrayQueue<Wire>>]>,
     connect_timeout: Duration,
+}
+
+/// What an upstream answered, and on which kind of connection.
+pub enum Answer {
+    /// On a hyper connection (weir's own pool: with its lease) or hyper-util's client.
+    Hyper(Response<Incoming>, Option<Lease>),
+    /// On a wire; the body returns the wire to its pool when it ends.
+    Wire(Response<WireBody>),
 }
 
 /// A connection lent to one request, returned to its endpoint's queue when the response body
@@ -135,6 +162,9 @@ impl Http1Pool {
         for queue in self.idle.iter() {
             while queue.pop().is_some() {}
         }
+        for queue in self.wires.iter() {
+            while queue.pop().is_some() {}
+        }
     }
 
     pub fn new(endpoints: usize, max_idle: usize, connect_timeout: Duration) -> Http1Pool {
@@ -142,13 +172,17 @@ impl Http1Pool {
             idle: (0..endpoints)
                 .map(|_| Arc::new(ArrayQueue::new(max_idle)))
                 .collect(),
+            wires: (0..endpoints)
+                .map(|_| Arc::new(ArrayQueue::new(max_idle)))
+                .collect(),
             connect_timeout,
         }
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to `endpoint` (at `authority`) on an idle
-    /// connection, or a new one. A pooled connection that turns out closed before the request
-    /// went out is replaced by a new one, transparently: the request was not sent.
+    /// connection, or a new one: a wire when the request has no body and asks for no tunnel
+    /// (`tunnel`), else a hyper connection. A pooled connection that turns out closed before
+    /// the request went out is replaced by a new one, transparently: the request was not sent.
     ///
     /// An upstream may also close an idle connection while the request is on its way (it
     /// answered the last one without `Connection: close` and closed anyway, or its keep-alive
@@ -161,8 +195,56 @@ impl Http1Pool {
         &self,
         endpoint: usize,
         authority: &Authority,
+        req: Request<RequestBody>,
+        tunnel: bool,
+    ) -> Result<Answer, SendError> {
+        if !tunnel && req.method() != Method::CONNECT && http_body::Body::is_end_stream(req.body())
+        {
+            return self.send_wire(endpoint, authority, req).await;
+        }
+        self.send_hyper(endpoint, authority, req).await
+    }
+
+    async fn send_wire(
+        &self,
+        endpoint: usize,
+        authority: &Authority,
+        req: Request<RequestBody>,
+    ) -> Result<Answer, SendError> {
+        let home = &self.wires[endpoint];
+        let method = req.method();
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut head = match pop_open(home) {
+            Some(mut wire) => {
+                wire.out.clear();
+                wire::encode_request(method, target, req.headers(), &mut wire.out);
+                match wire.exchange(method).await {
+                    Ok(response) => return Ok(Answer::Wire(wire.respond(response, home))),
+                    Err(Failure::Unanswered(e)) if request::idempotent(method) => {
+                        tracing::debug!(endpoint = %authority, error = %e, "pooled connection closed under the request; sending it on a new one");
+                        std::mem::take(&mut wire.out)
+                    }
+                    Err(failure) => return Err(failure.into()),
+                }
+            }
+            None => Vec::new(),
+        };
+        if head.is_empty() {
+            wire::encode_request(method, target, req.headers(), &mut head);
+        }
+        let mut wire = Wire::new(self.dial(authority).await?, head);
+        match wire.exchange(method).await {
+            Ok(response) => Ok(Answer::Wire(wire.respond(response, home))),
+            Err(failure) => Err(failure.into()),
+        }
+    }
+
+    async fn send_hyper(
+        &self,
+        endpoint: usize,
+        authority: &Authority,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<Answer, SendError> {
         let home = &self.idle[endpoint];
         let progress = req.body().progress();
         let resendable =
@@ -173,7 +255,10 @@ impl Http1Pool {
             }
             let again = resendable.then(|| copy_bodiless(&req));
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, self.lease(sender, endpoint, progress))),
+                Ok(response) => {
+                    let lease = self.lease(sender, endpoint, progress);
+                    return Ok(Answer::Hyper(response, Some(lease)));
+                }
                 Err(mut e) => match (e.take_message(), again) {
                     (Some(unsent), _) => req = unsent,
                     (None, Some(again)) if closed_unanswered(e.error()) => {
@@ -187,7 +272,10 @@ impl Http1Pool {
         }
         let mut sender = self.connect(authority).await?;
         match sender.send_request(req).await {
-            Ok(response) => Ok((response, self.lease(sender, endpoint, progress))),
+            Ok(response) => {
+                let lease = self.lease(sender, endpoint, progress);
+                Ok(Answer::Hyper(response, Some(lease)))
+            }
             Err(e) => Err(SendError::after_connect(e.into())),
         }
     }
@@ -205,21 +293,24 @@ impl Http1Pool {
         }
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<RequestBody>, SendError> {
+    /// A new TCP connection to `authority`, within the connect timeout.
+    async fn dial(&self, authority: &Authority) -> Result<TcpStream, SendError> {
         let connect = async {
             let stream = connect_any(authority).await?;
             stream.set_nodelay(true)?;
             Ok::<_, std::io::Error>(stream)
         };
-        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Err(_) => {
-                return Err(SendError::Connect(
-                    format!("no connection within {:?}", self.connect_timeout).into(),
-                ));
-            }
-            Ok(Err(e)) => return Err(SendError::Connect(e.into())),
-            Ok(Ok(s)) => s,
-        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Err(_) => Err(SendError::Connect(
+                format!("no connection within {:?}", self.connect_timeout).into(),
+            )),
+            Ok(Err(e)) => Err(SendError::Connect(e.into())),
+            Ok(Ok(s)) => Ok(s),
+        }
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<RequestBody>, SendError> {
+        let stream = self.dial(authority).await?;
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -230,6 +321,261 @@ impl Http1Pool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// The first idle wire of `home` that is still open.
+fn pop_open(home: &ArrayQueue<Wire>) -> Option<Wire> {
+    while let Some(mut wire) = home.pop() {
+        if wire.is_open() {
+            return Some(wire);
+        }
+    }
+    None
+}
+
+/// A plain HTTP/1.1 upstream connection that weir reads and writes itself: the socket, the
+/// bytes read and not yet taken (`buf`, reused from response to response), and the last request
+/// head written (`out`, reused, and what a resend writes again).
+pub struct Wire {
+    stream: TcpStream,
+    buf: BytesMut,
+    out: Vec<u8>,
+}
+
+/// Room the read buffer keeps for the next read.
+const READ_ROOM: usize = 4096;
+/// What the read buffer grows by when it lacks that room.
+const READ_GROWTH: usize = 16 * 1024;
+
+/// Why a request on a wire got no response head.
+enum Failure {
+    /// The connection ended (closed, reset, broken pipe) before a byte of the response: the
+    /// upstream may not have seen the request at all.
+    Unanswered(io::Error),
+    /// The connection failed after part of the response came.
+    Reset(io::Error),
+    /// The response broke HTTP/1.1's rules.
+    Protocol(WireError),
+}
+
+impl From<Failure> for SendError {
+    fn from(failure: Failure) -> SendError {
+        match failure {
+            Failure::Unanswered(e) | Failure::Reset(e) => SendError::Reset(e.into()),
+            Failure::Protocol(e) => SendError::Protocol(e.into()),
+        }
+    }
+}
+
+impl Wire {
+    fn new(stream: TcpStream, out: Vec<u8>) -> Wire {
+        Wire {
+            stream,
+            buf: BytesMut::with_capacity(READ_GROWTH),
+            out,
+        }
+    }
+
+    /// Whether an idle wire can carry a request: the upstream has not closed it, and sent
+    /// nothing since its last response. It reads only when the socket reported readable, so an
+    /// open idle connection costs no system call.
+    fn is_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(self.poll_fill(&mut cx), Poll::Pending)
+    }
+
+    /// Reads what the socket has into `buf`: Ready(Ok(0)) at the connection's end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_ROOM {
+            self.buf.reserve(READ_GROWTH);
+        }
+        pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
+    }
+
+    /// Writes the request head in `out` and reads the response head.
+    async fn exchange(&mut self, method: &Method) -> Result<wire::Head, Failure> {
+        if let Err(e) = self.stream.write_all(&self.out).await {
+            return Err(Failure::Unanswered(e));
+        }
+        let mut answered = false;
+        loop {
+            if let Some(head) =
+                wire::parse_response(&mut self.buf, method).map_err(Failure::Protocol)?
+            {
+                return Ok(head);
+            }
+            let read = std::future::poll_fn(|cx| self.poll_fill(cx)).await;
+            match read {
+                Ok(0) if answered => {
+                    return Err(Failure::Reset(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection in the middle of the response head",
+                    )));
+                }
+                Ok(0) => {
+                    return Err(Failure::Unanswered(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection before answering",
+                    )));
+                }
+                Ok(_) => answered = true,
+                Err(e) if answered => return Err(Failure::Reset(e)),
+                Err(e) => return Err(Failure::Unanswered(e)),
+            }
+        }
+    }
+
+    /// The response for `head`, its body read from this wire, which goes back to `home` when
+    /// the body ends (if the response leaves it reusable).
+    fn respond(self, head: wire::Head, home: &Arc<ArrayQueue<Wire>>) -> Response<WireBody> {
+        let left = match head.framing {
+            Framing::None | Framing::Length(0) => Left::Done,
+            Framing::Length(n) => Left::Length(n),
+            Framing::Chunked => Left::Chunked(Chunked::new()),
+            Framing::Close => Left::Close,
+        };
+        let mut body = WireBody {
+            wire: Some(self),
+            left,
+            reusable: head.reusable,
+            home: home.clone(),
+        };
+        if matches!(body.left, Left::Done) {
+            body.end();
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        response
+    }
+}
+
+/// What is left of a response body on a wire.
+enum Left {
+    /// This many bytes (Content-Length).
+    Length(u64),
+    Chunked(Chunked),
+    /// Whatever comes until the upstream closes the connection.
+    Close,
+    Done,
+}
+
+/// A response body read from a [`Wire`] on the task that polls it. At its end the wire goes
+/// back to its pool when the response left it reusable and nothing follows the body on it;
+/// dropped before its end, or failed, the wire closes.
+pub struct WireBody {
+    wire: Option<Wire>,
+    left: Left,
+    reusable: bool,
+    home: Arc<ArrayQueue<Wire>>,
+}
+
+impl WireBody {
+    /// The body is complete: the wire goes back, or closes.
+    fn end(&mut self) {
+        self.left = Left::Done;
+        if let Some(wire) = self.wire.take()
+            && self.reusable
+            && wire.buf.is_empty()
+        {
+            let _ = self.home.push(wire);
+        }
+    }
+
+    /// The wire failed under the body: it closes, and the body ends with `e`.
+    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.wire = None;
+        self.left = Left::Done;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl http_body::Body for WireBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(wire) = this.wire.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let frame = match &mut this.left {
+                Left::Done => None,
+                Left::Length(n) => (!wire.buf.is_empty()).then(|| {
+                    let take =
+                        usize::try_from(*n).map_or(wire.buf.len(), |n| n.min(wire.buf.len()));
+                    *n -= take as u64;
+                    Frame::data(wire.buf.split_to(take).freeze())
+                }),
+                Left::Chunked(chunked) => match chunked.decode(&mut wire.buf) {
+                    Ok(Some(Chunk::Data(data))) => Some(Frame::data(data)),
+                    Ok(Some(Chunk::Trailers(trailers))) => {
+                        // The trailers are the body's last frame: the wire is reusable once the
+                        // section's end came too.
+                        if !matches!(chunked.decode(&mut wire.buf), Ok(Some(Chunk::End))) {
+                            this.reusable = false;
+                        }
+                        this.end();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Some(Chunk::End)) => {
+                        this.end();
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => None,
+                    Err(e) => return this.fail(e.into()),
+                },
+                Left::Close => {
+                    (!wire.buf.is_empty()).then(|| Frame::data(wire.buf.split().freeze()))
+                }
+            };
+            if let Some(frame) = frame {
+                if matches!(this.left, Left::Length(0)) {
+                    this.end();
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if matches!(this.left, Left::Done) {
+                this.end();
+                return Poll::Ready(None);
+            }
+            match ready!(wire.poll_fill(cx)) {
+                Ok(0) if matches!(this.left, Left::Close) => {
+                    this.wire = None;
+                    this.left = Left::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    return this.fail(
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the upstream closed the connection before the end of the response body",
+                        )
+                        .into(),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(e.into()),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.left, Left::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.left {
+            Left::Length(n) => SizeHint::with_exact(n),
+            Left::Done => SizeHint::with_exact(0),
+            Left::Chunked(_) | Left::Close => SizeHint::default(),
+        }
     }
 }
 

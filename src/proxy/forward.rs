@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
 use super::body::{RequestBody, UpstreamBody};
-use super::conns::{BoxError, SendError, framing_problem};
+use super::conns::{Answer, BoxError, SendError, framing_problem};
 use super::head::Refusal;
 use super::pool::UpstreamPool;
 use super::request::{ClientFault, Progress};
@@ -300,7 +300,7 @@ pub async fn send(
         )?;
     }
     let upstream = || pool.name.clone();
-    let (mut response, lease) = match pool.send(endpoint, req).await {
+    let (mut response, lease) = match pool.send(endpoint, req, downstream.is_some()).await {
         Err(SendError::Connect(source)) => {
             return Err(ProxyError::Connect {
                 upstream: upstream(),
@@ -325,7 +325,13 @@ pub async fn send(
                 source,
             });
         }
-        Ok(r) => r,
+        // A wire's response head passed `proxy::wire`'s framing rules already, and a wire never
+        // carries an upgrade.
+        Ok(Answer::Wire(mut response)) => {
+            strip_hop_by_hop(response.headers_mut(), false);
+            return Ok(response.map(UpstreamBody::Wire));
+        }
+        Ok(Answer::Hyper(response, lease)) => (response, lease),
     };
     // Dropped with its lease, the connection closes: what follows on it cannot be trusted.
     if let Some(why) = framing_problem(&response) {

@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use http::uri::Scheme;
-use http::{Request, Response, Version};
-use hyper::body::Incoming;
+use http::{Request, Version};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::conns::{self, Http1Pool, Lease, SendError};
+use super::conns::{self, Answer, Http1Pool, SendError};
 use super::health::{self, CheckProtocol, CheckTls, EndpointHealth, HealthEvent, HttpProber};
 use super::request::RequestBody;
 use crate::config::{Limits, Outlier, Protocol, Upstream};
@@ -472,20 +471,22 @@ impl UpstreamPool {
         matches!(self.client, UpstreamClient::Http1(_))
     }
 
-    /// Sends `req` to endpoint `endpoint`; with weir's own pool, the connection's lease comes
-    /// back with the response, to be returned when its body ends.
+    /// Sends `req` to endpoint `endpoint`; with weir's own pool, the connection comes back with
+    /// the response, to be returned when its body ends. `tunnel`: the request asks for an
+    /// upgrade that weir will tunnel.
     pub async fn send(
         &self,
         endpoint: usize,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        tunnel: bool,
+    ) -> Result<Answer, SendError> {
         match &self.client {
-            UpstreamClient::Http1(pool) => pool
-                .send(endpoint, self.endpoint(endpoint), req)
-                .await
-                .map(|(r, lease)| (r, Some(lease))),
+            UpstreamClient::Http1(pool) => {
+                pool.send(endpoint, self.endpoint(endpoint), req, tunnel)
+                    .await
+            }
             UpstreamClient::Pooled(client) => match client.request(req).await {
-                Ok(r) => Ok((r, None)),
+                Ok(r) => Ok(Answer::Hyper(r, None)),
                 // A TLS handshake failure is a connect error to hyper-util; rustls, down its
                 // chain of causes, says which.
                 Err(e) if e.is_connect() => match conns::error_kind(&e) {

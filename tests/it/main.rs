@@ -34,3 +34,4 @@ mod routing;
 mod support;
 mod tls;
 mod tooling;
+mod upstream_wire;
