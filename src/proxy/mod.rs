@@ -20,6 +20,7 @@ pub mod request;
 pub mod retry;
 pub mod router;
 pub mod split;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 
