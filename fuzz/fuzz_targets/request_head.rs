@@ -101,8 +101,10 @@ fn parsed(data: &[u8]) {
     let upgrade = forward::is_upgrade(&parts)
         && forward::upgrade_allowed(&parts, &["websocket".into()]);
     let client_errors = weir::metrics::Metrics::new().listener("fuzz").client_errors;
+    let client = "192.0.2.1:5000".parse().unwrap();
     let conn = forward::ConnInfo {
-        client: "192.0.2.1:5000".parse().unwrap(),
+        client,
+        forwarded_for: forward::forwarded_for(client),
         listener: "fuzz".into(),
         scheme: "http",
         delivery: std::sync::Arc::new(weir::proxy::body::Delivery::new(client_errors.clone())),

@@ -28,6 +28,8 @@ use super::body::Inner as ProxyBody;
 /// What a request knows about the connection it came on.
 pub struct ConnInfo {
     pub client: SocketAddr,
+    /// The client's IP as an `x-forwarded-for` element ([`forwarded_for`]), made once.
+    pub forwarded_for: HeaderValue,
     pub listener: Arc<str>,
     /// `http` or `https`, for `x-forwarded-proto`.
     pub scheme: &'static str,
@@ -647,7 +649,7 @@ pub fn prepare(parts: &mut Parts, conn: &ConnInfo, upgrade: bool) -> Result<(), 
     }
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
-    append_forwarded_for(headers, conn.client);
+    append_forwarded_for(headers, &conn.forwarded_for);
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(&X_FORWARDED_HOST, host);
@@ -655,29 +657,28 @@ pub fn prepare(parts: &mut Parts, conn: &ConnInfo, upgrade: bool) -> Result<(), 
     Ok(())
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
-    use std::io::Write;
-    // Formatted on the stack and copied once into the header value: one allocation, not two.
-    let mut buf = [0u8; 256];
-    let mut w = &mut buf[..];
-    let written = match headers.get(&X_FORWARDED_FOR) {
-        Some(prior) => w
-            .write_all(prior.as_bytes())
-            .and_then(|()| write!(w, ", {}", client.ip())),
-        None => write!(w, "{}", client.ip()),
+fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    // The client's own value is made once per connection and shared (`ConnInfo::forwarded_for`);
+    // a prior chain is copied once, with the client after it.
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        None => client.clone(),
+        Some(prior) => {
+            let mut chain = Vec::with_capacity(prior.len() + 2 + client.len());
+            chain.extend_from_slice(prior.as_bytes());
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(client.as_bytes());
+            match HeaderValue::from_maybe_shared(Bytes::from(chain)) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
     };
-    let len = 256 - w.len();
-    let value = match written {
-        Ok(()) => HeaderValue::from_bytes(&buf[..len]).ok(),
-        // A prior chain longer than the buffer: rare enough to format on the heap.
-        Err(_) => headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|prior| HeaderValue::from_str(&format!("{prior}, {}", client.ip())).ok()),
-    };
-    if let Some(v) = value {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
+    headers.insert(&X_FORWARDED_FOR, value);
+}
+
+/// `client`'s address as an `x-forwarded-for` element (the IP, no port).
+pub fn forwarded_for(client: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.ip().to_string()).expect("an IP address is a valid value")
 }
 
 /// For weir's own HTTP/1.1 pool: the request line carries only path and query, and `Host` names
@@ -847,15 +848,16 @@ mod tests {
     #[test]
     fn forwarded_for_appends_the_client() {
         let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
-        append_forwarded_for(&mut h, "127.0.0.1:5000".parse().unwrap());
+        let v4 = forwarded_for("127.0.0.1:5000".parse().unwrap());
+        append_forwarded_for(&mut h, &v4);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "[::1]:5000".parse().unwrap());
+        append_forwarded_for(&mut h, &forwarded_for("[::1]:5000".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "::1");
-        // A chain longer than the stack buffer still gets the client appended.
+        // A long chain gets the client appended too.
         let long = vec!["10.0.0.1"; 40].join(", ");
         let mut h = headers(&[("x-forwarded-for", &long)]);
-        append_forwarded_for(&mut h, "127.0.0.1:5000".parse().unwrap());
+        append_forwarded_for(&mut h, &v4);
         assert_eq!(h["x-forwarded-for"], format!("{long}, 127.0.0.1").as_str());
     }
 

@@ -408,6 +408,7 @@ async fn serve_http<I>(
         snapshots: ctx.snapshots.clone(),
         info: ConnInfo {
             client: peer,
+            forwarded_for: crate::proxy::forward::forwarded_for(peer),
             listener: ctx.name.clone(),
             scheme,
             client_errors: ctx.metrics.client_errors.clone(),

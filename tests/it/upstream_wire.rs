@@ -38,7 +38,7 @@ async fn scripted(answer: fn(usize, &str) -> (Vec<u8>, bool)) -> (SocketAddr, Ar
 }
 
 fn protocol_errors() -> [(&'static str, &'static str); 2] {
-    [("upstream", "stable"), ("kind", "protocol")]
+    [("backend", "stable"), ("kind", "protocol")]
 }
 
 #[tokio::test]
@@ -225,10 +225,10 @@ async fn a_broken_chunk_cuts_the_response_and_counts_as_a_protocol_error() {
     for (case, answer) in cases {
         let (address, _) = scripted(answer).await;
         let w = weir(&split_config(address, address, 1, 0)).await;
-        // The head went to the client before the bad chunk came: the client sees the response
-        // end early (no last chunk), never a clean end.
+        // The upstream's head was good and the client may get it, but never a clean end: the
+        // connection closes before the last chunk.
         let a = raw(w.address, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
-        assert_eq!(a.status, 200, "{case}");
+        assert!(matches!(a.status, 0 | 200), "{case}: {}", a.text);
         assert!(!a.text.ends_with("0\r\n\r\n"), "{case}: {}", a.text);
         assert_eq!(metric(&w, "weir_upstream_errors_total", &protocol_errors()).await, 1.0, "{case}");
     }
