@@ -9,6 +9,8 @@
 //! buffer is bounded (`MAX_HEAD`, `MAX_HEADERS`, `MAX_CHUNK_LINE`) and the results do not depend
 //! on how the bytes are split into reads. A leaf: it imports nothing of weir.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -99,21 +101,23 @@ pub struct Head {
     pub reusable: bool,
 }
 
-/// Where one field lies in the head's bytes: name and value ranges.
+/// Where one field lies in the head's bytes: name and value ranges (a section is at most
+/// `MAX_HEAD` bytes, so `u32` offsets fit).
 #[derive(Clone, Copy, Default)]
 struct Field {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 /// The offset range of `part` within `base` (both slices of one buffer; empty values may point
 /// anywhere, so they get an empty range).
-fn range_in(base: &[u8], part: &[u8]) -> (usize, usize) {
+fn range_in(base: &[u8], part: &[u8]) -> (u32, u32) {
     if part.is_empty() {
         return (0, 0);
     }
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    (start, start + part.len())
+    let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    (at(start), at(start + part.len()))
 }
 
 /// Records the fields httparse found in `base` as offset ranges, so the borrow of the buffer
@@ -132,10 +136,13 @@ fn record(base: &[u8], parsed: &[httparse::Header<'_>], fields: &mut [Field; MAX
 fn build_map(bytes: &Bytes, fields: &[Field]) -> Result<HeaderMap, WireError> {
     let mut map = HeaderMap::with_capacity(fields.len());
     for f in fields {
-        let name = HeaderName::from_bytes(&bytes[f.name.0..f.name.1])
-            .map_err(|_| WireError::HeaderName)?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(f.value.0..f.value.1))
-            .map_err(|_| WireError::HeaderValue)?;
+        let name = bytes
+            .get(f.name.0 as usize..f.name.1 as usize)
+            .and_then(|n| HeaderName::from_bytes(n).ok())
+            .ok_or(WireError::HeaderName)?;
+        let value =
+            HeaderValue::from_maybe_shared(bytes.slice(f.value.0 as usize..f.value.1 as usize))
+                .map_err(|_| WireError::HeaderValue)?;
         map.append(name, value);
     }
     Ok(map)
@@ -155,9 +162,14 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             // Only the first MAX_HEAD bytes are ever looked at, so the verdict is the same
             // however the bytes arrived.
             let window = &buf[..buf.len().min(MAX_HEAD)];
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut slots);
-            match response.parse(window) {
+            let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut response,
+                window,
+                &mut slots,
+            );
+            match parsed {
                 Ok(httparse::Status::Complete(len)) => {
                     record(window, response.headers, &mut fields);
                     (
@@ -377,12 +389,26 @@ impl Chunked {
                 }
                 State::Trailers => return self.trailers(buf),
                 _ => {
-                    // The line states go byte by byte.
-                    let Some(&b) = buf.first() else {
+                    // The line states go byte by byte, up to the start of data or trailers.
+                    if buf.is_empty() {
                         return Ok(None);
-                    };
-                    buf.advance(1);
-                    self.line_byte(b)?;
+                    }
+                    let mut used = 0;
+                    let mut fault = None;
+                    for &b in buf.iter() {
+                        used += 1;
+                        if let Err(e) = self.line_byte(b) {
+                            fault = Some(e);
+                            break;
+                        }
+                        if matches!(self.state, State::Data { .. } | State::Trailers) {
+                            break;
+                        }
+                    }
+                    buf.advance(used);
+                    if let Some(e) = fault {
+                        return Err(e);
+                    }
                 }
             }
         }
