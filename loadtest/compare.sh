@@ -6,7 +6,9 @@
 # h2load (h2c) and the upstreams run on CPU 0. Rounds are interleaved (A B C A B C ...) so drift
 # hits every peer alike; the table gives medians. Also: weir with 2 threads, RSS idle and under
 # load (HTTP/1.1 rounds run before the h2c ones), and p99 at a fixed rate of half nginx's maximum (oha with latency correction, so p99 is
-# not hidden by coordinated omission) when oha is installed.
+# not hidden by coordinated omission) when oha is installed. CPU us/req: the proxy's user and system
+# time over the run (nginx: master and worker; from /proc, in clock ticks, so about 1% at 10 s)
+# divided by the requests answered.
 # Usage: loadtest/compare.sh [DURATION=10s] [ROUNDS=3] [CONNECTIONS=50]
 source "$(dirname "$0")/lib.sh"
 DURATION=${1:-10s}
@@ -42,12 +44,14 @@ for p in weir weir-2t nginx haproxy; do echo -e "rss_idle\t$p\t$(rss_kib "${PID[
 
 for round in $(seq "$ROUNDS"); do
   for p in "${PEERS[@]}"; do
+    before=$([ -n "${PID[$p]:-}" ] && cpu_ticks "${PID[$p]}" || echo 0)
     out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${URL[$p]}" &
           sleep "$(( ${DURATION%s} / 2 ))"; [ -n "${PID[$p]:-}" ] && echo "RSS $(rss_kib "${PID[$p]}")"; wait)
-    echo "$out" | awk -v p="$p" -v OFS='\t' '
+    after=$([ -n "${PID[$p]:-}" ] && cpu_ticks "${PID[$p]}" || echo 0)
+    echo "$out" | awk -v p="$p" -v OFS='\t' -v ticks=$(( after - before )) -v hz="$(getconf CLK_TCK)" '
       /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=$2 } /^ +99%/ { p99=$2 } /^RSS/ { rss=$2 }
-      /Non-2xx|Socket errors/ { err=1 }
-      END { print "h1", p, rps, p50, p99, rss, err+0 }' >>"$RESULTS"
+      / requests in / { n=$1 } /Non-2xx|Socket errors/ { err=1 }
+      END { print "h1", p, rps, p50, p99, rss, err+0, (n > 0 && ticks > 0) ? ticks / hz * 1e6 / n : "" }' >>"$RESULTS"
   done
   echo "HTTP/1.1 round $round done" >&2
 done
@@ -55,8 +59,12 @@ done
 # which would otherwise show in the HTTP/1.1 RSS samples.
 for round in $(seq "$ROUNDS"); do
   for p in weir nginx haproxy; do
-    taskset -c 0 h2load -c"$CONNS" -m10 -D"${DURATION%s}" "${H2C[$p]}" 2>&1 | awk -v p="$p" -v OFS='\t' '
-      /^finished in/ { rps=$4 } /^requests:/ { failed=$10 } END { print "h2c", p, rps, failed }' >>"$RESULTS"
+    before=$(cpu_ticks "${PID[$p]}")
+    out=$(taskset -c 0 h2load -c"$CONNS" -m10 -D"${DURATION%s}" "${H2C[$p]}" 2>&1)
+    after=$(cpu_ticks "${PID[$p]}")
+    echo "$out" | awk -v p="$p" -v OFS='\t' -v ticks=$(( after - before )) -v hz="$(getconf CLK_TCK)" '
+      /^finished in/ { rps=$4 } /^requests:/ { ok=$8; failed=$10 }
+      END { print "h2c", p, rps, failed, (ok > 0 && ticks > 0) ? ticks / hz * 1e6 / ok : "" }' >>"$RESULTS"
   done
   echo "h2c round $round done" >&2
 done
@@ -92,12 +100,15 @@ for r in rows:
 idle = {r[1]: int(r[2]) for r in rows if r[0] == "rss_idle"}
 rps = {p: med(float(r[2]) for r in rs) for p, rs in h1.items()}
 print(f"\nHTTP/1.1 keep-alive, wrk -t1 -c{conns} -d{dur}, {rounds} interleaved rounds, medians; proxies on 1 pinned CPU")
-print(f"{'peer':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS idle':>9} {'RSS load':>9} {'/weir':>7} {'/direct':>8} errors")
+def cpu(rs, i):
+    v = [float(r[i]) for r in rs if len(r) > i and r[i]]
+    return f"{med(v):6.1f}" if v else "     -"
+print(f"{'peer':10} {'req/s':>10} {'CPU us/req':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS idle':>9} {'RSS load':>9} {'/weir':>7} {'/direct':>8} errors")
 for p in ["direct", "weir", "nginx", "haproxy", "weir-2t"]:
     if p not in h1: continue
     rs = h1[p]
     load = [int(r[5]) for r in rs if len(r) > 5 and r[5]]
-    print(f"{p:10} {rps[p]:10.0f} {med(ms(r[3]) for r in rs):8.2f} {med(ms(r[4]) for r in rs):8.2f} "
+    print(f"{p:10} {rps[p]:10.0f} {cpu(rs, 7):>10} {med(ms(r[3]) for r in rs):8.2f} {med(ms(r[4]) for r in rs):8.2f} "
           f"{(str(round(idle[p]/1024,1))+' MiB') if p in idle else '-':>9} {(str(round(max(load)/1024,1))+' MiB') if load else '-':>9} "
           f"{rps[p]/rps['weir']:7.2f} {rps[p]/rps['direct']:8.2f} {sum(int(r[6]) for r in rs)}")
 h2 = {}
@@ -109,7 +120,7 @@ if h2:
     w = med(float(r[2]) for r in h2["weir"])
     for p, rs in h2.items():
         v = med(float(r[2]) for r in rs)
-        print(f"{p:10} {v:10.0f} req/s  {v/w:5.2f}x weir  failed {sum(int(r[3] or 0) for r in rs)}")
+        print(f"{p:10} {v:10.0f} req/s  {v/w:5.2f}x weir  CPU {cpu(rs, 4)} us/req  failed {sum(int(r[3] or 0) for r in rs)}")
 rate = {}
 for r in rows:
     if r[0] == "rate":

@@ -155,6 +155,15 @@ HAP
 }
 
 # Resident memory in KiB of PID and its children (nginx's master and worker).
+# CPU time (user + system, in clock ticks) of process $1 and its children (nginx's worker).
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+
 rss_kib() {
   local total=0 p
   for p in "$1" $(pgrep -P "$1" 2>/dev/null); do

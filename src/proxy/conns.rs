@@ -400,8 +400,10 @@ impl Wire {
         }
         let mut answered = false;
         loop {
-            if let Some(head) =
-                wire::parse_response(&mut self.buf, method).map_err(Failure::Protocol)?
+            // A wire is idle only with an empty buffer: parse only once bytes came.
+            if answered
+                && let Some(head) =
+                    wire::parse_response(&mut self.buf, method).map_err(Failure::Protocol)?
             {
                 return Ok(head);
             }

@@ -13,10 +13,14 @@ use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
 
+/// What a scripted upstream writes for its `n`th request head: the bytes, and whether it closes
+/// the connection after them.
+type Script = fn(usize, &str) -> (Vec<u8>, bool);
+
 /// A raw upstream that answers the `n`th request head it reads (over all its connections, from
 /// 0; the head is given too) with `answer(n, head)`: the bytes to write, and whether to close the
 /// connection after them. It counts its connections.
-async fn scripted(answer: fn(usize, &str) -> (Vec<u8>, bool)) -> (SocketAddr, Arc<AtomicUsize>) {
+async fn scripted(answer: Script) -> (SocketAddr, Arc<AtomicUsize>) {
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
     let counted = connections.clone();
@@ -66,7 +70,8 @@ async fn a_chunked_answer_with_trailers_arrives_whole_and_its_connection_is_used
 #[tokio::test]
 async fn interim_answers_before_the_final_one_are_skipped() {
     let (address, _) = scripted(|_, _| {
-        let bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+        let bytes =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
             HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok";
         (bytes.to_vec(), false)
     })
@@ -168,28 +173,42 @@ async fn the_answer_to_a_head_request_has_no_body_whatever_its_length_says() {
 
 #[tokio::test]
 async fn a_head_with_broken_framing_is_a_502_counted_as_a_protocol_error() {
-    let cases: [(&str, fn(usize, &str) -> (Vec<u8>, bool)); 8] = [
+    let cases: [(&str, Script); 8] = [
         ("length and chunked", |_, _| {
             let b = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
             (b.to_vec(), false)
         }),
         ("two lengths", |_, _| {
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc".to_vec(), false)
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc".to_vec(),
+                false,
+            )
         }),
         ("a signed length", |_, _| {
-            (b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nab".to_vec(), false)
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nab".to_vec(),
+                false,
+            )
         }),
         ("a coding before chunked", |_, _| {
             let b = b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n";
             (b.to_vec(), false)
         }),
         ("a 204 with a length", |_, _| {
-            (b"HTTP/1.1 204 No Content\r\ncontent-length: 2\r\n\r\nab".to_vec(), false)
+            (
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 2\r\n\r\nab".to_vec(),
+                false,
+            )
         }),
         ("a 101 nobody asked for", |_, _| {
-            (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n".to_vec(), false)
+            (
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n".to_vec(),
+                false,
+            )
         }),
-        ("HTTP/2 bytes", |_, _| (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), false)),
+        ("HTTP/2 bytes", |_, _| {
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), false)
+        }),
         ("a head over 64 KiB", |_, _| {
             let mut b = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
             b.extend(std::iter::repeat_n(b'a', 70 * 1024));
@@ -202,15 +221,20 @@ async fn a_head_with_broken_framing_is_a_502_counted_as_a_protocol_error() {
         let w = weir(&split_config(address, address, 1, 0)).await;
         let a = get(&http1_client(), w.address, "/").await;
         assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{case}: {}", a.text());
-        assert_eq!(metric(&w, "weir_upstream_errors_total", &protocol_errors()).await, 1.0, "{case}");
+        assert_eq!(
+            metric(&w, "weir_upstream_errors_total", &protocol_errors()).await,
+            1.0,
+            "{case}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_broken_chunk_cuts_the_response_and_counts_as_a_protocol_error() {
-    let cases: [(&str, fn(usize, &str) -> (Vec<u8>, bool)); 3] = [
+    let cases: [(&str, Script); 3] = [
         ("a size in 0x form", |_, _| {
-            let b = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n";
+            let b =
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n";
             (b.to_vec(), false)
         }),
         ("a bare LF", |_, _| {
@@ -230,6 +254,10 @@ async fn a_broken_chunk_cuts_the_response_and_counts_as_a_protocol_error() {
         let a = raw(w.address, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
         assert!(matches!(a.status, 0 | 200), "{case}: {}", a.text);
         assert!(!a.text.ends_with("0\r\n\r\n"), "{case}: {}", a.text);
-        assert_eq!(metric(&w, "weir_upstream_errors_total", &protocol_errors()).await, 1.0, "{case}");
+        assert_eq!(
+            metric(&w, "weir_upstream_errors_total", &protocol_errors()).await,
+            1.0,
+            "{case}"
+        );
     }
 }
