@@ -484,26 +484,27 @@ impl Chunked {
         let mut fields = [Field::default(); MAX_HEADERS];
         let (len, count) = {
             let window = &buf[..buf.len().min(MAX_HEAD)];
+            // httparse takes a bare LF as a line end; a chunked body may not. httparse reads
+            // only up to the first bare LF, so the first fault in byte order is the one
+            // reported, however the bytes arrived.
+            let (limit, bare_lf) = match section_end(window) {
+                Section::End(end) => (end, false),
+                Section::BareLf(at) => (at, true),
+                Section::Open => (window.len(), false),
+            };
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match httparse::parse_headers(window, &mut slots) {
+            match httparse::parse_headers(&window[..limit], &mut slots) {
                 Ok(httparse::Status::Complete((len, parsed))) => {
-                    // httparse takes a bare LF as a line end; a chunked body may not.
-                    if has_bare_lf(&window[..len]) {
-                        return Err(WireError::TrailerLineEnd);
-                    }
                     record(window, parsed, &mut fields);
                     (len, parsed.len())
+                }
+                Ok(httparse::Status::Partial) if bare_lf => {
+                    return Err(WireError::TrailerLineEnd);
                 }
                 Ok(httparse::Status::Partial) if window.len() >= MAX_HEAD => {
                     return Err(WireError::TrailersTooLarge);
                 }
-                Ok(httparse::Status::Partial) => {
-                    // A bare LF in the part seen so far is already an error.
-                    if has_bare_lf(window) {
-                        return Err(WireError::TrailerLineEnd);
-                    }
-                    return Ok(None);
-                }
+                Ok(httparse::Status::Partial) => return Ok(None),
                 Err(httparse::Error::TooManyHeaders) => return Err(WireError::TooManyHeaders),
                 Err(e) => return Err(WireError::Trailers(e)),
             }
@@ -519,12 +520,31 @@ impl Chunked {
     }
 }
 
-/// A LF not preceded by CR.
-fn has_bare_lf(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+/// What the lines at the front of a trailer section show.
+enum Section {
+    /// Its empty line ends here (the offset just past its CRLF).
+    End(usize),
+    /// A LF without its CR, at this offset, comes first.
+    BareLf(usize),
+    /// Neither yet.
+    Open,
+}
+
+fn section_end(bytes: &[u8]) -> Section {
+    let mut line = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'\n' {
+            continue;
+        }
+        if i == 0 || bytes[i - 1] != b'\r' {
+            return Section::BareLf(i);
+        }
+        if i == line + 1 {
+            return Section::End(i + 1);
+        }
+        line = i + 1;
+    }
+    Section::Open
 }
 
 /// Appends the request head: `METHOD target HTTP/1.1\r\n`, each field `name: value\r\n` in the
@@ -1030,6 +1050,16 @@ mod tests {
         assert_eq!(chunked(b"0\r\n\n").unwrap_err(), WireError::TrailerLineEnd);
         let lf_field = b"0\r\nX-A: b\n\r\n";
         assert_eq!(chunked(lf_field).unwrap_err(), WireError::TrailerLineEnd);
+    }
+
+    #[test]
+    fn the_first_fault_of_a_trailer_section_is_reported_however_the_bytes_arrive() {
+        let mut text = b"0\r\nX-A: b\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            text.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        text.extend_from_slice(b"\r\n");
+        assert_eq!(chunked(&text).unwrap_err(), WireError::TrailerLineEnd);
     }
 
     #[test]
