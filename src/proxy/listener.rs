@@ -459,25 +459,75 @@ async fn serve_http<I>(
         close(serving.as_mut(), give_up.as_mut());
         closing = true;
     }
+    let mut shutdown = Some(next_change(ctx.shutdown.clone()));
+    let mut drain = Some(next_change(ctx.drain.clone()));
+    // The control branches (the watches and timers below) are polled only when one of them
+    // woke the task, not at every wake of the connection (see `ControlWake`).
+    let gate = Arc::new(ControlWake::new());
+    let gate_waker = std::task::Waker::from(gate.clone());
     loop {
-        tokio::select! {
-            result = serving.as_mut() => {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = serving.as_mut().poll(cx) {
+                return Poll::Ready(Control::Served(result));
+            }
+            let Some(mut control) = gate.enter(cx, &gate_waker) else {
+                return Poll::Pending;
+            };
+            let cx = &mut control;
+            let ready = |event| {
+                // Another branch may be ready too and its wake is spent: look at all of them
+                // again at the next poll.
+                gate.fired.store(true, Ordering::Relaxed);
+                Poll::Ready(event)
+            };
+            if !closing
+                && let Some(changed) = shutdown.as_mut()
+                && changed.as_mut().poll(cx).is_ready()
+            {
+                shutdown = None;
+                return ready(Control::Shutdown);
+            }
+            if drain_watched
+                && !drain_marked
+                && !closing
+                && let Some(changed) = drain.as_mut()
+                && let Poll::Ready((result, receiver)) = changed.as_mut().poll(cx)
+            {
+                drain = Some(next_change(receiver));
+                return ready(Control::Drain(result.is_ok()));
+            }
+            if stall_check.poll_tick(cx).is_ready() {
+                return ready(Control::StallCheck);
+            }
+            if closing && give_up.as_mut().poll(cx).is_ready() {
+                return ready(Control::GiveUp);
+            }
+            if heads_watched && head_deadline.as_mut().poll(cx).is_ready() {
+                return ready(Control::HeadDeadline);
+            }
+            if !closing && idle_check.poll_tick(cx).is_ready() {
+                return ready(Control::IdleCheck);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Control::Served(result) => {
                 if let Err(e) = result {
                     tracing::debug!(client = %peer, error = %e, "connection ended with an error");
                 }
                 break;
             }
-            _ = ctx.shutdown.changed(), if !closing => {
+            Control::Shutdown => {
                 // Finish the request in flight, then close (HTTP/2: GOAWAY).
                 close(serving.as_mut(), give_up.as_mut());
                 closing = true;
             }
-            changed = ctx.drain.changed(), if drain_watched && !drain_marked && !closing => {
-                if changed.is_err() {
-                    // The control task is gone (the server stops): nothing more will retire.
-                    drain_watched = false;
-                    continue;
-                }
+            Control::Drain(false) => {
+                // The control task is gone (the server stops): nothing more will retire.
+                drain_watched = false;
+            }
+            Control::Drain(true) => {
                 // A backend that served this connection retired. HTTP/2: GOAWAY, streams in
                 // flight finish. HTTP/1.1: the next response says `Connection: close` and the
                 // connection closes after it; an idle one is not closed now, since a request the
@@ -494,24 +544,28 @@ async fn serve_http<I>(
                     }
                 }
             }
-            _ = stall_check.tick() => {
+            Control::StallCheck => {
                 if conn.info.delivery.stalled(&mut stall) {
                     tracing::debug!(client = %peer, timeout = %crate::observe::human::duration(limits.write_stall_timeout), "closing a connection whose client stopped reading");
                     break;
                 }
             }
-            _ = &mut give_up, if closing => {
+            Control::GiveUp => {
                 if conn.in_flight.load(Ordering::Relaxed) == 0 {
                     tracing::debug!(client = %peer, "did not close when asked: closed");
                     break;
                 }
-                give_up.as_mut().reset(tokio::time::Instant::now() + limits.header_read_timeout);
+                give_up
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + limits.header_read_timeout);
             }
-            _ = &mut head_deadline, if heads_watched => {
+            Control::HeadDeadline => {
                 match head_clock.check(conn.head_wait(), tokio::time::Instant::now()) {
                     HeadDeadline::Expired if conn.requests.load(Ordering::Relaxed) == 0 => {
                         tracing::debug!(client = %peer, "no request within the header read timeout");
-                        conn.info.client_errors.count(crate::metrics::ClientErrorKind::Timeout);
+                        conn.info
+                            .client_errors
+                            .count(crate::metrics::ClientErrorKind::Timeout);
                         break;
                     }
                     HeadDeadline::Expired => {
@@ -523,7 +577,7 @@ async fn serve_http<I>(
                     HeadDeadline::Off => heads_watched = false,
                 }
             }
-            _ = idle_check.tick(), if !closing => {
+            Control::IdleCheck => {
                 let busy = conn.in_flight.load(Ordering::Relaxed) != 0;
                 let seen = conn.requests.load(Ordering::Relaxed);
                 if seen != last_seen || busy {
@@ -540,11 +594,127 @@ async fn serve_http<I>(
     }
 }
 
+/// What woke a connection's loop.
+enum Control<E> {
+    /// The connection ended.
+    Served(Result<(), E>),
+    Shutdown,
+    /// The drain epoch moved (`true`), or its sender is gone (`false`).
+    Drain(bool),
+    StallCheck,
+    GiveUp,
+    HeadDeadline,
+    IdleCheck,
+}
+
+/// The next change of a watch, as a future that owns its receiver and gives it back.
+type NextChange<T> = Pin<
+    Box<
+        dyn std::future::Future<Output = (Result<(), watch::error::RecvError>, watch::Receiver<T>)>
+            + Send,
+    >,
+>;
+
+fn next_change<T: Send + Sync + 'static>(mut receiver: watch::Receiver<T>) -> NextChange<T> {
+    Box::pin(async move {
+        let changed = receiver.changed().await;
+        (changed, receiver)
+    })
+}
+
+/// The waker a connection's control branches (timers, watches) register instead of the task's:
+/// it notes that one of them may be ready, then wakes the task. The task wakes two or three
+/// times per request for the connection itself (the client's bytes, the upstream's); polling
+/// every timer and watch at each of those wakes cost about 1,800 instructions per request
+/// (docs/PERFORMANCE.md).
+struct ControlWake {
+    /// A control branch's wake came since they were last polled (set at first).
+    fired: AtomicBool,
+    /// The connection task's waker, taken at its first poll.
+    task: std::sync::OnceLock<std::task::Waker>,
+}
+
+impl ControlWake {
+    fn new() -> ControlWake {
+        ControlWake {
+            fired: AtomicBool::new(true),
+            task: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The context to poll the control branches with, or `None` when none of them woke the task
+    /// since they were last polled. A task polled with another waker than the one kept (a tokio
+    /// task keeps one for its life) gets its own context: its branches register it directly,
+    /// and are polled at every wake.
+    fn enter<'a>(
+        &self,
+        cx: &'a mut Context<'_>,
+        gate: &'a std::task::Waker,
+    ) -> Option<Context<'a>> {
+        let task = self.task.get_or_init(|| cx.waker().clone());
+        if !task.will_wake(cx.waker()) {
+            return Some(Context::from_waker(cx.waker()));
+        }
+        self.fired
+            .swap(false, Ordering::Acquire)
+            .then(|| Context::from_waker(gate))
+    }
+}
+
+impl std::task::Wake for ControlWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        if let Some(task) = self.task.get() {
+            task.wake_by_ref();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A task waker that counts its wakes.
+    #[derive(Default)]
+    struct Counted(AtomicU64);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn control_branches_are_polled_first_and_then_only_after_their_own_wake() {
+        let task = Arc::new(Counted::default());
+        let task_waker = std::task::Waker::from(task.clone());
+        let gate = Arc::new(ControlWake::new());
+        let gate_waker = std::task::Waker::from(gate.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        // The first poll registers every branch, with the gate's waker.
+        let first = gate.enter(&mut cx, &gate_waker).expect("polled at first");
+        assert!(first.waker().will_wake(&gate_waker));
+        // A wake of the connection itself: the branches are left alone.
+        assert!(gate.enter(&mut cx, &gate_waker).is_none());
+        // A branch's wake: the task is woken and the next poll looks at the branches, once.
+        gate_waker.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::Relaxed), 1);
+        assert!(gate.enter(&mut cx, &gate_waker).is_some());
+        assert!(gate.enter(&mut cx, &gate_waker).is_none());
+        // Polled with another waker than the task's first: every poll, with that waker.
+        let other = std::task::Waker::from(Arc::new(Counted::default()));
+        let mut other_cx = Context::from_waker(&other);
+        for _ in 0..2 {
+            let direct = gate.enter(&mut other_cx, &gate_waker).expect("polled");
+            assert!(direct.waker().will_wake(&other));
+        }
+    }
 
     fn waiting(requests: u64, idle_since: tokio::time::Instant) -> HeadWait {
         HeadWait {
