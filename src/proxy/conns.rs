@@ -379,17 +379,22 @@ impl Wire {
 
     /// Whether an idle wire can carry a request: the upstream has not closed it, and sent
     /// nothing since its last response. It reads only when the socket reported readable, so an
-    /// open idle connection costs no system call.
+    /// open idle connection costs no system call; unlike a poll, the read ignores the task's
+    /// cooperative budget, which could otherwise answer "not ready" without looking.
     fn is_open(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        matches!(self.poll_fill(&mut cx), Poll::Pending)
+        self.make_room();
+        matches!(self.stream.try_read_buf(&mut self.buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < READ_ROOM {
+            self.buf.reserve(READ_GROWTH);
+        }
     }
 
     /// Reads what the socket has into `buf`: Ready(Ok(0)) at the connection's end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_ROOM {
-            self.buf.reserve(READ_GROWTH);
-        }
+        self.make_room();
         pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
     }
 
@@ -450,6 +455,11 @@ impl Wire {
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
         *response.headers_mut() = head.headers;
+        if let Some(reason) = head.reason
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
+        {
+            response.extensions_mut().insert(reason);
+        }
         response
     }
 }

@@ -625,7 +625,7 @@ fn next_change<T: Send + Sync + 'static>(mut receiver: watch::Receiver<T>) -> Ne
 /// The waker a connection's control branches (timers, watches) register instead of the task's:
 /// it notes that one of them may be ready, then wakes the task. The task wakes two or three
 /// times per request for the connection itself (the client's bytes, the upstream's); polling
-/// every timer and watch at each of those wakes cost about 1,800 instructions per request
+/// every timer and watch at each of those wakes cost about 1,550 instructions per request
 /// (docs/PERFORMANCE.md).
 struct ControlWake {
     /// A control branch's wake came since they were last polled (set at first).

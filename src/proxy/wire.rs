@@ -99,6 +99,9 @@ pub struct Head {
     pub framing: Framing,
     /// The connection may carry another request once this response's body has ended.
     pub reusable: bool,
+    /// The reason phrase, when it is not the status's canonical one (`200 All good`), for the
+    /// client to get as sent (hyper's `ext::ReasonPhrase`).
+    pub reason: Option<Bytes>,
 }
 
 /// Where one field lies in the head's bytes: name and value ranges (a section is at most
@@ -158,7 +161,7 @@ fn build_map(bytes: &Bytes, fields: &[Field]) -> Result<HeaderMap, WireError> {
 pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
     loop {
         let mut fields = [Field::default(); MAX_HEADERS];
-        let (len, count, code, version) = {
+        let (len, count, code, version, reason) = {
             // Only the first MAX_HEAD bytes are ever looked at, so the verdict is the same
             // however the bytes arrived.
             let window = &buf[..buf.len().min(MAX_HEAD)];
@@ -172,11 +175,20 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             match parsed {
                 Ok(httparse::Status::Complete(len)) => {
                     record(window, response.headers, &mut fields);
+                    let code = response.code.unwrap_or(0);
+                    let canonical = StatusCode::from_u16(code)
+                        .ok()
+                        .and_then(|s| s.canonical_reason());
+                    let reason = response
+                        .reason
+                        .filter(|r| !r.is_empty() && Some(*r) != canonical)
+                        .map(|r| range_in(window, r.as_bytes()));
                     (
                         len,
                         response.headers.len(),
-                        response.code.unwrap_or(0),
+                        code,
                         response.version.unwrap_or(0),
+                        reason,
                     )
                 }
                 Ok(httparse::Status::Partial) if window.len() >= MAX_HEAD => {
@@ -212,6 +224,7 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             headers,
             framing,
             reusable,
+            reason: reason.map(|(start, end)| bytes.slice(start as usize..end as usize)),
         }));
     }
 }

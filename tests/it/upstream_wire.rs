@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -260,4 +261,97 @@ async fn a_broken_chunk_cuts_the_response_and_counts_as_a_protocol_error() {
             "{case}"
         );
     }
+}
+
+#[tokio::test]
+async fn bytes_an_upstream_sends_on_an_idle_connection_make_it_unusable() {
+    // The forged answer comes on its own, after the first response was read whole: only the
+    // check of the idle connection can see it.
+    let address = raw_upstream(|mut stream| async move {
+        let Some(head) = read_head(&mut stream).await else {
+            return;
+        };
+        let first: &[u8] = if head.contains("/first") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nreal"
+        };
+        if stream.write_all(first).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged")
+            .await;
+        // Answers what comes next with the forged bytes already sent; keeps the connection.
+        while read_head(&mut stream).await.is_some() {}
+    })
+    .await;
+    let w = weir(&split_config(address, address, 1, 0)).await;
+    let client = http1_client();
+    assert_eq!(get(&client, w.address, "/first").await.text(), "first");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = get(&client, w.address, "/second").await;
+    assert_eq!((a.status, a.text()), (StatusCode::OK, "real"));
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_passed_over_and_a_post_without_body_is_answered()
+{
+    // The upstream closes each connection right after its answer (without saying so): the
+    // idle wire is found closed before the next request goes, so even a request weir must not
+    // send twice gets a new connection rather than a 502.
+    let (address, connections) = scripted(|_, head| {
+        let body: &[u8] = if head.starts_with("POST") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\npost"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nget"
+        };
+        (body.to_vec(), true)
+    })
+    .await;
+    let w = weir(&split_config(address, address, 1, 0)).await;
+    let client = http1_client();
+    assert_eq!(get(&client, w.address, "/").await.text(), "get");
+    // Long enough for the upstream's close to reach weir's socket.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let post = Request::post(format!("http://{}/", w.address))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let a = send(&client, post).await;
+    assert_eq!((a.status, a.text()), (StatusCode::OK, "post"));
+    assert_eq!(connections.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_post_without_a_body_goes_with_a_zero_length_and_an_unusual_reason_phrase_comes_back() {
+    let (address, _) = scripted(|_, head| {
+        let zero = head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("content-length: 0"));
+        let bytes: &[u8] = if zero {
+            b"HTTP/1.1 299 Zero Length Seen\r\ncontent-length: 0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
+        };
+        (bytes.to_vec(), false)
+    })
+    .await;
+    let w = weir(&split_config(address, address, 1, 0)).await;
+    let a = raw(
+        w.address,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        a.text.starts_with("HTTP/1.1 299 Zero Length Seen\r\n"),
+        "{}",
+        a.text
+    );
+    let a = raw(w.address, b"POST / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(
+        a.text.starts_with("HTTP/1.1 299 Zero Length Seen\r\n"),
+        "{}",
+        a.text
+    );
 }
