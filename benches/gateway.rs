@@ -6,10 +6,9 @@
 //!
 //! Run with `cargo bench --bench gateway`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group};
@@ -26,38 +25,9 @@ use weir::proxy::filters::{
 use weir::proxy::health::{EndpointHealth, live_pick};
 use weir::proxy::matching::{GrpcSpec, MatchSpec, Matcher, PathSpec, RequestView, ValueSpec};
 
-// === allocation counting ===
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; counting has no effect on
-// the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTED.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTED.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting.rs"]
+mod counting;
+use counting::{ALLOCATIONS, COUNTED};
 
 /// Allocations per call of `f`, after a warm-up (regex caches, shared `Bytes`).
 fn allocations<T>(mut setup: impl FnMut() -> T, mut f: impl FnMut(&mut T)) -> f64 {
@@ -516,14 +486,16 @@ fn health(c: &mut Criterion, table: &mut Vec<(String, f64)>) {
             || (),
             |_| {
                 d = (d + 37) % 100;
-                black_box(live_pick(&[50, 30, 20], d, |b| b != 1));
+                black_box(live_pick([50, 30, 20].into_iter(), d, |b| b != 1));
             },
         ),
     ));
     c.bench_function(name, |b| {
         b.iter(|| {
             d = (d + 37) % 100;
-            live_pick(black_box(&[50, 30, 20]), black_box(d), |b| b != 1)
+            live_pick(black_box([50, 30, 20]).into_iter(), black_box(d), |b| {
+                b != 1
+            })
         })
     });
 }

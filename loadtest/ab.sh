@@ -21,7 +21,6 @@ PID[B]=${PIDS[-1]}
 declare -A URL=([A]=http://127.0.0.1:18280/ [B]=http://127.0.0.1:18080/)
 RESULTS="$WORK/ab.tsv"
 TICK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 for round in $(seq "$ROUNDS"); do
   for p in A B; do
     before=$(cpu_ticks "${PID[$p]}")

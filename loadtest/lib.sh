@@ -154,23 +154,21 @@ HAP
   PIDS+=("$(cat "$WORK/haproxy.pid")")
 }
 
-# Resident memory in KiB of PID and its children (nginx's master and worker).
-# CPU time (user + system, in clock ticks) of process $1 and its children (nginx's worker).
-cpu_ticks() {
+# The sum of what awk program $3 prints for /proc/PID/$2 over process $1 and its children
+# (nginx's worker).
+proc_sum() {
   local total=0 p
   for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+    total=$(( total + $(awk "$3" "/proc/$p/$2" 2>/dev/null || echo 0) ))
   done
   echo "$total"
 }
 
-rss_kib() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    total=$(( total + $(awk '/^VmRSS/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0) ))
-  done
-  echo "$total"
-}
+# CPU time (user + system, in clock ticks) of process $1 and its children.
+cpu_ticks() { proc_sum "$1" stat '{ print $14 + $15 }'; }
+
+# Resident memory (KiB) of process $1 and its children.
+rss_kib() { proc_sum "$1" status '/^VmRSS/ { print $2 }'; }
 
 # wrk summary on one line: LABEL req/s p50 p99.
 wrk_line() {

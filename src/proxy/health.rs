@@ -403,27 +403,33 @@ impl EndpointHealth {
 
 // === routes: no endpoint, no share (pure) ===
 
-/// The backend for `draw` (below the sum of `weights`) when only backends with `live(b)` may
-/// take requests: the draw is scaled onto the live backends' weights, so each live backend gets
-/// the share `weight / live weight`, and draws keep their order (a sticky key keeps its place
-/// among the live backends). `None` when no backend with weight is live.
+/// The backend for `draw` (below the sum of `weights`, the backends' in route order) when only
+/// backends with `live(b)` may take requests: the draw is scaled onto the live backends'
+/// weights, so each live backend gets the share `weight / live weight`, and draws keep their
+/// order (a sticky key keeps its place among the live backends). `None` when no backend with
+/// weight is live. `weights` is walked up to three times and never collected: a fallback
+/// allocates nothing.
 ///
 /// Phase 2 calls it only when the backend the weights picked has no endpoint to send to, so a
 /// route whose backends are all up pays nothing.
-pub fn live_pick(weights: &[u32], draw: u64, live: impl Fn(usize) -> bool) -> Option<usize> {
-    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+pub fn live_pick(
+    weights: impl Iterator<Item = u32> + Clone,
+    draw: u64,
+    live: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let total: u64 = weights.clone().map(u64::from).sum();
     let live_total: u64 = weights
-        .iter()
+        .clone()
         .enumerate()
         .filter(|&(b, _)| live(b))
-        .map(|(_, &w)| u64::from(w))
+        .map(|(_, w)| u64::from(w))
         .sum();
     if live_total == 0 || total == 0 {
         return None;
     }
     let mut d =
         ((u128::from(draw.min(total - 1)) * u128::from(live_total)) / u128::from(total)) as u64;
-    for (b, &w) in weights.iter().enumerate() {
+    for (b, w) in weights.enumerate() {
         if w == 0 || !live(b) {
             continue;
         }

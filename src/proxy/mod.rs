@@ -257,10 +257,9 @@ pub async fn handle(
 /// (`health::live_pick`, which keeps a sticky key's place among them). `None` when no backend
 /// with weight has an endpoint.
 fn fallback(route: &Route, chosen: usize, req: &Request<Incoming>) -> Option<(usize, usize)> {
-    // Off the common path (the chosen backend is down): one small allocation is fine here.
-    let weights: Vec<u32> = route.backends.iter().map(|b| b.weight).collect();
+    let weights = route.backends.iter().map(|b| b.weight);
     let draw = route.split.fallback_draw(req.headers(), random_below);
-    let b = health::live_pick(&weights, draw, |b| {
+    let b = health::live_pick(weights, draw, |b| {
         b != chosen && route.backends[b].pool.has_endpoint()
     })?;
     route.backends[b].pool.pick(None).map(|e| (b, e))
