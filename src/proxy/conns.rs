@@ -518,7 +518,8 @@ impl http_body::Body for WireBody {
                 return Poll::Ready(None);
             };
             let frame = match &mut this.left {
-                Left::Done => None,
+                // A body that ended has given its wire back or closed it: not reached.
+                Left::Done => return Poll::Ready(None),
                 Left::Length(n) => (!wire.buf.is_empty()).then(|| {
                     let take =
                         usize::try_from(*n).map_or(wire.buf.len(), |n| n.min(wire.buf.len()));
@@ -553,14 +554,10 @@ impl http_body::Body for WireBody {
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
-            if matches!(this.left, Left::Done) {
-                this.end();
-                return Poll::Ready(None);
-            }
             match ready!(wire.poll_fill(cx)) {
+                // A body until close is never reusable: `end` closes the wire.
                 Ok(0) if matches!(this.left, Left::Close) => {
-                    this.wire = None;
-                    this.left = Left::Done;
+                    this.end();
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
