@@ -2,17 +2,22 @@
 //! set the `x-forwarded-*` headers, stream both bodies (and trailers) without buffering, pass
 //! WebSocket upgrades through, and turn every failure into a response in one place.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use crossbeam_utils::atomic::AtomicCell;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use tokio::task::coop;
 
 use super::body::{RequestBody, UpstreamBody};
 use super::conns::{Answer, BoxError, SendError, framing_problem};
@@ -40,6 +45,8 @@ pub struct ConnInfo {
     pub delivery: Arc<super::body::Delivery>,
     /// The backends that served this connection, for the drain when one retires.
     pub served: super::drain::Served,
+    /// The route deadline's timer, lent to each request.
+    pub route_timer: RouteTimer,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -369,28 +376,104 @@ pub async fn send(
     Ok(response.map(|b| UpstreamBody::new(b, lease)))
 }
 
-/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`). Real
-/// requests and shadow copies both go through here; what the outcome means for the endpoint's
-/// outlier count is the caller's business (real requests only: `proxy::exchange` for a try that
-/// got no response, `ResponseBody` when a response ends).
+/// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`), timed
+/// by `timer` (the client connection's, or one of the shadow copy's own). Real requests and
+/// shadow copies both go through here; what the outcome means for the endpoint's outlier count
+/// is the caller's business (real requests only: `proxy::exchange` for a try that got no
+/// response, `ResponseBody` when a response ends).
 pub async fn try_endpoint(
     pool: &UpstreamPool,
     endpoint: usize,
     req: Request<RequestBody>,
     downstream: Option<hyper::upgrade::OnUpgrade>,
-    deadline: tokio::time::Instant,
+    (deadline, timer): (tokio::time::Instant, &RouteTimer),
     timeout: Duration,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let progress = req.body().progress();
-    tokio::time::timeout_at(deadline, send(pool, endpoint, req, downstream))
+    // Pinned where it is made: `within` takes it by reference, so the large future is not moved.
+    let send = std::pin::pin!(send(pool, endpoint, req, downstream));
+    timer
+        .within(deadline, send)
         .await
-        .unwrap_or_else(|_| {
+        .unwrap_or_else(|Elapsed| {
             Err(ProxyError::Timeout {
                 upstream: pool.name.clone(),
                 timeout,
             })
         })
         .map_err(|e| blame(e, progress.as_deref()))
+}
+
+/// The timer of the route deadline, one per client connection, lent to each of its requests in
+/// turn.
+///
+/// A tokio `Sleep` made for each request costs a handle lookup and an insertion into the timer
+/// wheel and a removal from it, each under the wheel's lock. A connection's requests come one
+/// after the other (HTTP/1.1) and each deadline lies after the one before, so resetting one
+/// `Sleep` only moves its expiry later, which tokio does with one compare-and-swap; the wheel is
+/// touched again only when the timer fires (a whole route timeout after the last reset; the one
+/// wake-up it costs finds nothing to do) or a deadline moves earlier. Requests that overlap (the
+/// streams of one HTTP/2 connection) find the timer lent out and make their own, which is then
+/// kept if the connection's is gone.
+#[derive(Default)]
+pub struct RouteTimer {
+    idle: AtomicCell<Option<Pin<Box<tokio::time::Sleep>>>>,
+}
+
+// An `Option<Pin<Box<_>>>` is one pointer, so the cell takes and stores it with one atomic swap
+// (`AtomicCell` would fall back to a lock for a larger value).
+const _: () = assert!(AtomicCell::<Option<Pin<Box<tokio::time::Sleep>>>>::is_lock_free());
+
+/// The deadline came before the answer.
+pub struct Elapsed;
+
+impl RouteTimer {
+    /// `future`'s output, or [`Elapsed`] once `deadline` is past. As `tokio::time::timeout_at`:
+    /// the future is polled first, and the timer is polled even when the future used up the
+    /// task's cooperative budget.
+    pub async fn within<F: Future>(
+        &self,
+        deadline: tokio::time::Instant,
+        mut future: Pin<&mut F>,
+    ) -> Result<F::Output, Elapsed> {
+        let mut lent = Lent {
+            timer: Some(match self.idle.take() {
+                Some(mut t) => {
+                    t.as_mut().reset(deadline);
+                    t
+                }
+                None => Box::pin(tokio::time::sleep_until(deadline)),
+            }),
+            home: self,
+        };
+        std::future::poll_fn(|cx| {
+            let had_budget = coop::has_budget_remaining();
+            if let Poll::Ready(v) = future.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            let timer = lent.timer.as_mut().expect("lent until dropped").as_mut();
+            let fired = if had_budget && !coop::has_budget_remaining() {
+                std::pin::pin!(coop::unconstrained(timer)).poll(cx)
+            } else {
+                timer.poll(cx)
+            };
+            fired.map(|()| Err(Elapsed))
+        })
+        .await
+    }
+}
+
+/// A timer out of its [`RouteTimer`], given back when the request is done with it (answered,
+/// timed out, or dropped with the client).
+struct Lent<'a> {
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    home: &'a RouteTimer,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.home.idle.store(self.timer.take());
+    }
 }
 
 /// A try that failed while the client's body was broken, gone, or stalled (weir waiting for
@@ -879,5 +962,97 @@ mod tests {
         for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S"] {
             assert_eq!(with(bad), None, "{bad}");
         }
+    }
+
+    /// Where the timer a `RouteTimer` keeps is, if it keeps one.
+    fn kept(t: &RouteTimer) -> Option<*const tokio::time::Sleep> {
+        let timer = t.idle.take();
+        let at = timer.as_ref().map(|s| &**s as *const tokio::time::Sleep);
+        t.idle.store(timer);
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_request_after_another_reuses_the_timer_and_each_gets_its_own_deadline() {
+        use tokio::time::{Duration, Instant, sleep};
+        let t = RouteTimer::default();
+        assert_eq!(kept(&t), None);
+        let start = Instant::now();
+        let answer = std::pin::pin!(async {
+            sleep(Duration::from_millis(1)).await;
+            7
+        });
+        assert!(matches!(
+            t.within(start + Duration::from_millis(100), answer).await,
+            Ok(7)
+        ));
+        let first = kept(&t).expect("the timer goes back");
+        // The timer is still set for +100 ms; a shorter deadline must hold all the same.
+        let silent = std::pin::pin!(std::future::pending::<()>());
+        let begun = Instant::now();
+        assert!(
+            t.within(begun + Duration::from_millis(5), silent)
+                .await
+                .is_err()
+        );
+        assert_eq!(begun.elapsed(), Duration::from_millis(5));
+        // And after it fired, a later one.
+        let silent = std::pin::pin!(std::future::pending::<()>());
+        let begun = Instant::now();
+        assert!(
+            t.within(begun + Duration::from_millis(30), silent)
+                .await
+                .is_err()
+        );
+        assert_eq!(begun.elapsed(), Duration::from_millis(30));
+        assert_eq!(kept(&t), Some(first), "one timer served the three requests");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_requests_time_apart_and_a_dropped_one_gives_its_timer_back() {
+        use tokio::time::{Duration, Instant, sleep};
+        let t = RouteTimer::default();
+        let start = Instant::now();
+        let (a, b) = (
+            std::pin::pin!(sleep(Duration::from_millis(50))),
+            std::pin::pin!(std::future::pending::<()>()),
+        );
+        let (a, b) = tokio::join!(
+            t.within(start + Duration::from_millis(100), a),
+            t.within(start + Duration::from_millis(10), b),
+        );
+        assert!(
+            a.is_ok() && b.is_err(),
+            "each request kept its own deadline"
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+        assert!(kept(&t).is_some());
+        let silent = std::pin::pin!(std::future::pending::<()>());
+        let far = t.within(Instant::now() + Duration::from_secs(60), silent);
+        tokio::select! {
+            _ = far => unreachable!("the request never ends"),
+            () = sleep(Duration::from_millis(1)) => {}
+        }
+        assert!(
+            kept(&t).is_some(),
+            "the client went away: the timer is back"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_deadline_holds_over_a_future_that_spends_the_whole_budget() {
+        use tokio::time::{Duration, Instant};
+        let t = RouteTimer::default();
+        let busy = std::pin::pin!(async {
+            loop {
+                tokio::task::consume_budget().await;
+            }
+        });
+        let within = t.within(Instant::now() + Duration::from_millis(20), busy);
+        let outcome = tokio::time::timeout(Duration::from_secs(10), within).await;
+        assert!(
+            matches!(outcome, Ok(Err(Elapsed))),
+            "the route deadline fired"
+        );
     }
 }

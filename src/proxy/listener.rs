@@ -414,6 +414,7 @@ async fn serve_http<I>(
             client_errors: ctx.metrics.client_errors.clone(),
             delivery: Arc::new(Delivery::new(ctx.metrics.client_errors.clone())),
             served: crate::proxy::drain::Served::new(epoch),
+            route_timer: Default::default(),
         },
         requests: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),

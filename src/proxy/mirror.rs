@@ -57,7 +57,10 @@ impl RouteMirror {
                     upstream: pool.name.clone(),
                 }),
                 Some(endpoint) => {
-                    forward::try_endpoint(pool, endpoint, req, None, deadline, timeout).await
+                    // The copy runs on a task of its own: a timer of its own.
+                    let timer = forward::RouteTimer::default();
+                    let within = (deadline, &timer);
+                    forward::try_endpoint(pool, endpoint, req, None, within, timeout).await
                 }
             };
             let status = match &answer {

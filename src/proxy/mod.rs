@@ -515,7 +515,7 @@ async fn exchange(
             endpoint,
             Request::from_parts(req_head, req_body),
             downstream.take(),
-            deadline,
+            (deadline, &conn.route_timer),
             timeout,
         )
         .await;
