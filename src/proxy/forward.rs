@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_utils::atomic::AtomicCell;
+use crossbeam_queue::ArrayQueue;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme, Uri};
@@ -409,20 +409,28 @@ pub async fn try_endpoint(
 ///
 /// A tokio `Sleep` made for each request costs a handle lookup and an insertion into the timer
 /// wheel and a removal from it, each under the wheel's lock. A connection's requests come one
-/// after the other (HTTP/1.1) and each deadline lies after the one before, so resetting one
-/// `Sleep` only moves its expiry later, which tokio does with one compare-and-swap; the wheel is
-/// touched again only when the timer fires (a whole route timeout after the last reset; the one
-/// wake-up it costs finds nothing to do) or a deadline moves earlier. Requests that overlap (the
-/// streams of one HTTP/2 connection) find the timer lent out and make their own, which is then
-/// kept if the connection's is gone.
-#[derive(Default)]
+/// after the other (HTTP/1.1) and each deadline lies after the one before, so while the timer has
+/// not fired, resetting it only moves its expiry later, which tokio does with one
+/// compare-and-swap. The wheel's lock is taken again when the timer is first set, when its old
+/// expiry comes due while the connection is busy (tokio files it again, once per route timeout),
+/// when a request comes after it fired (the connection was idle a whole route timeout; the one
+/// wake-up the firing costs finds nothing to do), or when a deadline moves earlier. Requests
+/// that overlap (the streams of one HTTP/2 connection) find the timer lent out and make their
+/// own; the one given back last is kept. The idle timer holds the waker of the last request
+/// that polled it until it fires or is polled again (on HTTP/2, a finished stream's task).
 pub struct RouteTimer {
-    idle: AtomicCell<Option<Pin<Box<tokio::time::Sleep>>>>,
+    /// A lock-free queue of one: taking and giving back are a few atomic operations, without a
+    /// lock or `unsafe` code.
+    idle: ArrayQueue<Pin<Box<tokio::time::Sleep>>>,
 }
 
-// An `Option<Pin<Box<_>>>` is one pointer, so the cell takes and stores it with one atomic swap
-// (`AtomicCell` would fall back to a lock for a larger value).
-const _: () = assert!(AtomicCell::<Option<Pin<Box<tokio::time::Sleep>>>>::is_lock_free());
+impl Default for RouteTimer {
+    fn default() -> Self {
+        RouteTimer {
+            idle: ArrayQueue::new(1),
+        }
+    }
+}
 
 /// The deadline came before the answer.
 pub struct Elapsed;
@@ -437,7 +445,7 @@ impl RouteTimer {
         mut future: Pin<&mut F>,
     ) -> Result<F::Output, Elapsed> {
         let mut lent = Lent {
-            timer: Some(match self.idle.take() {
+            timer: Some(match self.idle.pop() {
                 Some(mut t) => {
                     t.as_mut().reset(deadline);
                     t
@@ -472,7 +480,10 @@ struct Lent<'a> {
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        self.home.idle.store(self.timer.take());
+        if let Some(timer) = self.timer.take() {
+            // An overlapping request's timer given back first is dropped.
+            self.home.idle.force_push(timer);
+        }
     }
 }
 
@@ -966,9 +977,11 @@ mod tests {
 
     /// Where the timer a `RouteTimer` keeps is, if it keeps one.
     fn kept(t: &RouteTimer) -> Option<*const tokio::time::Sleep> {
-        let timer = t.idle.take();
+        let timer = t.idle.pop();
         let at = timer.as_ref().map(|s| &**s as *const tokio::time::Sleep);
-        t.idle.store(timer);
+        if let Some(timer) = timer {
+            t.idle.force_push(timer);
+        }
         at
     }
 
