@@ -110,6 +110,7 @@ fn parsed(data: &[u8]) {
         delivery: std::sync::Arc::new(weir::proxy::body::Delivery::new(client_errors.clone())),
         client_errors,
         served: weir::proxy::drain::Served::new(0),
+        route_timer: Default::default(),
     };
     if forward::prepare(&mut parts, &conn, upgrade).is_err() {
         return;
