@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
+use futures_util::future::Either;
 use http::uri::Authority;
 use http::{Method, Request, Response};
 use http_body::{Frame, SizeHint};
@@ -191,18 +192,22 @@ impl Http1Pool {
     /// transport does on a reused connection; any other request fails as a reset (the route's
     /// `retries` decide about it). Such a resend takes nothing from the retry budget: the
     /// upstream never answered the first copy.
-    pub async fn send(
-        &self,
+    ///
+    /// Not an `async fn`: it hands back the chosen path's future itself, so the request is not
+    /// moved into one more future on its way.
+    pub fn send<'a>(
+        &'a self,
         endpoint: usize,
-        authority: &Authority,
+        authority: &'a Authority,
         req: Request<RequestBody>,
         tunnel: bool,
-    ) -> Result<Answer, SendError> {
+    ) -> impl Future<Output = Result<Answer, SendError>> + Send + 'a {
         if !tunnel && req.method() != Method::CONNECT && http_body::Body::is_end_stream(req.body())
         {
-            return self.send_wire(endpoint, authority, req).await;
+            Either::Left(self.send_wire(endpoint, authority, req))
+        } else {
+            Either::Right(self.send_hyper(endpoint, authority, req))
         }
-        self.send_hyper(endpoint, authority, req).await
     }
 
     async fn send_wire(

@@ -23,7 +23,9 @@ pub enum RequestBody {
     Streaming(Streaming),
     Replay {
         data: Option<Bytes>,
-        trailers: Option<http::HeaderMap>,
+        /// Boxed, as the rare trailers after gathered data below: a request is moved through
+        /// several futures, and a `HeaderMap` inline would add 88 bytes to every move.
+        trailers: Option<Box<http::HeaderMap>>,
     },
 }
 
@@ -49,7 +51,7 @@ pub struct Streaming {
     /// How many polls in a row yielded to let more of the client's frames arrive.
     yielded: u8,
     /// What came after gathered data, given on the next poll: trailers, or the end (`None`).
-    after: Option<Option<Frame<Bytes>>>,
+    after: Option<Option<Box<Frame<Bytes>>>>,
     /// The backend's `weir_request_bytes_total`, counted as the client's bytes arrive.
     received: Option<IntCounter>,
 }
@@ -226,7 +228,7 @@ impl Replayable {
     pub fn body(&self) -> RequestBody {
         RequestBody::Replay {
             data: (!self.data.is_empty()).then(|| self.data.clone()),
-            trailers: self.trailers.clone(),
+            trailers: self.trailers.clone().map(Box::new),
         }
     }
 }
@@ -237,7 +239,7 @@ impl Streaming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(after) = self.after.take() {
-            return Poll::Ready(after.map(Ok));
+            return Poll::Ready(after.map(|frame| Ok(*frame)));
         }
         loop {
             let polled = Pin::new(&mut self.body).poll_frame(cx);
@@ -278,7 +280,7 @@ impl Streaming {
                         if self.nothing_gathered() {
                             return Poll::Ready(Some(Ok(trailers)));
                         }
-                        self.after = Some(Some(trailers));
+                        self.after = Some(Some(Box::new(trailers)));
                         return Poll::Ready(Some(Ok(self.send_gathered())));
                     }
                 },
@@ -346,7 +348,7 @@ impl Body for RequestBody {
             RequestBody::Streaming(s) => s.poll_gathering(cx),
             RequestBody::Replay { data, trailers } => Poll::Ready(match data.take() {
                 Some(d) => Some(Ok(Frame::data(d))),
-                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(*t))),
             }),
         }
     }

@@ -204,3 +204,47 @@ async fn an_endpoint_given_by_name_is_resolved_and_each_address_tried() {
     let a = get(&http1_client(), w.address, "/").await;
     assert_eq!((a.status, a.text()), (StatusCode::OK, "named"));
 }
+
+/// Request trailers reach an HTTP/2 upstream behind small data frames, both when the body
+/// streams through (small frames gathered, the trailers held for the next poll) and when a
+/// route that retries reads it whole first (the replayed copy keeps them).
+#[tokio::test]
+async fn request_trailers_reach_the_upstream_streamed_and_replayed() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let up = upstream("e").await;
+    for retries in ["", "    retries: { attempts: 1, on: [reset] }\n"] {
+        let yaml = format!(
+            "listeners:\n  - name: main\n    address: 127.0.0.1:0\nupstreams:\n  - name: h2\n    endpoints: [\"{}\"]\n    protocol: http2\nroutes:\n  - name: app\n{retries}    backends: [{{ upstream: h2, weight: 1 }}]\n",
+            up.address
+        );
+        let w = weir(&yaml).await;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "c0ffee".parse().unwrap());
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"one "))),
+            Ok(Frame::data(Bytes::from_static(b"two "))),
+            Ok(Frame::data(Bytes::from_static(b"three"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        // PUT with a length: idempotent and small, so the route that retries reads it ahead.
+        let req = Request::put(format!("http://{}/echo", w.address))
+            .header("content-length", "13")
+            .body(StreamBody::new(futures_util::stream::iter(frames)))
+            .unwrap();
+        let answer = client.request(req).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "retries: {retries:?}");
+        let body = answer.into_body().collect().await.unwrap();
+        let echoed = body.trailers().cloned().expect("the trailers came back");
+        assert_eq!(echoed["x-checksum"], "c0ffee", "retries: {retries:?}");
+        assert_eq!(
+            &body.to_bytes()[..],
+            b"one two three",
+            "retries: {retries:?}"
+        );
+    }
+}
