@@ -2,7 +2,6 @@
 //! set the `x-forwarded-*` headers, stream both bodies (and trailers) without buffering, pass
 //! WebSocket upgrades through, and turn every failure into a response in one place.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -2,11 +2,11 @@
 //! round-robin over its endpoints, passive outlier ejection of failing endpoints, the retry
 //! budget and the bound on shadow copies in flight.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use futures_util::future::Either;
 use http::uri::Authority;
 use http::uri::Scheme;
@@ -477,9 +477,8 @@ impl UpstreamPool {
     /// the response, to be returned when its body ends. `tunnel`: the request asks for an
     /// upgrade that weir will tunnel.
     ///
-    /// Not an `async fn`: it hands back the chosen client's future itself, so the request is
-    /// not moved into one more future on its way (`memcpy` of a 448-byte request and of the
-    /// future per request).
+    /// Not an `async fn`: it hands back the chosen client's future itself (hyper-util's mapped,
+    /// not wrapped), so the request and that future are not copied into one more future.
     pub fn send(
         &self,
         endpoint: usize,
@@ -490,18 +489,16 @@ impl UpstreamPool {
             UpstreamClient::Http1(pool) => {
                 Either::Left(pool.send(endpoint, self.endpoint(endpoint), req, tunnel))
             }
-            UpstreamClient::Pooled(client) => Either::Right(async move {
-                match client.request(req).await {
-                    Ok(r) => Ok(Answer::Hyper(r, None)),
-                    // A TLS handshake failure is a connect error to hyper-util; rustls, down
-                    // its chain of causes, says which.
-                    Err(e) if e.is_connect() => match conns::error_kind(&e) {
-                        Some(UpstreamErrorKind::Tls) => Err(SendError::Tls(e.into())),
-                        _ => Err(SendError::Connect(e.into())),
-                    },
-                    Err(e) => Err(SendError::after_connect(e.into())),
-                }
-            }),
+            UpstreamClient::Pooled(client) => Either::Right(client.request(req).map(|r| match r {
+                Ok(r) => Ok(Answer::Hyper(r, None)),
+                // A TLS handshake failure is a connect error to hyper-util; rustls, down its
+                // chain of causes, says which.
+                Err(e) if e.is_connect() => match conns::error_kind(&e) {
+                    Some(UpstreamErrorKind::Tls) => Err(SendError::Tls(e.into())),
+                    _ => Err(SendError::Connect(e.into())),
+                },
+                Err(e) => Err(SendError::after_connect(e.into())),
+            })),
         }
     }
 }
