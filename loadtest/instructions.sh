@@ -9,7 +9,10 @@
 # cache misses or the kernel, and it counts a `rep movsb` copy as one instruction: judge
 # memory-bound changes with ab.sh.
 #
-# Usage: [WEIR_EXTRA=YAML] [CALLGRIND_KEEP=PREFIX] loadtest/instructions.sh [PEER=weir] [REQUESTS=20000]
+# H2C=1 sends the same requests as h2c instead (h2load -m10, 10 streams in flight per connection,
+# as compare.sh does), to the same single-worker proxies with HTTP/2 enabled on their listener.
+#
+# Usage: [H2C=1] [WEIR_EXTRA=YAML] [CALLGRIND_KEEP=PREFIX] loadtest/instructions.sh [PEER=weir] [REQUESTS=20000]
 #   PEER is `weir` (this checkout's release build), the path of a weir binary, `nginx`,
 #   `haproxy`, or `all` (weir, nginx and HAProxy, one after the other, with a summary).
 source "$(dirname "$0")/lib.sh"
@@ -21,6 +24,11 @@ need haproxy haproxy
 
 PORT=18380
 URL=http://127.0.0.1:$PORT/
+if [ "${H2C:-}" = 1 ]; then
+  LOAD=(-m10); NGINX_LISTEN=" http2"
+else
+  LOAD=(--h1); NGINX_LISTEN=""
+fi
 
 start_upstreams
 RESULTS="$WORK/instructions.tsv"
@@ -33,9 +41,9 @@ measure() {
   valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$@" 2>"$WORK/valgrind.$label.log" &
   local pid=$!
   for _ in $(seq 300); do curl -sf -o /dev/null "$URL" && break; sleep 0.2; done
-  h2load --h1 -n 2000 -c 50 "$URL" >/dev/null
+  h2load "${LOAD[@]}" -n 2000 -c 50 "$URL" >/dev/null
   callgrind_control --zero "$pid" >/dev/null 2>&1
-  h2load --h1 -n "$REQUESTS" -c 50 "$URL" | grep -E '^requests:' >&2
+  h2load "${LOAD[@]}" -n "$REQUESTS" -c 50 "$URL" | grep -E '^requests:' >&2
   callgrind_control --dump "$pid" >/dev/null 2>&1
   sleep 1
   local total
@@ -70,7 +78,7 @@ http { access_log off;
   upstream stable { server 127.0.0.1:18001; keepalive 64; }
   upstream canary { server 127.0.0.1:18002; keepalive 64; }
   split_clients "\${request_id}" \$pool { 90% stable; * canary; }
-  server { listen 127.0.0.1:$PORT; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$PORT$NGINX_LISTEN; keepalive_requests 1000000;
     location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 NGINX

@@ -14,6 +14,12 @@
 //! its clones). Version 7
 //! would sort by time but needs a wall-clock read per request; the access log has the time
 //! already.
+//!
+//! Over HTTP/2 the ID goes out as an HPACK literal that is never indexed (the value is marked
+//! sensitive). An ID is new on every request, so a copy in the peer's dynamic table would never
+//! be referred to again. Each insertion would also evict entries that do repeat (`server`,
+//! `content-type`), and h2's encoder would walk the chain of earlier IDs comparing values first:
+//! about 2,000 instructions per h2c response in `loadtest/instructions.sh`.
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
@@ -31,8 +37,9 @@ pub fn is_valid(value: &[u8]) -> bool {
     !value.is_empty() && value.len() <= MAX_LEN && value.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
-/// A request's ID: valid by construction (kept from the client, or generated).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A request's ID: valid by construction (kept from the client, or generated). Its value is
+/// marked sensitive, so HTTP/2 never indexes it (see the module's notes).
+#[derive(Clone, PartialEq, Eq)]
 pub struct RequestId(HeaderValue);
 
 impl RequestId {
@@ -48,7 +55,7 @@ impl RequestId {
         // One allocation (the owner's box, with its reference count), and every clone after it
         // (the upstream's header, the client's, the access record) shares it: bytes from a
         // `Vec` would allocate again at the first clone.
-        RequestId(
+        RequestId::unindexed(
             HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
                 .expect("hex digits and hyphens are a valid value"),
         )
@@ -56,7 +63,12 @@ impl RequestId {
 
     /// The client's ID, when it is valid.
     pub fn parse(value: &HeaderValue) -> Option<RequestId> {
-        is_valid(value.as_bytes()).then(|| RequestId(value.clone()))
+        is_valid(value.as_bytes()).then(|| RequestId::unindexed(value.clone()))
+    }
+
+    fn unindexed(mut value: HeaderValue) -> RequestId {
+        value.set_sensitive(true);
+        RequestId(value)
     }
 
     pub fn as_str(&self) -> &str {
@@ -69,6 +81,13 @@ impl RequestId {
     }
 }
 
+// By hand: a sensitive `HeaderValue` prints as `Sensitive`, and an ID is no secret.
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequestId").field(&self.as_str()).finish()
+    }
+}
+
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -76,12 +95,16 @@ impl std::fmt::Display for RequestId {
 }
 
 /// The request's ID: the one valid `x-request-id` in `headers`, or a generated one, which then
-/// replaces whatever `x-request-id` headers there were (so the upstream sees exactly one).
+/// replaces whatever `x-request-id` headers there were (so the upstream sees exactly one, never
+/// indexed over HTTP/2 either way).
 pub fn ensure(headers: &mut HeaderMap) -> RequestId {
     let mut values = headers.get_all(&HEADER).iter();
     if let (Some(first), None) = (values.next(), values.next())
         && let Some(id) = RequestId::parse(first)
     {
+        if let Some(kept) = headers.get_mut(&HEADER) {
+            kept.set_sensitive(true);
+        }
         return id;
     }
     let id = RequestId::generate();
@@ -97,15 +120,20 @@ pub fn uuid_v4(random: u128) -> u128 {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Writes `bits` as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (lower-case hex) into `out`.
+///
+/// A byte (two digits) per step, most significant first, with the hyphens before bytes 4, 6, 8
+/// and 10: 16 steps of a table look-up each, where a digit per step shifted the whole `u128`
+/// 32 times (about 500 instructions per request in `loadtest/instructions.sh`, now about 150).
 pub fn format_uuid(bits: u128, out: &mut [u8; 36]) {
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-        } else {
-            nibble -= 1;
-            *slot = HEX[((bits >> (nibble * 4)) & 0xF) as usize];
+    let mut at = 0;
+    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[at] = b'-';
+            at += 1;
         }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xF)];
+        at += 2;
     }
 }
 
@@ -149,6 +177,26 @@ mod tests {
         let mut out = [0u8; 36];
         format_uuid(bits, &mut out);
         assert_eq!(&out, b"919108f7-52d1-4320-9bac-f847db4148a8");
+        // Every digit in its place: the 32-digit hex of a few patterns, cut where RFC 9562 cuts.
+        for bits in [
+            0,
+            u128::MAX,
+            1,
+            1 << 127,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let hex = format!("{bits:032x}");
+            let want = [
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..],
+            ]
+            .join("-");
+            format_uuid(bits, &mut out);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), want);
+        }
         assert_eq!(
             uuid_v4(bits),
             bits,
@@ -176,13 +224,16 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_incoming_id_is_kept_and_the_headers_are_untouched() {
+    fn a_valid_incoming_id_is_kept_as_it_came_but_never_indexed() {
         let mut h = HeaderMap::new();
         h.insert(&HEADER, HeaderValue::from_static("abc-123"));
         let id = ensure(&mut h);
         assert_eq!(id.as_str(), "abc-123");
         assert_eq!(h.get_all(&HEADER).iter().count(), 1);
         assert_eq!(h[&HEADER], "abc-123");
+        assert!(h[&HEADER].is_sensitive(), "the upstream's copy");
+        assert!(id.header_value().is_sensitive(), "the client's copy");
+        assert_eq!(format!("{id:?}"), r#"RequestId("abc-123")"#);
     }
 
     #[test]
@@ -197,6 +248,7 @@ mod tests {
             assert_eq!(id.as_str().len(), 36, "{values:?}");
             let sent: Vec<_> = h.get_all(&HEADER).iter().collect();
             assert_eq!(sent, [id.header_value()], "{values:?}");
+            assert!(sent[0].is_sensitive(), "{values:?}");
         }
     }
 }

@@ -550,15 +550,6 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout
     assert_eq!(client_errors(&w, "timeout").await, 2.0);
 }
 
-/// An HTTP/2 frame header and payload.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 #[tokio::test]
 async fn an_idle_http2_client_that_ignores_goaway_and_ping_is_closed() {
     let up = upstream("app").await;

@@ -5,10 +5,13 @@
 //! answers with the headers it received.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::support::*;
 
@@ -210,6 +213,72 @@ async fn a_grpc_caller_gets_the_request_id_in_the_header_and_the_grpc_message() 
         assert!(
             message.starts_with("weir: ") && message.ends_with(&format!("(request ID {encoded})")),
             "{message}"
+        );
+    }
+}
+
+/// The response HEADERS blocks of `requests` GETs sent at once on one raw HTTP/2 connection,
+/// each with `id` as its `x-request-id`.
+async fn h2_response_blocks(address: SocketAddr, id: &[u8], requests: u32) -> Vec<Vec<u8>> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    for n in 0..requests {
+        // :method GET, :scheme http, :path / (static table), then `x-request-id` as a literal
+        // without indexing, new name, no Huffman coding. The value's length is an HPACK integer
+        // with a 7-bit prefix (one byte up to 126, two up to 254).
+        let mut block = vec![0x82, 0x86, 0x84, 0x00, 12];
+        block.extend_from_slice(b"x-request-id");
+        match u8::try_from(id.len()).unwrap() {
+            len @ 0..127 => block.push(len),
+            len => block.extend([0x7f, len - 127]),
+        }
+        block.extend_from_slice(id);
+        // HEADERS with END_STREAM and END_HEADERS.
+        out.extend(h2_frame(1, 0x5, 2 * n + 1, &block));
+    }
+    let mut s = TcpStream::connect(address).await.unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut blocks = Vec::new();
+    let read = async {
+        while blocks.len() < requests as usize {
+            let mut head = [0u8; 9];
+            s.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).await.unwrap();
+            match (head[3], head[4]) {
+                // SETTINGS, not an ack: acknowledge it.
+                (4, flags) if flags & 1 == 0 => s.write_all(&h2_frame(4, 1, 0, &[])).await.unwrap(),
+                // HEADERS: weir sets no padding or priority, so the payload is the block.
+                (1, flags) => {
+                    assert_ne!(flags & 0x4, 0, "a header block this small fits one frame");
+                    blocks.push(payload);
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("two responses in 10 s");
+    blocks
+}
+
+#[tokio::test]
+async fn over_http2_the_id_is_never_put_in_the_hpack_table() {
+    // An ID is new on every request: a copy in the client's HPACK table would only evict the
+    // fields that do repeat. So weir sends it as a literal every time, never by index, even
+    // when the client repeats one. 200 `0`s take 125 bytes Huffman-coded (a 5-bit code each),
+    // so a response block shorter than that names the ID by its index in the table.
+    let (w, up) = one_upstream().await;
+    let id = [b'0'; 200];
+    let blocks = h2_response_blocks(w.address, &id, 2).await;
+    assert_eq!(up.hits(), 2);
+    for (n, block) in blocks.iter().enumerate() {
+        assert!(
+            block.len() >= 125,
+            "response {n}: a {}-byte header block cannot hold the ID as a literal",
+            block.len()
         );
     }
 }

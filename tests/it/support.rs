@@ -804,3 +804,12 @@ pub fn promtool_is_silent(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An HTTP/2 frame header and payload, for clients that write their frames byte for byte.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
