@@ -4,14 +4,16 @@
 # A B A B ... Prints per build the median req/s, p50, p99 and CPU time per request (the weir
 # process's user + system time over the requests it served: steal time and other tenants do not
 # count, so this is the steadiest figure on a shared host). For judging a change on a noisy host,
-# where two separate runs of compare.sh are not comparable.
-# Usage: loadtest/ab.sh OTHER_WEIR_BINARY [DURATION=5s] [ROUNDS=5] [CONNECTIONS=50]
+# where two separate runs of compare.sh are not comparable. H2C=1 loads both with h2c instead
+# (h2load -m10, as compare.sh; p50 and p99 are then not measured and print as -).
+# Usage: [H2C=1] loadtest/ab.sh OTHER_WEIR_BINARY [DURATION=5s] [ROUNDS=5] [CONNECTIONS=50]
 source "$(dirname "$0")/lib.sh"
 OTHER=${1:?usage: loadtest/ab.sh OTHER_WEIR_BINARY [DURATION] [ROUNDS] [CONNECTIONS]}
 DURATION=${2:-5s}
 ROUNDS=${3:-5}
 CONNS=${4:-50}
 need wrk wrk
+need h2load nghttp2-client
 
 start_upstreams 0
 WEIR_BIN=$OTHER start_weir 1 1 127.0.0.1:18280 127.0.0.1:18281
@@ -24,14 +26,22 @@ TICK=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
   for p in A B; do
     before=$(cpu_ticks "${PID[$p]}")
-    out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${URL[$p]}")
+    if [ "${H2C:-}" = 1 ]; then
+      out=$(taskset -c 0 h2load -c"$CONNS" -m10 -D"${DURATION%s}" "${URL[$p]}" 2>&1)
+    else
+      out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${URL[$p]}")
+    fi
     after=$(cpu_ticks "${PID[$p]}")
     echo "$out" | awk -v p="$p" -v cpu=$((after - before)) -v tick="$TICK" -v OFS='\t' '
+      BEGIN { p50 = "-"; p99 = "-" }
       /requests in/ { n=$1 } /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=$2 } /^ +99%/ { p99=$2 }
+      /^finished in/ { rps=$4 } /^requests:/ { n=$8 }
       END { print p, rps, p50, p99, cpu / tick * 1e6 / n }' >>"$RESULTS"
   done
 done
-echo "wrk -t1 -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, medians (A: $OTHER, B: this checkout)"
+LOAD="wrk -t1 -c$CONNS -d$DURATION"
+if [ "${H2C:-}" = 1 ]; then LOAD="h2load (h2c) -c$CONNS -m10 -D${DURATION%s}"; fi
+echo "$LOAD, $ROUNDS interleaved rounds, medians (A: $OTHER, B: this checkout)"
 for p in A B; do
   rps=$(awk -v p="$p" '$1 == p { print $2 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
   p50=$(awk -v p="$p" '$1 == p { print $3 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')

@@ -123,7 +123,7 @@ pub struct Http1Pool {
     /// Idle hyper connections per endpoint (in the upstream's endpoint order).
     idle: Box<[Arc<ArrayQueue<SendRequest<RequestBody>>>]>,
     /// Idle wires per endpoint.
-    wires: Box<[Arc<ArrayQueue<Wire>>]>,
+    wires: Box<[Arc<ArrayQueue<Box<Wire>>>]>,
     connect_timeout: Duration,
 }
 
@@ -330,7 +330,7 @@ impl Http1Pool {
 }
 
 /// The first idle wire of `home` that is still open.
-fn pop_open(home: &ArrayQueue<Wire>) -> Option<Wire> {
+fn pop_open(home: &ArrayQueue<Box<Wire>>) -> Option<Box<Wire>> {
     while let Some(mut wire) = home.pop() {
         if wire.is_open() {
             return Some(wire);
@@ -374,12 +374,14 @@ impl From<Failure> for SendError {
 }
 
 impl Wire {
-    fn new(stream: TcpStream, out: Vec<u8>) -> Wire {
-        Wire {
+    /// Boxed once for its life: its pool's queue then holds a pointer per slot, and the
+    /// queue's slots are allocated in full when the pool is made.
+    fn new(stream: TcpStream, out: Vec<u8>) -> Box<Wire> {
+        Box::new(Wire {
             stream,
             buf: BytesMut::with_capacity(READ_GROWTH),
             out,
-        }
+        })
     }
 
     /// Whether an idle wire can carry a request: the upstream has not closed it, and sent
@@ -440,7 +442,11 @@ impl Wire {
 
     /// The response for `head`, its body read from this wire, which goes back to `home` when
     /// the body ends (if the response leaves it reusable).
-    fn respond(self, head: wire::Head, home: &Arc<ArrayQueue<Wire>>) -> Response<WireBody> {
+    fn respond(
+        self: Box<Self>,
+        head: wire::Head,
+        home: &Arc<ArrayQueue<Box<Wire>>>,
+    ) -> Response<WireBody> {
         let left = match head.framing {
             Framing::None | Framing::Length(0) => Left::Done,
             Framing::Length(n) => Left::Length(n),
@@ -483,10 +489,10 @@ enum Left {
 /// back to its pool when the response left it reusable and nothing follows the body on it;
 /// dropped before its end, or failed, the wire closes.
 pub struct WireBody {
-    wire: Option<Wire>,
+    wire: Option<Box<Wire>>,
     left: Left,
     reusable: bool,
-    home: Arc<ArrayQueue<Wire>>,
+    home: Arc<ArrayQueue<Box<Wire>>>,
 }
 
 impl WireBody {
