@@ -12,8 +12,7 @@ OTHER=${1:?usage: loadtest/ab.sh OTHER_WEIR_BINARY [DURATION] [ROUNDS] [CONNECTI
 DURATION=${2:-5s}
 ROUNDS=${3:-5}
 CONNS=${4:-50}
-need wrk wrk
-need h2load nghttp2-client
+if [ "${H2C:-}" = 1 ]; then need h2load nghttp2-client; else need wrk wrk; fi
 
 start_upstreams 0
 WEIR_BIN=$OTHER start_weir 1 1 127.0.0.1:18280 127.0.0.1:18281
@@ -36,7 +35,7 @@ for round in $(seq "$ROUNDS"); do
       BEGIN { p50 = "-"; p99 = "-" }
       /requests in/ { n=$1 } /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=$2 } /^ +99%/ { p99=$2 }
       /^finished in/ { rps=$4 } /^requests:/ { n=$8 }
-      END { print p, rps, p50, p99, cpu / tick * 1e6 / n }' >>"$RESULTS"
+      END { print p, rps, p50, p99, n > 0 ? cpu / tick * 1e6 / n : "" }' >>"$RESULTS"
   done
 done
 LOAD="wrk -t1 -c$CONNS -d$DURATION"

@@ -24,10 +24,12 @@ need haproxy haproxy
 
 PORT=18380
 URL=http://127.0.0.1:$PORT/
+# nginx 1.22's `listen ... http2` on a plain port speaks HTTP/2 only: the readiness probe asks
+# with prior knowledge too.
 if [ "${H2C:-}" = 1 ]; then
-  LOAD=(-m10); NGINX_LISTEN=" http2"
+  LOAD=(-m10); NGINX_LISTEN=" http2"; PROBE=(--http2-prior-knowledge)
 else
-  LOAD=(--h1); NGINX_LISTEN=""
+  LOAD=(--h1); NGINX_LISTEN=""; PROBE=()
 fi
 
 start_upstreams
@@ -40,7 +42,7 @@ measure() {
   local out="$WORK/callgrind.$label"
   valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$@" 2>"$WORK/valgrind.$label.log" &
   local pid=$!
-  for _ in $(seq 300); do curl -sf -o /dev/null "$URL" && break; sleep 0.2; done
+  for _ in $(seq 300); do curl -sf "${PROBE[@]}" -o /dev/null "$URL" && break; sleep 0.2; done
   h2load "${LOAD[@]}" -n 2000 -c 50 "$URL" >/dev/null
   callgrind_control --zero "$pid" >/dev/null 2>&1
   h2load "${LOAD[@]}" -n "$REQUESTS" -c 50 "$URL" | grep -E '^requests:' >&2

@@ -280,7 +280,10 @@ fn grpc_message(message: &str, id: &RequestId) -> HeaderValue {
         }
     }
     text.push(')');
-    HeaderValue::from_str(&text).expect("printable ASCII after encoding")
+    let mut value = HeaderValue::from_str(&text).expect("printable ASCII after encoding");
+    // Never indexed over HTTP/2, as the ID's own header (`observe::request_id`): new every time.
+    value.set_sensitive(true);
+    value
 }
 
 /// Sends `req` to endpoint `endpoint` of `pool` and returns the upstream's response head; the

@@ -25,14 +25,20 @@ use crate::proxy::health::SlowStartSpec;
 
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per endpoint. A burst may open more; past it they close instead of
+/// Idle connections kept per endpoint, in each of weir's two queues (`conns`) and in hyper-util's
+/// pool for HTTPS and HTTP/2 upstreams. A burst may open more; past it they close instead of
 /// idling, which bounds memory after the burst (the role of nginx's `keepalive` directive).
 /// Each request in flight to an HTTP/1.1 endpoint holds a connection, so below the endpoint's
 /// usual concurrency the pool churns: at 128, h2c with 500 streams in flight (h2load -c50 -m10)
-/// opened a new connection every 20 requests, and 512 served 24% more requests per second at
-/// 20% less CPU each (`H2C=1 loadtest/ab.sh`). The two queues of an endpoint are made in full:
-/// 24 KiB (512 slots of a boxed `Wire`, 16 bytes, and of a hyper sender, 32), 16 KiB at 128
-/// with the `Wire` in the slot.
+/// opened a new connection every 20 requests, and 512 served 14-24% more requests per second
+/// at 12-20% less CPU each (two runs of `H2C=1 loadtest/ab.sh`).
+///
+/// The bound after a burst, per endpoint: up to 512 idle wires, each a socket and a read buffer
+/// of up to 16 KiB (8 MiB; 2 MiB at 128), and as many idle hyper connections; up to 1,024 file
+/// descriptors. weir's wires have no idle timer: the upstream's keep-alive timeout closes them,
+/// and the next request passes over the closed ones. The two queues are made in full: 24 KiB
+/// (512 slots of a boxed `Wire`, 16 bytes, and of a hyper sender, 32), 16 KiB at 128 with the
+/// `Wire` in the slot.
 const POOL_MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// Shadow copies in flight to one upstream; past it new copies are dropped and counted.
 pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;

@@ -230,7 +230,8 @@ async fn h2_response_blocks(address: SocketAddr, id: &[u8], requests: u32) -> Ve
         block.extend_from_slice(b"x-request-id");
         match u8::try_from(id.len()).unwrap() {
             len @ 0..127 => block.push(len),
-            len => block.extend([0x7f, len - 127]),
+            len @ 127..=254 => block.extend([0x7f, len - 127]),
+            len => panic!("a {len}-byte value needs a longer HPACK integer"),
         }
         block.extend_from_slice(id);
         // HEADERS with END_STREAM and END_HEADERS.
