@@ -12,7 +12,13 @@ OTHER=${1:?usage: loadtest/ab.sh OTHER_WEIR_BINARY [DURATION] [ROUNDS] [CONNECTI
 DURATION=${2:-5s}
 ROUNDS=${3:-5}
 CONNS=${4:-50}
-if [ "${H2C:-}" = 1 ]; then need h2load nghttp2-client; else need wrk wrk; fi
+if [ "${H2C:-}" = 1 ]; then
+  need h2load nghttp2-client
+  LOAD="h2load (h2c) -c$CONNS -m10 -D${DURATION%s}"
+else
+  need wrk wrk
+  LOAD="wrk -t1 -c$CONNS -d$DURATION"
+fi
 
 start_upstreams 0
 WEIR_BIN=$OTHER start_weir 1 1 127.0.0.1:18280 127.0.0.1:18281
@@ -35,11 +41,9 @@ for round in $(seq "$ROUNDS"); do
       BEGIN { p50 = "-"; p99 = "-" }
       /requests in/ { n=$1 } /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=$2 } /^ +99%/ { p99=$2 }
       /^finished in/ { rps=$4 } /^requests:/ { n=$8 }
-      END { print p, rps, p50, p99, n > 0 ? cpu / tick * 1e6 / n : "" }' >>"$RESULTS"
+      END { print p, rps, p50, p99, (n > 0 ? cpu / tick * 1e6 / n : "") }' >>"$RESULTS"
   done
 done
-LOAD="wrk -t1 -c$CONNS -d$DURATION"
-if [ "${H2C:-}" = 1 ]; then LOAD="h2load (h2c) -c$CONNS -m10 -D${DURATION%s}"; fi
 echo "$LOAD, $ROUNDS interleaved rounds, medians (A: $OTHER, B: this checkout)"
 for p in A B; do
   rps=$(awk -v p="$p" '$1 == p { print $2 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')

@@ -22,7 +22,7 @@
 //! about 2,000 instructions per h2c response in `loadtest/instructions.sh`.
 
 use http::HeaderMap;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{Entry, HeaderName, HeaderValue};
 
 use super::random;
 
@@ -97,18 +97,29 @@ impl std::fmt::Display for RequestId {
 /// The request's ID: the one valid `x-request-id` in `headers`, or a generated one, which then
 /// replaces whatever `x-request-id` headers there were (so the upstream sees exactly one, never
 /// indexed over HTTP/2 either way).
+///
+/// One look-up of the name in the map, whichever way it goes.
 pub fn ensure(headers: &mut HeaderMap) -> RequestId {
-    let mut values = headers.get_all(&HEADER).iter();
-    if let (Some(first), None) = (values.next(), values.next())
-        && let Some(id) = RequestId::parse(first)
-    {
-        if let Some(kept) = headers.get_mut(&HEADER) {
-            kept.set_sensitive(true);
+    let mut entry = headers.entry(&HEADER);
+    if let Entry::Occupied(kept) = &mut entry {
+        let mut values = kept.iter();
+        if let (Some(first), None) = (values.next(), values.next())
+            && let Some(id) = RequestId::parse(first)
+        {
+            kept.get_mut().set_sensitive(true);
+            return id;
         }
-        return id;
     }
     let id = RequestId::generate();
-    headers.insert(HEADER.clone(), id.0.clone());
+    match entry {
+        // Replaces every value the client sent.
+        Entry::Occupied(mut others) => {
+            others.insert(id.0.clone());
+        }
+        Entry::Vacant(none) => {
+            none.insert(id.0.clone());
+        }
+    }
     id
 }
 

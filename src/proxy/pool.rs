@@ -34,7 +34,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// at 12-20% less CPU each (two runs of `H2C=1 loadtest/ab.sh`).
 ///
 /// The bound after a burst, per endpoint: up to 512 idle wires, each a socket and a read buffer
-/// of up to 16 KiB (8 MiB; 2 MiB at 128), and as many idle hyper connections; up to 1,024 file
+/// of about 16 KiB (`conns::READ_GROWTH`; more after a larger response head, up to the 64 KiB
+/// limit): about 8 MiB, 2 MiB at 128; as many idle hyper connections; up to 1,024 file
 /// descriptors. weir's wires have no idle timer: the upstream's keep-alive timeout closes them,
 /// and the next request passes over the closed ones. The two queues are made in full: 24 KiB
 /// (512 slots of a boxed `Wire`, 16 bytes, and of a hyper sender, 32), 16 KiB at 128 with the
