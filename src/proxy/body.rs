@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::conns::{self, BoxError, Lease, WireBody};
 use super::pool::{self, UpstreamPool};
-pub use super::request::{NotReplayable, Progress, Replayable, RequestBody};
+pub use super::request::{ClientBody, NotReplayable, Progress, Replayable, RequestBody};
 use crate::config::{GRPC_UNKNOWN, GrpcCodes};
 use crate::metrics::{
     BackendMetrics, ClientErrorKind, ClientErrors, Ended, Probe, UpstreamErrorKind,

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::{Delivery, ResponseBody, STALL_CHECKS, StallCheck};
+use super::body::{ClientBody, Delivery, ResponseBody, STALL_CHECKS, StallCheck};
 use super::forward::{ConnInfo, ProxyError};
 use super::framing::{Scan, Verdict};
 use super::head::Refusal;
@@ -132,6 +132,10 @@ struct Connection {
     /// An HTTP/1.1 connection a retired backend served: its next response says
     /// `Connection: close` (set by the drain, see `serve_http`).
     drain_close: AtomicBool,
+    /// Asked to close (the server drains, or the connection sat idle): the fast HTTP/1.1 path
+    /// (`proxy::h1`) reads no new head and says `Connection: close` on the response in progress,
+    /// as hyper's graceful shutdown does.
+    closing: AtomicBool,
 }
 
 impl Connection {
@@ -293,7 +297,7 @@ impl Body for Tracked {
 /// Serves one request of `conn`, counted in flight until its response body is dropped.
 async fn serve_request(
     conn: Arc<Connection>,
-    mut req: http::Request<hyper::body::Incoming>,
+    mut req: http::Request<ClientBody>,
 ) -> Response<Tracked> {
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let version = req.version();
@@ -423,15 +427,34 @@ async fn serve_http<I>(
         idle_since: AtomicU64::new(0),
         http2: AtomicBool::new(false),
         drain_close: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
     });
     let service_conn = conn.clone();
-    let service = service_fn(move |req| {
-        let conn = service_conn.clone();
-        async move { Ok::<_, Infallible>(serve_request(conn, req).await) }
-    });
+    let mut service = Some(service_fn(
+        move |req: http::Request<hyper::body::Incoming>| {
+            let conn = service_conn.clone();
+            async move { Ok::<_, Infallible>(serve_request(conn, req.map(ClientBody::Hyper)).await) }
+        },
+    ));
+    let mut hyper_conn = |io, pre| {
+        let service = service.take().expect("hyper takes a connection once");
+        Serving::Hyper(Box::pin(builder.serve_connection_with_upgrades(
+            TokioIo::new(super::h1::Rewind::new(pre, io)),
+            service,
+        )))
+    };
     let io = Scan::new(io, verdict, limits.max_header_bytes);
-    let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(serving);
+    // HTTP/1.1 requests without a body are served by weir's own code until the first head
+    // that needs hyper (`proxy::h1`), which then takes the connection with what was read.
+    let (fast_conn, closing_conn) = (conn.clone(), conn.clone());
+    let fast = super::h1::serve(
+        io,
+        limits.max_header_bytes,
+        limits.max_headers,
+        move |req| serve_request(fast_conn.clone(), req),
+        move || closing_conn.closing.load(Ordering::Relaxed),
+    );
+    let mut serving = Serving::Fast(Box::pin(fast));
     let mut idle_check = tokio::time::interval(limits.idle_timeout / IDLE_CHECKS);
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_seen, mut quiet_checks) = (0, 0);
@@ -452,12 +475,15 @@ async fn serve_http<I>(
     let mut closing = false;
     let mut drain_watched = true;
     let mut drain_marked = false;
-    let close = |serving: Pin<&mut _>, give_up: Pin<&mut tokio::time::Sleep>| {
-        auto::UpgradeableConnection::graceful_shutdown(serving);
+    let close = |serving: &mut Serving<_, _>, give_up: Pin<&mut tokio::time::Sleep>| {
+        conn.closing.store(true, Ordering::Relaxed);
+        if let Serving::Hyper(h) = serving {
+            auto::UpgradeableConnection::graceful_shutdown(Pin::as_mut(h));
+        }
         give_up.reset(tokio::time::Instant::now() + limits.header_read_timeout);
     };
     if *ctx.shutdown.borrow() {
-        close(serving.as_mut(), give_up.as_mut());
+        close(&mut serving, give_up.as_mut());
         closing = true;
     }
     let mut shutdown = Some(next_change(ctx.shutdown.clone()));
@@ -468,8 +494,17 @@ async fn serve_http<I>(
     let gate_waker = std::task::Waker::from(gate.clone());
     loop {
         let event = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = serving.as_mut().poll(cx) {
-                return Poll::Ready(Control::Served(result));
+            match &mut serving {
+                Serving::Fast(f) => {
+                    if let Poll::Ready(ended) = f.as_mut().poll(cx) {
+                        return Poll::Ready(Control::Fast(ended));
+                    }
+                }
+                Serving::Hyper(h) => {
+                    if let Poll::Ready(result) = h.as_mut().poll(cx) {
+                        return Poll::Ready(Control::Served(result));
+                    }
+                }
             }
             let Some(mut control) = gate.enter(cx, &gate_waker) else {
                 return Poll::Pending;
@@ -519,9 +554,21 @@ async fn serve_http<I>(
                 }
                 break;
             }
+            Control::Fast(super::h1::Ended::Closed(error)) => {
+                if let Some(e) = error {
+                    tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            Control::Fast(super::h1::Ended::HandOff(io, pre)) => {
+                serving = hyper_conn(io, pre);
+                if closing {
+                    close(&mut serving, give_up.as_mut());
+                }
+            }
             Control::Shutdown => {
                 // Finish the request in flight, then close (HTTP/2: GOAWAY).
-                close(serving.as_mut(), give_up.as_mut());
+                close(&mut serving, give_up.as_mut());
                 closing = true;
             }
             Control::Drain(false) => {
@@ -537,7 +584,7 @@ async fn serve_http<I>(
                     tracing::debug!(client = %peer, "draining a connection a retired backend served");
                     ctx.metrics.drained.inc();
                     if conn.http2.load(Ordering::Relaxed) {
-                        close(serving.as_mut(), give_up.as_mut());
+                        close(&mut serving, give_up.as_mut());
                         closing = true;
                     } else {
                         conn.drain_close.store(true, Ordering::Relaxed);
@@ -586,7 +633,7 @@ async fn serve_http<I>(
                 } else {
                     quiet_checks += 1;
                     if quiet_checks > IDLE_CHECKS {
-                        close(serving.as_mut(), give_up.as_mut());
+                        close(&mut serving, give_up.as_mut());
                         closing = true;
                     }
                 }
@@ -595,10 +642,19 @@ async fn serve_http<I>(
     }
 }
 
+/// Who serves a connection: weir's own HTTP/1.1 code (`proxy::h1`) until a head needs hyper,
+/// then hyper (from the start for TLS with HTTP/2).
+enum Serving<F, H> {
+    Fast(Pin<Box<F>>),
+    Hyper(Pin<Box<H>>),
+}
+
 /// What woke a connection's loop.
-enum Control<E> {
+enum Control<E, I> {
     /// The connection ended.
     Served(Result<(), E>),
+    /// The fast path ended, or hands the connection to hyper.
+    Fast(super::h1::Ended<I>),
     Shutdown,
     /// The drain epoch moved (`true`), or its sender is gone (`false`).
     Drain(bool),

@@ -10,6 +10,7 @@ pub mod draw;
 pub mod filters;
 pub mod forward;
 pub mod framing;
+pub mod h1;
 pub mod head;
 pub mod health;
 pub mod listener;
@@ -26,13 +27,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 use crate::observe::access::{AccessLog, ResponseFlags};
 use crate::observe::request_id::{self, RequestId};
 use crate::observe::trace_context;
 use crate::snapshot::{Backend, Route, Snapshot};
-use body::{Access, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
+use body::{Access, ClientBody, NotReplayable, Record, Replayable, RequestBody, ResponseBody};
 use draw::random_below;
 pub use forward::ConnInfo;
 use forward::ProxyError;
@@ -47,7 +47,7 @@ pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 pub async fn handle(
     snapshots: &ArcSwap<Snapshot>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Response<ResponseBody> {
     let snapshot = snapshots.load_full();
     let started = Instant::now();
@@ -256,7 +256,7 @@ pub async fn handle(
 /// (`chosen`) has no endpoint: the route's draw scaled onto the backends that have one
 /// (`health::live_pick`, which keeps a sticky key's place among them). `None` when no backend
 /// with weight has an endpoint.
-fn fallback(route: &Route, chosen: usize, req: &Request<Incoming>) -> Option<(usize, usize)> {
+fn fallback(route: &Route, chosen: usize, req: &Request<ClientBody>) -> Option<(usize, usize)> {
     let weights = route.backends.iter().map(|b| b.weight);
     let draw = route.split.fallback_draw(req.headers(), random_below);
     let b = health::live_pick(weights, draw, |b| {
@@ -267,7 +267,7 @@ fn fallback(route: &Route, chosen: usize, req: &Request<Incoming>) -> Option<(us
 
 /// The access record of a request, before it is routed: what the client sent.
 fn access_of(
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     conn: &ConnInfo,
     id: &RequestId,
     log: Option<Arc<AccessLog>>,
@@ -350,7 +350,7 @@ fn refuse(
 #[allow(clippy::too_many_arguments)]
 fn redirect(
     r: &filters::Redirect,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: &ConnInfo,
     matched: usize,
     route: &Route,
@@ -413,7 +413,7 @@ struct Picked<'a> {
 async fn exchange(
     route: &Route,
     picked: Picked<'_>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: &ConnInfo,
     started: Instant,
     timeout: Duration,

@@ -17,6 +17,42 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntCounter;
 
+/// A client's request body as the listener hands it over: hyper's stream, or none at all (a
+/// request without a body that weir's own HTTP/1.1 server side read, `proxy::h1`).
+pub enum ClientBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The request body weir sends upstream: the client's stream, passed through as it arrives, or a
 /// copy of a small body read in full, which can be sent again (retries) or twice (mirroring).
 pub enum RequestBody {
@@ -41,7 +77,7 @@ const YIELDS: u8 = 4;
 
 /// The client's body, streamed: see the module's documentation.
 pub struct Streaming {
-    body: Incoming,
+    body: ClientBody,
     /// Shared with the try that sends it; `None` for a body that was empty from the start.
     progress: Option<Arc<Progress>>,
     /// A small frame held back, not copied, until it is known whether more follow at once.
@@ -117,7 +153,7 @@ impl Progress {
 impl RequestBody {
     /// The client's body, to stream; tracked unless it is empty. Its data bytes are counted in
     /// `received` (a pre-resolved handle) as they arrive.
-    pub fn streaming(body: Incoming, received: Option<IntCounter>) -> RequestBody {
+    pub fn streaming(body: ClientBody, received: Option<IntCounter>) -> RequestBody {
         let progress = (!body.is_end_stream()).then(Arc::default);
         RequestBody::Streaming(Streaming {
             body,
@@ -190,7 +226,7 @@ pub struct Replayable {
 /// Why a body was not made [`Replayable`].
 pub enum NotReplayable {
     /// Longer than the limit, or of unknown length: here it is, untouched, to be streamed.
-    TooLarge(Incoming),
+    TooLarge(ClientBody),
     /// The client failed while sending it.
     Broken(hyper::Error),
 }
@@ -199,7 +235,7 @@ impl Replayable {
     /// Reads `body` in full when it is empty or announces a length (`content-length`) of at most
     /// `limit` bytes; a body of unknown or larger length is handed back untouched, so a large
     /// upload is never buffered.
-    pub async fn read(body: Incoming, limit: u64) -> Result<Replayable, NotReplayable> {
+    pub async fn read(body: ClientBody, limit: u64) -> Result<Replayable, NotReplayable> {
         use http_body_util::BodyExt;
         if body.is_end_stream() {
             return Ok(Replayable::default());

@@ -4,6 +4,7 @@ mod access_log;
 mod admin;
 mod admin_access;
 mod check_cmd;
+mod client_wire;
 mod comparing;
 mod config_errors;
 mod dashboards;

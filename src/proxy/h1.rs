@@ -1,0 +1,699 @@
+//! weir's own server side for the plain HTTP/1.1 request: a head with no body, read, answered
+//! and written by the connection's task itself, with hyper handed the connection for anything
+//! else.
+//!
+//! hyper's HTTP/1 server was about a third of the user-space work of a proxied request (see
+//! docs/PERFORMANCE.md): its dispatcher, its read buffer made again for each request, its
+//! encoder. Most requests a proxy sees are the simplest kind: `GET` over HTTP/1.1 keep-alive with
+//! no body. For those, [`serve`] parses the head with `httparse` from a buffer it keeps for the
+//! connection's life, builds the `http::Request` with its field values pointing into that buffer,
+//! and writes the response head and body itself into a second kept buffer (one write when the
+//! body is ready with its head).
+//!
+//! Strictness comes by construction, not by a second parser of every framing rule: the first
+//! head that is not of that simplest kind ([`Parsed::HandOff`]) ends the fast path, and hyper
+//! serves the connection from there, starting with the bytes already read, exactly as it would
+//! have served them from the start. That covers every head with a body or a framing question
+//! (`Content-Length`, `Transfer-Encoding`), `Expect`, `Upgrade`, `CONNECT`, `TE`, a
+//! `Connection` other than `keep-alive`, HTTP/1.0, HTTP/2's preface, more fields than
+//! [`MAX_FIELDS`] or the listener's `max_headers`, and anything `httparse` or `http` refuses:
+//! hyper answers those as it always did, and `proxy::framing` still follows the bytes beneath
+//! both. A fast head cannot be ambiguous, since it has no framing at all: RFC 9112 (6.3, rule
+//! 7) gives a request with neither field a body of length zero, and its next bytes are the next
+//! head (pipelining included).
+//!
+//! The response is written by hyper's rules (`proto::h1::role` in hyper 1.x), so a client
+//! cannot tell the two apart: the status line with the upstream's reason phrase when it had
+//! one, the fields in the map's order, `Content-Length` from the body's exact size or
+//! `Transfer-Encoding: chunked` when unknown, none of either for `HEAD`'s body, 1xx, 204 and
+//! 304, a cached `Date` when the response has none, the `Trailer` field but not the trailers
+//! (hyper sends them only when asked by `TE: trailers`, which goes to hyper), `Connection:
+//! close` when the connection is closing, and the body dropped as soon as it
+//! says it has ended.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::request::ClientBody;
+
+/// Header fields a fast head may have; a head with more goes to hyper, which applies the
+/// listener's `max_headers` itself. The slots are not initialised per parse.
+pub const MAX_FIELDS: usize = 64;
+
+/// The connection's read buffer grows by this much when it has less room than [`MIN_ROOM`].
+const READ_CHUNK: usize = 8 * 1024;
+const MIN_ROOM: usize = 1024;
+
+/// Body data is gathered with the head into one write up to this size; a larger frame is
+/// written on its own.
+const GATHER: usize = 16 * 1024;
+
+/// HTTP/2's connection preface (RFC 9113, 3.4): an h2c client with prior knowledge.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What [`Reader::parse`] found at the start of a connection's unread bytes.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made and moved once per head; a box would allocate
+pub enum Parsed {
+    /// Not a whole head yet, and within the limit: read more.
+    Partial,
+    /// A head the fast path serves; its bytes were taken from the buffer.
+    Request(Request<()>),
+    /// hyper serves the connection from here, starting with the buffer as it is.
+    HandOff,
+}
+
+/// Reads request heads for one connection, keeping what can serve the next one: the field
+/// positions of the last head, and the header map of the last response (cleared), which the
+/// next request's fields go into, as hyper does, instead of a map made and grown per request.
+pub struct Reader {
+    max_head: usize,
+    max_fields: usize,
+    /// Where each field's name and value sit in the head: (name, length, value, length).
+    at: Vec<(usize, usize, usize, usize)>,
+    spare: Option<HeaderMap>,
+}
+
+impl Reader {
+    /// `max_head` is the listener's `max_header_bytes`, `max_fields` its `max_headers`.
+    pub fn new(max_head: usize, max_fields: usize) -> Reader {
+        Reader {
+            max_head,
+            max_fields: max_fields.min(MAX_FIELDS),
+            at: Vec::new(),
+            spare: None,
+        }
+    }
+
+    /// Keeps `map`'s room for the next request's fields.
+    pub fn recycle(&mut self, mut map: HeaderMap) {
+        map.clear();
+        self.spare = Some(map);
+    }
+
+    /// Reads one request head from the start of `buf` (see the module's documentation for which
+    /// heads the fast path takes). On [`Parsed::Request`] the head's bytes are split off `buf`
+    /// and the request's URI and field values point into them; otherwise `buf` is left as it
+    /// was.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Parsed {
+        if PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]) {
+            // HTTP/2's preface, or as much of it as came: hyper tells the two protocols apart.
+            return if buf.len() >= PREFACE.len() {
+                Parsed::HandOff
+            } else {
+                Parsed::Partial
+            };
+        }
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut head = httparse::Request::new(&mut []);
+        let len = match head.parse_with_uninit_headers(buf, &mut slots[..self.max_fields]) {
+            Ok(httparse::Status::Complete(len)) if len <= self.max_head => len,
+            Ok(httparse::Status::Partial) if buf.len() < self.max_head => return Parsed::Partial,
+            _ => return Parsed::HandOff,
+        };
+        if head.version != Some(1) || !head.headers.iter().all(fast_field) {
+            return Parsed::HandOff;
+        }
+        let (Some(method), Some(target)) = (head.method, head.path) else {
+            return Parsed::HandOff;
+        };
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            return Parsed::HandOff;
+        };
+        if method == Method::CONNECT {
+            return Parsed::HandOff;
+        }
+        // Where each piece sits in the head, to point into it once it is split off.
+        let base = buf.as_ptr() as usize;
+        let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+        let target = at(target.as_bytes());
+        self.at.clear();
+        self.at.extend(head.headers.iter().map(|h| {
+            let ((n, nl), (v, vl)) = (at(h.name.as_bytes()), at(h.value));
+            (n, nl, v, vl)
+        }));
+        let bytes = buf.split_to(len).freeze();
+        let headers = self.spare.take().unwrap_or_default();
+        match build(&bytes, method, target, &self.at, headers) {
+            Some(req) => Parsed::Request(req),
+            None => {
+                // `http` refused the target or a field that `httparse` let through: put the
+                // bytes back for hyper (a rare path, so a copy is fine).
+                let mut whole = BytesMut::with_capacity(bytes.len() + buf.len());
+                whole.extend_from_slice(&bytes);
+                whole.extend_from_slice(buf);
+                *buf = whole;
+                Parsed::HandOff
+            }
+        }
+    }
+}
+
+/// Whether a field leaves the request on the fast path: nothing about a body, a tunnel, an
+/// interim response, trailers or the connection's end.
+fn fast_field(h: &httparse::Header<'_>) -> bool {
+    let name = h.name.as_bytes();
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => !is(b"te"),
+        6 => !is(b"expect"),
+        7 => !is(b"upgrade"),
+        10 => !is(b"connection") || h.value.eq_ignore_ascii_case(b"keep-alive"),
+        14 => !is(b"content-length") && !is(b"http2-settings"),
+        17 => !is(b"transfer-encoding"),
+        _ => true,
+    }
+}
+
+fn build(
+    head: &Bytes,
+    method: Method,
+    (t, tl): (usize, usize),
+    fields: &[(usize, usize, usize, usize)],
+    mut headers: HeaderMap,
+) -> Option<Request<()>> {
+    let uri = Uri::from_maybe_shared(head.slice(t..t + tl)).ok()?;
+    headers.reserve(fields.len());
+    for &(n, nl, v, vl) in fields {
+        let name = HeaderName::from_bytes(&head[n..n + nl]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// How a fast connection ended.
+pub enum Ended<I> {
+    /// Closed, by the client, by weir after a `Connection: close`, or by an error.
+    Closed(Option<io::Error>),
+    /// hyper serves the rest: the connection, and the bytes read from it and not used.
+    HandOff(I, Bytes),
+}
+
+/// Serves `io` on the fast path until it closes or a head needs hyper. `respond` answers one
+/// request; `closing` says whether the connection has been asked to close (the server drains,
+/// or it sat idle): then no new head is read and the response in progress says
+/// `Connection: close`.
+///
+/// While a request is in flight the client's side is watched, as hyper does: bytes that come
+/// (a pipelined head) are kept, and the client's end (or a read error) abandons the request,
+/// which its response body then counts as `closed`.
+pub async fn serve<I, S, F, B>(
+    io: I,
+    max_head: usize,
+    max_fields: usize,
+    mut respond: S,
+    closing: impl Fn() -> bool,
+) -> Ended<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    S: FnMut(Request<ClientBody>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes>,
+{
+    let mut c = Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::with_capacity(1024),
+        reader: Reader::new(max_head, max_fields),
+        max_head,
+    };
+    loop {
+        let req = loop {
+            match c.reader.parse(&mut c.buf) {
+                Parsed::Request(req) => break req,
+                Parsed::HandOff => return Ended::HandOff(c.io, c.buf.freeze()),
+                Parsed::Partial => {}
+            }
+            c.make_room();
+            let read = poll_fn(|cx| {
+                if c.buf.is_empty() && closing() {
+                    return Poll::Ready(Ok(0));
+                }
+                let read = c.io.read_buf(&mut c.buf);
+                std::pin::pin!(read).poll(cx)
+            })
+            .await;
+            match read {
+                Ok(0) if c.buf.is_empty() => return Ended::Closed(None),
+                // A head cut short: hyper says what it says of that.
+                Ok(0) => return Ended::HandOff(c.io, c.buf.freeze()),
+                Ok(_) => {}
+                Err(e) => return Ended::Closed(Some(e)),
+            }
+        };
+        let head_only = req.method() == Method::HEAD;
+        let mut answer = std::pin::pin!(respond(req.map(|()| ClientBody::Empty)));
+        let response = poll_fn(|cx| match answer.as_mut().poll(cx) {
+            Poll::Ready(response) => Poll::Ready(Ok(response)),
+            Poll::Pending => c.poll_gone(cx).map(Err),
+        })
+        .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(gone) => return Ended::Closed(gone),
+        };
+        match c.write_response(response, head_only, closing()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = c.io.shutdown().await;
+                return Ended::Closed(None);
+            }
+            Err(e) => return Ended::Closed(Some(e)),
+        }
+    }
+}
+
+/// One fast connection: the client, the bytes read and not used yet, the bytes to write.
+struct Conn<I> {
+    io: I,
+    buf: BytesMut,
+    out: Vec<u8>,
+    reader: Reader,
+    max_head: usize,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < MIN_ROOM {
+            // Reclaims the buffer in place once the last request's field values are gone.
+            self.buf.reserve(READ_CHUNK);
+        }
+    }
+
+    /// Watches the client while a request is in flight: reads what it sends into the buffer
+    /// (up to the head limit, then no more until the buffer is used), and is ready when the
+    /// client's side ended (with the read error, if one).
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Error>> {
+        while self.buf.len() < self.max_head {
+            self.make_room();
+            let read = self.io.read_buf(&mut self.buf);
+            match std::pin::pin!(read).poll(cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Writes one response; `Ok(true)` when the connection stays open for the next request.
+    async fn write_response<B: Body<Data = Bytes>>(
+        &mut self,
+        response: Response<B>,
+        head_only: bool,
+        closing: bool,
+    ) -> io::Result<bool> {
+        let (parts, body) = response.into_parts();
+        self.out.clear();
+        let length = body_length(&body);
+        let plan = encode_head(&mut self.out, &parts, length, head_only, closing);
+        self.reader.recycle(parts.headers);
+        let complete = match (plan.framing, length) {
+            // Nothing to send, or a body that may not be sent: dropped unpolled, as hyper does.
+            (Framing::Length(0), _) | (_, None) => {
+                drop(body);
+                if plan.framing == Framing::Chunked {
+                    self.out.extend_from_slice(b"0\r\n\r\n");
+                }
+                true
+            }
+            _ => self.write_body(body, &plan).await?,
+        };
+        self.io.write_all(&self.out).await?;
+        self.out.clear();
+        Ok(complete && !plan.last)
+    }
+
+    /// Streams `body` after the head in `out`; `Ok(false)` when it broke (an error, or not the
+    /// length it announced), and the connection must close. Whatever is left to write stays in
+    /// `out`; the body is dropped as soon as it ends.
+    async fn write_body<B: Body<Data = Bytes>>(
+        &mut self,
+        body: B,
+        plan: &Plan,
+    ) -> io::Result<bool> {
+        let mut body = std::pin::pin!(body);
+        let mut left = match plan.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        };
+        loop {
+            let step = poll_fn(|cx| match body.as_mut().poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
+                // Bytes waiting: send them before waiting on the body.
+                Poll::Pending if !self.out.is_empty() => Poll::Ready(Step::Flush),
+                Poll::Pending => self.poll_gone(cx).map(Step::Gone),
+            })
+            .await;
+            let frame = match step {
+                Step::Flush => {
+                    self.io.write_all(&self.out).await?;
+                    self.out.clear();
+                    continue;
+                }
+                Step::Gone(e) => {
+                    return Err(e.unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into()));
+                }
+                Step::Frame(None) => break,
+                Step::Frame(Some(Ok(frame))) => frame,
+                Step::Frame(Some(Err(_))) => return Ok(false),
+            };
+            // Trailers end the body and are not sent: hyper sends them only to a client that
+            // asked with `TE: trailers`, and such a head goes to hyper.
+            let Ok(data) = frame.into_data() else { break };
+            match &mut left {
+                Some(n) => {
+                    let Some(rest) = n.checked_sub(data.len() as u64) else {
+                        return Ok(false);
+                    };
+                    *n = rest;
+                    self.put(&data).await?;
+                }
+                None if data.is_empty() => {}
+                None => {
+                    let mut size = [0u8; 16];
+                    self.out.extend_from_slice(hex(data.len(), &mut size));
+                    self.out.extend_from_slice(b"\r\n");
+                    self.put(&data).await?;
+                    self.out.extend_from_slice(b"\r\n");
+                }
+            }
+            if body.is_end_stream() {
+                break;
+            }
+        }
+        // The body is dropped on return, before the last bytes are written.
+        Ok(match left {
+            Some(n) => n == 0,
+            None => {
+                self.out.extend_from_slice(b"0\r\n\r\n");
+                true
+            }
+        })
+    }
+
+    /// Adds `data` to `out`, or, when that would make `out` large, writes `out` and then `data`.
+    async fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.out.len() + data.len() <= GATHER {
+            self.out.extend_from_slice(data);
+            return Ok(());
+        }
+        self.io.write_all(&self.out).await?;
+        self.out.clear();
+        self.io.write_all(data).await
+    }
+}
+
+/// What the wait for a response body's next frame gave.
+enum Step<F> {
+    Frame(Option<F>),
+    /// Nothing yet, and bytes are waiting to be written.
+    Flush,
+    /// The client's side ended.
+    Gone(Option<io::Error>),
+}
+
+/// How the response's body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Exactly this many bytes (none for `HEAD`, 1xx, 204, 304: the body is not polled).
+    Length(u64),
+    Chunked,
+}
+
+/// What [`encode_head`] decided.
+struct Plan {
+    framing: Framing,
+    /// The connection closes after this response.
+    last: bool,
+}
+
+/// The response's body size as hyper's dispatcher sees it: none (ended), known, unknown.
+fn body_length<B: Body>(body: &B) -> Option<Option<u64>> {
+    if body.is_end_stream() {
+        None
+    } else {
+        Some(body.size_hint().exact())
+    }
+}
+
+fn can_have_body(head_only: bool, status: StatusCode) -> bool {
+    !head_only && can_have_length(status)
+}
+
+fn can_have_length(status: StatusCode) -> bool {
+    !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
+}
+
+/// Writes the status line and fields of `parts` into `out` by hyper's rules (see the module's
+/// documentation). `length` is [`body_length`]'s.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    length: Option<Option<u64>>,
+    head_only: bool,
+    closing: bool,
+) -> Plan {
+    let status = parts.status;
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    if status == StatusCode::OK && reason.is_none() {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        match reason {
+            Some(r) => out.extend_from_slice(r.as_bytes()),
+            None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut framing = Framing::Length(0);
+    let (mut wrote_len, mut wrote_date, mut last) = (false, false, closing);
+    let (mut lengths, mut chunked_last, mut said_close) = (0, true, false);
+    let chunkable = can_have_body(head_only, status);
+    // One pass over the fields in the map's order (each name's values together), as hyper's
+    // encoder; a field's values go on lines of their own, which means the same as one list.
+    for (name, value) in parts.headers.iter() {
+        match *name {
+            header::CONTENT_LENGTH => {
+                lengths += 1;
+                if lengths > 1 || wrote_len {
+                    continue;
+                }
+                match length {
+                    // An empty body: the field stays only for `HEAD` (hyper writes it then).
+                    None if !head_only => continue,
+                    None => {}
+                    Some(Some(n)) => framing = Framing::Length(n),
+                    Some(None) => match parse_length(value) {
+                        Some(n) => framing = Framing::Length(n),
+                        None => continue,
+                    },
+                }
+                wrote_len = true;
+            }
+            header::TRANSFER_ENCODING => {
+                if !chunkable || (wrote_len && framing != Framing::Chunked) {
+                    continue;
+                }
+                wrote_len = true;
+                framing = Framing::Chunked;
+                chunked_last = value
+                    .as_bytes()
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            header::CONNECTION => said_close |= says_close(value),
+            header::DATE => wrote_date = true,
+            header::TRAILER if !chunkable => continue,
+            _ => {}
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !chunked_last {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    last |= said_close;
+    if closing && !said_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !wrote_len {
+        framing = match length {
+            Some(None) if chunkable => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+            Some(None) => Framing::Length(0),
+            None | Some(Some(0)) => {
+                if can_have_length(status) && !head_only {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
+                Framing::Length(0)
+            }
+            Some(Some(n)) if can_have_length(status) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa(n, &mut [0; 20]));
+                out.extend_from_slice(b"\r\n");
+                Framing::Length(n)
+            }
+            Some(Some(_)) => Framing::Length(0),
+        };
+    }
+    if !chunkable {
+        framing = Framing::Length(0);
+    }
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        date::extend(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Plan { framing, last }
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn says_close(v: &HeaderValue) -> bool {
+    v.as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+fn parse_length(v: &HeaderValue) -> Option<u64> {
+    std::str::from_utf8(v.as_bytes()).ok()?.parse().ok()
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// `n` in lower-case hexadecimal, in `buf`.
+fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The `Date` field's value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+
+    pub fn extend(out: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with_borrow_mut(|(at, text)| {
+            if *at != second {
+                let formatted = httpdate::fmt_http_date(now);
+                if formatted.len() == text.len() {
+                    text.copy_from_slice(formatted.as_bytes());
+                    *at = second;
+                }
+            }
+            out.extend_from_slice(text);
+        });
+    }
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+pub struct Rewind<I> {
+    pre: Bytes,
+    io: I,
+}
+
+impl<I> Rewind<I> {
+    pub fn new(pre: Bytes, io: I) -> Rewind<I> {
+        Rewind { pre, io }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
