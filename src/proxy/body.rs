@@ -523,6 +523,15 @@ pub struct Delivery {
     stalled: AtomicBool,
 }
 
+/// A write waiting on the client: see [`Delivery::blocked`].
+pub struct Blocked<'a>(&'a Delivery);
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The write-stall check runs this many times per `write_stall_timeout`.
 pub const STALL_CHECKS: u32 = 4;
 
@@ -541,6 +550,14 @@ impl Delivery {
             waiting: AtomicU32::new(0),
             stalled: AtomicBool::new(false),
         }
+    }
+
+    /// Counts a response waiting on the client until the guard drops: weir's own HTTP/1.1
+    /// writer (`proxy::h1`) holds one while a write does not go through, as a frame handed to
+    /// hyper and not followed by its next poll counts.
+    pub fn blocked(&self) -> Blocked<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Blocked(self)
     }
 
     /// One check, every `write_stall_timeout / STALL_CHECKS`: `true` (and the bodies will

@@ -35,6 +35,7 @@ use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -43,6 +44,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::body::Delivery;
 use super::request::ClientBody;
 
 /// Header fields a fast head may have; a head with more goes to hyper, which applies the
@@ -59,6 +61,11 @@ const GATHER: usize = 16 * 1024;
 
 /// HTTP/2's connection preface (RFC 9113, 3.4): an h2c client with prior knowledge.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `bytes` begin with HTTP/2's connection preface.
+pub fn is_preface(bytes: &[u8]) -> bool {
+    bytes.starts_with(PREFACE)
+}
 
 /// What [`Reader::parse`] found at the start of a connection's unread bytes.
 #[derive(Debug)]
@@ -81,6 +88,8 @@ pub struct Reader {
     /// Where each field's name and value sit in the head: (name, length, value, length).
     at: Vec<(usize, usize, usize, usize)>,
     spare: Option<HeaderMap>,
+    /// No head taken yet: only the connection's first bytes may be HTTP/2's preface.
+    first: bool,
 }
 
 impl Reader {
@@ -91,6 +100,7 @@ impl Reader {
             max_fields: max_fields.min(MAX_FIELDS),
             at: Vec::new(),
             spare: None,
+            first: true,
         }
     }
 
@@ -105,8 +115,9 @@ impl Reader {
     /// and the request's URI and field values point into them; otherwise `buf` is left as it
     /// was.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Parsed {
-        if PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]) {
+        if self.first && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]) {
             // HTTP/2's preface, or as much of it as came: hyper tells the two protocols apart.
+            // Later on, `PRI` is an HTTP/1.1 head that `httparse` refuses (hyper too).
             return if buf.len() >= PREFACE.len() {
                 Parsed::HandOff
             } else {
@@ -144,7 +155,10 @@ impl Reader {
         let bytes = buf.split_to(len).freeze();
         let headers = self.spare.take().unwrap_or_default();
         match build(&bytes, method, target, &self.at, headers) {
-            Some(req) => Parsed::Request(req),
+            Some(req) => {
+                self.first = false;
+                Parsed::Request(req)
+            }
             None => {
                 // `http` refused the target or a field that `httparse` let through: put the
                 // bytes back for hyper (a rare path, so a copy is fine).
@@ -216,6 +230,7 @@ pub async fn serve<I, S, F, B>(
     io: I,
     max_head: usize,
     max_fields: usize,
+    delivery: Arc<Delivery>,
     mut respond: S,
     closing: impl Fn() -> bool,
 ) -> Ended<I>
@@ -231,6 +246,8 @@ where
         out: Vec::with_capacity(1024),
         reader: Reader::new(max_head, max_fields),
         max_head,
+        eof: false,
+        delivery,
     };
     loop {
         let req = loop {
@@ -285,6 +302,12 @@ struct Conn<I> {
     out: Vec<u8>,
     reader: Reader,
     max_head: usize,
+    /// The client's side ended while bytes it sent before were still unread (pipelined heads,
+    /// which are answered first, as hyper does).
+    eof: bool,
+    /// The connection's delivery record, for the write-stall timeout: a write that waits on the
+    /// client counts as a response waiting on it.
+    delivery: Arc<Delivery>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
@@ -297,13 +320,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
     /// Watches the client while a request is in flight: reads what it sends into the buffer
     /// (up to the head limit, then no more until the buffer is used), and is ready when the
-    /// client's side ended (with the read error, if one).
+    /// client's side ended (with the read error, if one) with nothing of it left unread.
     fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Error>> {
-        while self.buf.len() < self.max_head {
+        while !self.eof && self.buf.len() < self.max_head {
             self.make_room();
             let read = self.io.read_buf(&mut self.buf);
             match std::pin::pin!(read).poll(cx) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(None),
+                Poll::Ready(Ok(0)) if self.buf.is_empty() => return Poll::Ready(None),
+                Poll::Ready(Ok(0)) => self.eof = true,
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(e)),
                 Poll::Pending => return Poll::Pending,
@@ -335,8 +359,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             }
             _ => self.write_body(body, &plan).await?,
         };
-        self.io.write_all(&self.out).await?;
-        self.out.clear();
+        self.send_out().await?;
         Ok(complete && !plan.last)
     }
 
@@ -363,8 +386,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             .await;
             let frame = match step {
                 Step::Flush => {
-                    self.io.write_all(&self.out).await?;
-                    self.out.clear();
+                    self.send_out().await?;
                     continue;
                 }
                 Step::Gone(e) => {
@@ -414,10 +436,48 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             self.out.extend_from_slice(data);
             return Ok(());
         }
-        self.io.write_all(&self.out).await?;
-        self.out.clear();
-        self.io.write_all(data).await
+        self.send_out().await?;
+        send(&mut self.io, data, &self.delivery).await
     }
+
+    /// Writes and flushes `out`, and empties it.
+    async fn send_out(&mut self) -> io::Result<()> {
+        send(&mut self.io, &self.out, &self.delivery).await?;
+        self.out.clear();
+        Ok(())
+    }
+}
+
+/// Writes all of `data` and flushes (TLS keeps records until then). While the client does not
+/// take the bytes, the connection's `delivery` counts a response waiting on it: the listener's
+/// write-stall check then closes a connection whose client stopped reading, as it does when
+/// hyper holds a frame it cannot write.
+async fn send<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    data: &[u8],
+    delivery: &Delivery,
+) -> io::Result<()> {
+    let mut written = 0;
+    let mut blocked = None;
+    poll_fn(|cx| {
+        while written < data.len() {
+            match Pin::new(&mut *io).poll_write(cx, &data[written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    blocked.get_or_insert_with(|| delivery.blocked());
+                    return Poll::Pending;
+                }
+            }
+        }
+        let flushed = Pin::new(&mut *io).poll_flush(cx);
+        if flushed.is_pending() {
+            blocked.get_or_insert_with(|| delivery.blocked());
+        }
+        flushed
+    })
+    .await
 }
 
 /// What the wait for a response body's next frame gave.
@@ -601,9 +661,9 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-/// `n` in lower-case hexadecimal, in `buf`.
+/// `n` in upper-case hexadecimal (as hyper writes chunk sizes), in `buf`.
 fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     let mut i = buf.len();
     loop {
         i -= 1;

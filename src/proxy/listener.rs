@@ -326,6 +326,11 @@ async fn serve_request(
     };
     in_flight.answered = true;
     let mut response = response;
+    if version == http::Version::HTTP_11 {
+        // weir speaks HTTP/1.1 to an HTTP/1.1 client whatever its upstream spoke (hyper would
+        // write an HTTP/1.0 upstream's version; weir's own writer always writes 1.1).
+        *response.version_mut() = http::Version::HTTP_11;
+    }
     if conn.drain_close.load(Ordering::Relaxed) && version < http::Version::HTTP_2 {
         response.headers_mut().insert(
             http::header::CONNECTION,
@@ -436,12 +441,28 @@ async fn serve_http<I>(
             async move { Ok::<_, Infallible>(serve_request(conn, req.map(ClientBody::Hyper)).await) }
         },
     ));
-    let mut hyper_conn = |io, pre| {
+    // hyper's auto server (which tells the protocols apart) only for HTTP/2's preface; an
+    // HTTP/1 head goes to its HTTP/1 server, which starts busy with it (a graceful shutdown
+    // then answers it with `Connection: close`), and a connection never changes protocols
+    // midway (hyper's HTTP/1 server refuses `PRI`).
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes);
+    let mut hyper_conn = |io, pre, h2: bool| {
         let service = service.take().expect("hyper takes a connection once");
-        Serving::Hyper(Box::pin(builder.serve_connection_with_upgrades(
-            TokioIo::new(super::h1::Rewind::new(pre, io)),
-            service,
-        )))
+        let io = TokioIo::new(super::h1::Rewind::new(pre, io));
+        if h2 {
+            Serving::Auto(Box::pin(
+                builder.serve_connection_with_upgrades(io, service),
+            ))
+        } else {
+            Serving::Http1(Box::pin(
+                http1.serve_connection(io, service).with_upgrades(),
+            ))
+        }
     };
     let io = Scan::new(io, verdict, limits.max_header_bytes);
     // HTTP/1.1 requests without a body are served by weir's own code until the first head
@@ -451,6 +472,7 @@ async fn serve_http<I>(
         io,
         limits.max_header_bytes,
         limits.max_headers,
+        conn.info.delivery.clone(),
         move |req| serve_request(fast_conn.clone(), req),
         move || closing_conn.closing.load(Ordering::Relaxed),
     );
@@ -475,10 +497,14 @@ async fn serve_http<I>(
     let mut closing = false;
     let mut drain_watched = true;
     let mut drain_marked = false;
-    let close = |serving: &mut Serving<_, _>, give_up: Pin<&mut tokio::time::Sleep>| {
+    let close = |serving: &mut Serving<_, _, _>, give_up: Pin<&mut tokio::time::Sleep>| {
         conn.closing.store(true, Ordering::Relaxed);
-        if let Serving::Hyper(h) = serving {
-            auto::UpgradeableConnection::graceful_shutdown(Pin::as_mut(h));
+        match serving {
+            Serving::Fast(_) => {}
+            Serving::Auto(h) => auto::UpgradeableConnection::graceful_shutdown(Pin::as_mut(h)),
+            Serving::Http1(h) => {
+                hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(Pin::as_mut(h))
+            }
         }
         give_up.reset(tokio::time::Instant::now() + limits.header_read_timeout);
     };
@@ -500,9 +526,14 @@ async fn serve_http<I>(
                         return Poll::Ready(Control::Fast(ended));
                     }
                 }
-                Serving::Hyper(h) => {
+                Serving::Auto(h) => {
                     if let Poll::Ready(result) = h.as_mut().poll(cx) {
                         return Poll::Ready(Control::Served(result));
+                    }
+                }
+                Serving::Http1(h) => {
+                    if let Poll::Ready(result) = h.as_mut().poll(cx) {
+                        return Poll::Ready(Control::Served(result.map_err(Into::into)));
                     }
                 }
             }
@@ -561,7 +592,9 @@ async fn serve_http<I>(
                 break;
             }
             Control::Fast(super::h1::Ended::HandOff(io, pre)) => {
-                serving = hyper_conn(io, pre);
+                // Only a connection's first bytes may be HTTP/2's preface.
+                let h2 = conn.requests.load(Ordering::Relaxed) == 0 && super::h1::is_preface(&pre);
+                serving = hyper_conn(io, pre, h2);
                 if closing {
                     close(&mut serving, give_up.as_mut());
                 }
@@ -643,10 +676,12 @@ async fn serve_http<I>(
 }
 
 /// Who serves a connection: weir's own HTTP/1.1 code (`proxy::h1`) until a head needs hyper,
-/// then hyper (from the start for TLS with HTTP/2).
-enum Serving<F, H> {
+/// then hyper: its auto server (HTTP/1.1 or HTTP/2) when that head is the connection's first,
+/// its HTTP/1 server after that.
+enum Serving<F, A, H> {
     Fast(Pin<Box<F>>),
-    Hyper(Pin<Box<H>>),
+    Auto(Pin<Box<A>>),
+    Http1(Pin<Box<H>>),
 }
 
 /// What woke a connection's loop.

@@ -109,6 +109,8 @@ async fn sigterm_drains_a_request_in_flight_then_exits_zero() {
     let answer = in_flight.await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.text(), "slow");
+    // The connection closes after it, and says so.
+    assert_eq!(answer.headers["connection"], "close");
     let status = tokio::task::spawn_blocking(move || wait_exit(&mut child))
         .await
         .unwrap();

@@ -25,6 +25,9 @@ enum Step {
     /// Writes zeros until the write fails (the reader closed), then sets the flag.
     Flood(Arc<AtomicBool>),
     Close,
+    /// Writes 8 KiB every millisecond until the write fails (the reader closed), then sets the
+    /// flag: pieces small enough for weir to gather, with waits on the upstream between them.
+    Trickle(Arc<AtomicBool>),
 }
 
 /// What a raw upstream saw: (connection number, request line), in order.
@@ -87,6 +90,14 @@ where
                     return;
                 }
                 Step::Close => return,
+                Step::Trickle(closed) => {
+                    let zeros = vec![0u8; 8 * 1024];
+                    while stream.write_all(&zeros).await.is_ok() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    closed.store(true, Ordering::SeqCst);
+                    return;
+                }
             }
         }
     }
@@ -268,12 +279,22 @@ async fn a_client_that_goes_away_mid_body_is_counted_as_closed_and_never_against
 /// weir (write stall timeout 300 ms) over an upstream that answers an endless body as fast as
 /// it can; the flag turns true when weir closes that upstream connection.
 async fn weir_over_a_flood() -> (Weir, Arc<AtomicBool>) {
+    weir_over(Step::Flood).await
+}
+
+/// The same with an upstream whose body comes in pieces with pauses between them, so that weir
+/// waits on the upstream between two writes that wait on the client.
+async fn weir_over_a_trickle() -> (Weir, Arc<AtomicBool>) {
+    weir_over(Step::Trickle).await
+}
+
+async fn weir_over(body: fn(Arc<AtomicBool>) -> Step) -> (Weir, Arc<AtomicBool>) {
     let freed = Arc::new(AtomicBool::new(false));
     let flag = freed.clone();
     let (up, _) = raw_upstream(move |_| {
         vec![
             write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n"),
-            Step::Flood(flag.clone()),
+            body(flag.clone()),
         ]
     })
     .await;
@@ -297,7 +318,12 @@ async fn upstream_connection_closes(freed: &AtomicBool) {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_after_the_write_stall_timeout() {
-    let (w, freed) = weir_over_a_flood().await;
+    for (w, freed) in [weir_over_a_flood().await, weir_over_a_trickle().await] {
+        stops_reading(w, freed).await;
+    }
+}
+
+async fn stops_reading(w: Weir, freed: Arc<AtomicBool>) {
     // An HTTP/1.1 client that sends its request and never reads a byte.
     let mut client = TcpStream::connect(w.address).await.unwrap();
     client
