@@ -22,14 +22,19 @@
 //! 7) gives a request with neither field a body of length zero, and its next bytes are the next
 //! head (pipelining included).
 //!
-//! The response is written by hyper's rules (`proto::h1::role` in hyper 1.x), so a client
-//! cannot tell the two apart: the status line with the upstream's reason phrase when it had
-//! one, the fields in the map's order, `Content-Length` from the body's exact size or
-//! `Transfer-Encoding: chunked` when unknown, none of either for `HEAD`'s body, 1xx, 204 and
-//! 304, a cached `Date` when the response has none, the `Trailer` field but not the trailers
-//! (hyper sends them only when asked by `TE: trailers`, which goes to hyper), `Connection:
-//! close` when the connection is closing, and the body dropped as soon as it
-//! says it has ended.
+//! The response is written by hyper's rules (`proto::h1::role` in hyper 1.x): the status line
+//! with the upstream's reason phrase when it had one, the fields in the map's order,
+//! `Content-Length` from the body's exact size or `Transfer-Encoding: chunked` (sizes in
+//! upper-case hex) when unknown, none of either for `HEAD`'s body, 204 and 304, a cached `Date`
+//! when the response has none, the `Trailer` field but not the trailers (hyper sends them only
+//! when asked by `TE: trailers`, which goes to hyper), `Connection: close` when the connection
+//! is closing, every write flushed, and the body dropped as soon as it says it has ended, or
+//! unpolled when it may not be sent. Two differences a client can see: a field with several
+//! values goes one line per value (hyper joins `Connection`, `Transfer-Encoding` and
+//! `Trailer` into one line; the meaning is the same, RFC 9110 5.3), and a body longer than its
+//! `Content-Length` closes the connection (weir's upstream readers already refuse one). No
+//! interim (1xx) response reaches this writer: `proxy::wire` skips them and `proxy::forward`
+//! refuses a 101 it did not ask for.
 
 use std::future::poll_fn;
 use std::io;
@@ -755,5 +760,151 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader() -> Reader {
+        Reader::new(8 * 1024, 100)
+    }
+
+    #[test]
+    fn a_plain_head_is_taken_and_everything_else_is_left_whole_for_hyper() {
+        let mut r = reader();
+        let mut buf =
+            BytesMut::from(&b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-Y: 1\r\n\r\nGET /next"[..]);
+        let Parsed::Request(req) = r.parse(&mut buf) else {
+            panic!("not taken")
+        };
+        assert_eq!(req.uri(), "/a?b");
+        assert_eq!(req.headers()["x-y"], "1");
+        assert_eq!(&buf[..], b"GET /next");
+        assert!(matches!(r.parse(&mut buf), Parsed::Partial));
+        let handed = [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        for bytes in handed {
+            let mut buf = BytesMut::from(bytes);
+            assert!(
+                matches!(reader().parse(&mut buf), Parsed::HandOff),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert_eq!(&buf[..], bytes, "the buffer is left as it was");
+        }
+    }
+
+    #[test]
+    fn only_the_first_bytes_may_be_http2s_preface() {
+        let mut buf = BytesMut::from(&PREFACE[..10]);
+        assert!(matches!(reader().parse(&mut buf), Parsed::Partial));
+        buf.extend_from_slice(&PREFACE[10..]);
+        assert!(matches!(reader().parse(&mut buf), Parsed::HandOff));
+        let mut r = reader();
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPRI"[..]);
+        assert!(matches!(r.parse(&mut buf), Parsed::Request(_)));
+        // A later `PRI` is an HTTP/1.1 head httparse refuses once it has its version.
+        buf.extend_from_slice(&PREFACE[3..]);
+        assert!(matches!(r.parse(&mut buf), Parsed::HandOff));
+    }
+
+    #[test]
+    fn heads_over_the_limits_go_to_hyper() {
+        let mut r = Reader::new(64, 2);
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n"[..]);
+        assert!(matches!(r.parse(&mut buf), Parsed::HandOff), "three fields");
+        let mut buf = BytesMut::from(&[b'x'; 64][..]);
+        assert!(
+            matches!(r.parse(&mut buf), Parsed::HandOff),
+            "64 bytes and no head"
+        );
+    }
+
+    fn head(
+        status: u16,
+        fields: &[(&str, &str)],
+        length: Option<Option<u64>>,
+        head_only: bool,
+    ) -> (String, Plan) {
+        let mut r = Response::new(());
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (k, v) in fields {
+            r.headers_mut().append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let (parts, ()) = r.into_parts();
+        let mut out = Vec::new();
+        let plan = encode_head(&mut out, &parts, length, head_only, false);
+        let text = String::from_utf8(out).unwrap();
+        // The date is the only part that changes.
+        let text = text
+            .lines()
+            .filter(|l| !l.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (text, plan)
+    }
+
+    #[test]
+    fn the_head_is_framed_as_hypers() {
+        let (t, p) = head(200, &[("content-length", "5")], Some(Some(5)), false);
+        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 5\n");
+        assert_eq!(p.framing, Framing::Length(5));
+        let (t, p) = head(200, &[("x-a", "1")], Some(None), false);
+        assert_eq!(t, "HTTP/1.1 200 OK\nx-a: 1\ntransfer-encoding: chunked\n");
+        assert_eq!(p.framing, Framing::Chunked);
+        let (t, _) = head(200, &[], None, false);
+        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 0\n");
+        // HEAD keeps the length it was given and sends nothing; 204 and 304 have neither.
+        let (t, p) = head(200, &[("content-length", "5")], None, true);
+        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 5\n");
+        assert_eq!(p.framing, Framing::Length(0));
+        for status in [204, 304] {
+            let (t, p) = head(status, &[], Some(None), false);
+            assert!(
+                !t.contains("content-length") && !t.contains("transfer-encoding"),
+                "{t}"
+            );
+            assert_eq!(p.framing, Framing::Length(0));
+        }
+        let (t, _) = head(599, &[], None, false);
+        assert!(t.starts_with("HTTP/1.1 599 <none>\n"), "{t}");
+        let (t, p) = head(200, &[("connection", "close")], Some(Some(1)), false);
+        assert!(t.contains("connection: close\n") && p.last, "{t}");
+        let (t, p) = head(200, &[("transfer-encoding", "gzip")], Some(None), false);
+        assert!(
+            t.contains("transfer-encoding: gzip\ntransfer-encoding: chunked\n"),
+            "{t}"
+        );
+        assert_eq!(p.framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_and_chunk_sizes_in_upper_hex() {
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(
+            itoa(u64::MAX, &mut [0; 20]),
+            u64::MAX.to_string().as_bytes()
+        );
+        assert_eq!(hex(0, &mut [0; 16]), b"0");
+        assert_eq!(hex(0xABC1, &mut [0; 16]), b"ABC1");
+        assert_eq!(
+            hex(usize::MAX, &mut [0; 16]),
+            format!("{:X}", usize::MAX).as_bytes()
+        );
     }
 }
