@@ -560,6 +560,12 @@ impl Delivery {
         Blocked(self)
     }
 
+    /// Some bytes of a write that had waited on the client went through: progress, as a frame
+    /// asked for is (nginx's `send_timeout` also counts from the last successful write).
+    pub fn progressed(&self) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// One check, every `write_stall_timeout / STALL_CHECKS`: `true` (and the bodies will
     /// count `timeout` when they drop) once responses waited on the client through
     /// [`STALL_CHECKS`] checks in a row without hyper asking for a frame, so between one and

@@ -468,7 +468,12 @@ async fn send<I: AsyncWrite + Unpin>(
         while written < data.len() {
             match Pin::new(&mut *io).poll_write(cx, &data[written..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Ok(n)) => {
+                    written += n;
+                    if blocked.is_some() {
+                        delivery.progressed();
+                    }
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     blocked.get_or_insert_with(|| delivery.blocked());
@@ -815,9 +820,12 @@ mod tests {
         let mut r = reader();
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPRI"[..]);
         assert!(matches!(r.parse(&mut buf), Parsed::Request(_)));
-        // A later `PRI` is an HTTP/1.1 head httparse refuses once it has its version.
-        buf.extend_from_slice(&PREFACE[3..]);
+        // A later `PRI` is an HTTP/1.1 head httparse refuses once it has its version (on the
+        // first bytes, the same 16 bytes would be a preface still coming: `Partial`).
+        buf.extend_from_slice(&PREFACE[3..16]);
         assert!(matches!(r.parse(&mut buf), Parsed::HandOff));
+        let mut buf = BytesMut::from(&PREFACE[..16]);
+        assert!(matches!(reader().parse(&mut buf), Parsed::Partial));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Accepting connections on one listener and serving each with hyper: HTTP/1.1 and HTTP/2
-//! prior knowledge (h2c) on the same port, keep-alive, the limits of the config, and graceful
+//! Accepting connections on one listener and serving each: HTTP/1.1 requests without a body
+//! with weir's own code (`proxy::h1`) until a head needs hyper, then hyper (HTTP/1.1, and HTTP/2
+//! prior knowledge (h2c) on the same port), keep-alive, the limits of the config, and graceful
 //! shutdown when the server drains or the connection sits idle.
 //!
 //! Every connection that makes no progress ends by a documented limit: no first request
@@ -331,7 +332,12 @@ async fn serve_request(
         // write an HTTP/1.0 upstream's version; weir's own writer always writes 1.1).
         *response.version_mut() = http::Version::HTTP_11;
     }
-    if conn.drain_close.load(Ordering::Relaxed) && version < http::Version::HTTP_2 {
+    // A connection a retired backend served, or one asked to close (the server drains, it sat
+    // idle): the response says so and the connection closes after it, on weir's HTTP/1.1 path
+    // and hyper's alike (hyper's own graceful shutdown cannot be asked before its first read,
+    // see the hand-off in `serve_http`).
+    let closing = conn.drain_close.load(Ordering::Relaxed) || conn.closing.load(Ordering::Relaxed);
+    if closing && version < http::Version::HTTP_2 {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
@@ -595,7 +601,11 @@ async fn serve_http<I>(
                 // Only a connection's first bytes may be HTTP/2's preface.
                 let h2 = conn.requests.load(Ordering::Relaxed) == 0 && super::h1::is_preface(&pre);
                 serving = hyper_conn(io, pre, h2);
-                if closing {
+                // Asked to close already: hyper's graceful shutdown before its first read would
+                // close the connection without reading the head that was handed over (its
+                // bytes are still in the `Rewind`). An HTTP/1 head is answered instead, with
+                // `Connection: close` (`serve_request`), and `give_up` (armed) bounds the rest.
+                if closing && h2 {
                     close(&mut serving, give_up.as_mut());
                 }
             }
@@ -628,6 +638,13 @@ async fn serve_http<I>(
             Control::StallCheck => {
                 if conn.info.delivery.stalled(&mut stall) {
                     tracing::debug!(client = %peer, timeout = %crate::observe::human::duration(limits.write_stall_timeout), "closing a connection whose client stopped reading");
+                    if conn.in_flight.load(Ordering::Relaxed) == 0 {
+                        // The last bytes of a response whose body already ended (weir's own
+                        // writer): no body is left to count the timeout when it drops.
+                        conn.info
+                            .client_errors
+                            .count(crate::metrics::ClientErrorKind::Timeout);
+                    }
                     break;
                 }
             }
@@ -676,8 +693,8 @@ async fn serve_http<I>(
 }
 
 /// Who serves a connection: weir's own HTTP/1.1 code (`proxy::h1`) until a head needs hyper,
-/// then hyper: its auto server (HTTP/1.1 or HTTP/2) when that head is the connection's first,
-/// its HTTP/1 server after that.
+/// then hyper: its auto server when the connection opened with HTTP/2's preface, its HTTP/1
+/// server for any other head.
 enum Serving<F, A, H> {
     Fast(Pin<Box<F>>),
     Auto(Pin<Box<A>>),

@@ -122,6 +122,39 @@ async fn sigterm_drains_a_request_in_flight_then_exits_zero() {
 }
 
 #[tokio::test]
+async fn sigterm_while_a_head_with_a_body_arrives_answers_it_with_connection_close() {
+    use tokio::io::AsyncWriteExt;
+    let up = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, split_config(up.address, up.address, 1, 0)).unwrap();
+    let (child, address, _log) = spawn_weir(&path);
+    // Half a head on weir's own HTTP/1.1 path; the rest, with a body, goes to hyper after the
+    // drain began.
+    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+    s.write_all(b"POST /record HTTP/1.1\r\nhost: a\r\n")
+        .await
+        .unwrap();
+    signal(&child, "TERM");
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.write_all(b"content-length: 3\r\n\r\nabc").await.unwrap();
+    let answer = read_response(&mut s).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert!(
+        answer.text.contains("connection: close\r\n"),
+        "{}",
+        answer.text
+    );
+    assert_eq!(up.recorded.lock().unwrap()[0].2, "abc");
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_weights_from_the_file() {
     let (stable, canary) = (upstream("stable").await, upstream("canary").await);
     let dir = tempfile::tempdir().unwrap();
