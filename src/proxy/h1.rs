@@ -229,8 +229,8 @@ pub enum Ended<I> {
 /// `Connection: close`.
 ///
 /// While a request is in flight the client's side is watched, as hyper does: bytes that come
-/// (a pipelined head) are kept, and the client's end (or a read error) abandons the request,
-/// which its response body then counts as `closed`.
+/// (a pipelined head) are kept and answered in turn, and the client's end with nothing of it
+/// left unread (or a read error) abandons the request, which is then counted as `closed`.
 pub async fn serve<I, S, F, B>(
     io: I,
     max_head: usize,
