@@ -2,12 +2,15 @@
 //! says whether the request was HEAD (else GET), the rest is what the upstream sent. The head is
 //! parsed, then the body decoded by its framing (Length: that many bytes; Chunked: to the end;
 //! Close: the rest). Never a panic, and feeding the bytes in pieces (1 to 16 bytes, sizes taken
-//! from the data) gives the same head, body, trailers and verdict as feeding them whole.
+//! from the data) gives the same head, body, trailers and verdict as feeding them whole. A head
+//! taken has fields `http`'s map takes, and weir's HTTP/1.1 server side writes the same head from
+//! them as they came as from that map less its hop-by-hop fields (`h1::written_both_ways`).
 #![no_main]
 
 use bytes::BytesMut;
 use http::{HeaderMap, Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
+use weir::proxy::h1::written_both_ways;
 use weir::proxy::wire::{self, Chunk, Chunked, Framing, WireError};
 
 fuzz_target!(|data: &[u8]| {
@@ -86,7 +89,15 @@ fn exchange(input: &[u8], method: &Method, mut size: impl FnMut(usize) -> usize)
     if *method == Method::HEAD {
         assert_eq!(head.framing, Framing::None);
     }
-    out.head = Some((head.status, head.framing, head.reusable, head.headers));
+    let map = head.fields.to_map().expect("httparse took a field http refuses");
+    let length = match head.framing {
+        Framing::None | Framing::Length(0) => None,
+        Framing::Length(n) => Some(Some(n)),
+        Framing::Chunked | Framing::Close => Some(None),
+    };
+    let (as_sent, mapped) = written_both_ways(head.status, &head.fields, length, *method == Method::HEAD);
+    assert_eq!(as_sent, mapped, "the head written from the fields as they came differs");
+    out.head = Some((head.status, head.framing, head.reusable, map));
     match head.framing {
         Framing::None => out.end = End::Complete,
         Framing::Length(mut left) => loop {

@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 use super::conns::{self, BoxError, Lease, WireBody};
 use super::pool::{self, UpstreamPool};
 pub use super::request::{ClientBody, NotReplayable, Progress, Replayable, RequestBody};
+use super::wire;
 use crate::config::{GRPC_UNKNOWN, GrpcCodes};
 use crate::metrics::{
     BackendMetrics, ClientErrorKind, ClientErrors, Ended, Probe, UpstreamErrorKind,
@@ -55,6 +56,14 @@ impl UpstreamBody {
             b.give_back();
         }
         b
+    }
+
+    /// A wire's response head fields, as the upstream sent them (see `conns::WireBody`), once.
+    pub fn take_fields(&mut self) -> Option<wire::Fields> {
+        match self {
+            UpstreamBody::Wire(body) => body.take_fields(),
+            UpstreamBody::Hyper { .. } => None,
+        }
     }
 
     fn give_back(&mut self) {
@@ -365,6 +374,15 @@ fn body_error_kind(e: &BoxError) -> UpstreamErrorKind {
 }
 
 impl ResponseBody {
+    /// An upstream's response head fields not put in the map (see
+    /// `forward::with_fields_in_map`), once.
+    pub fn take_fields(&mut self) -> Option<wire::Fields> {
+        match &mut self.inner {
+            Inner::Upstream(body) => body.take_fields(),
+            Inner::Local(_) => None,
+        }
+    }
+
     pub fn new(inner: Inner, access: Option<Box<Access>>) -> ResponseBody {
         ResponseBody {
             inner,

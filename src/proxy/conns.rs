@@ -458,6 +458,7 @@ impl Wire {
             left,
             reusable: head.reusable,
             home: home.clone(),
+            fields: Some(head.fields),
         };
         if matches!(body.left, Left::Done) {
             body.end();
@@ -465,7 +466,6 @@ impl Wire {
         let mut response = Response::new(body);
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
-        *response.headers_mut() = head.headers;
         if let Some(reason) = head.reason
             && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
         {
@@ -493,9 +493,18 @@ pub struct WireBody {
     left: Left,
     reusable: bool,
     home: Arc<ArrayQueue<Box<Wire>>>,
+    /// The response head's fields as the upstream sent them, hop-by-hop ones included: the
+    /// response's header map starts empty, and whoever takes the response puts them in it
+    /// (`forward::with_fields_in_map`) or writes them out (`h1`).
+    fields: Option<wire::Fields>,
 }
 
 impl WireBody {
+    /// The head's fields, once.
+    pub fn take_fields(&mut self) -> Option<wire::Fields> {
+        self.fields.take()
+    }
+
     /// The body is complete: the wire goes back, or closes.
     fn end(&mut self) {
         self.left = Left::Done;

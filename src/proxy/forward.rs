@@ -23,6 +23,7 @@ use super::conns::{Answer, BoxError, SendError, framing_problem};
 use super::head::Refusal;
 use super::pool::UpstreamPool;
 use super::request::{ClientFault, Progress};
+use super::wire::{Fields, WireError, name_is};
 use crate::metrics::UpstreamErrorKind;
 use crate::observe::access::ResponseFlags;
 use crate::observe::request_id::{self, RequestId};
@@ -337,11 +338,10 @@ pub async fn send(
             });
         }
         // A wire's response head passed `proxy::wire`'s framing rules already, and a wire never
-        // carries an upgrade.
-        Ok(Answer::Wire(mut response)) => {
-            strip_hop_by_hop(response.headers_mut(), false);
-            return Ok(response.map(UpstreamBody::Wire));
-        }
+        // carries an upgrade. Its fields stay as they came, in the body, hop-by-hop ones too:
+        // `proxy::handle` puts them in the map (`forward::with_fields_in_map`) or leaves them for
+        // weir's own HTTP/1.1 server side to write (`h1`), which drops the same ones.
+        Ok(Answer::Wire(response)) => return Ok(response.map(UpstreamBody::Wire)),
         Ok(Answer::Hyper(response, lease)) => (response, lease),
     };
     // Dropped with its lease, the connection closes: what follows on it cannot be trusted.
@@ -717,6 +717,81 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Puts a wire response's fields into its header map, less the hop-by-hop ones, as hyper's
+/// responses have them: for every taker but weir's own HTTP/1.1 server side, which writes them
+/// as they came (`h1`, with the same rules).
+pub fn with_fields_in_map(response: &mut Response<UpstreamBody>) -> Result<(), WireError> {
+    if let Some(fields) = response.body_mut().take_fields() {
+        debug_assert!(response.headers().is_empty(), "a wire's map starts empty");
+        *response.headers_mut() = fields_to_map(&fields)?;
+    }
+    Ok(())
+}
+
+/// An upstream's fields as a map, less the hop-by-hop ones.
+pub fn fields_to_map(fields: &Fields) -> Result<HeaderMap, WireError> {
+    let mut map = fields.to_map()?;
+    strip_hop_by_hop(&mut map, false);
+    Ok(map)
+}
+
+/// [`strip_hop_by_hop`]'s rules (with `keep_upgrade` false) for an upstream's fields as they
+/// came (`wire::Fields`), which weir's own HTTP/1.1 server side writes without putting them in a
+/// map: [`HopByHop::drops`] says which of them the map would have lost. The `upstream_response`
+/// fuzz target holds the two to the same result.
+pub struct HopByHop<'a> {
+    /// The names the `Connection` fields list (`keep-alive`, `Host` and `Content-Length` aside).
+    named: Vec<&'a [u8]>,
+    /// The first `TE` field says only `trailers`: every `TE` field stays.
+    te_kept: bool,
+}
+
+impl<'a> HopByHop<'a> {
+    pub fn of(fields: &'a Fields) -> HopByHop<'a> {
+        let mut hop = HopByHop {
+            named: Vec::new(),
+            te_kept: false,
+        };
+        let mut te_seen = false;
+        for (name, value) in fields.iter() {
+            if name_is(name, b"te") && !te_seen {
+                te_seen = true;
+                hop.te_kept = value.eq_ignore_ascii_case(b"trailers");
+            } else if name_is(name, b"connection")
+                // As `HeaderValue::to_str`: a value with other than visible ASCII names nothing.
+                && value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            {
+                let listed = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+                hop.named.extend(listed.filter(|n| {
+                    !n.is_empty()
+                        && !n.eq_ignore_ascii_case(KEEP_ALIVE.as_str().as_bytes())
+                        && !END_TO_END
+                            .iter()
+                            .any(|h| n.eq_ignore_ascii_case(h.as_str().as_bytes()))
+                }));
+            }
+        }
+        hop
+    }
+
+    /// Whether the field named `name` (in lower case) goes no further than this hop.
+    pub fn drops(&self, name: &[u8]) -> bool {
+        let listed = match name {
+            // `Connection` and `is_hop_by_hop`'s names.
+            b"connection"
+            | b"transfer-encoding"
+            | b"upgrade"
+            | b"proxy-authorization"
+            | b"proxy-authenticate"
+            | b"keep-alive"
+            | b"proxy-connection" => true,
+            b"te" => !self.te_kept,
+            _ => false,
+        };
+        listed || self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 }
 

@@ -23,7 +23,11 @@
 //! head (pipelining included).
 //!
 //! The response is written by hyper's rules (`proto::h1::role` in hyper 1.x): the status line
-//! with the upstream's reason phrase when it had one, the fields in the map's order,
+//! with the upstream's reason phrase when it had one, the fields in the map's order (an answer
+//! that came on weir's own upstream connection, `conns::Wire`, has its fields as the upstream
+//! sent them, `wire::Fields`, not in a map: those go first, in their order, names in lower case
+//! as hyper writes a map's, less the hop-by-hop ones `forward::HopByHop` names and those the
+//! map sets, then the map's: the same head `forward::strip_hop_by_hop` and the map would give),
 //! `Content-Length` from the body's exact size or `Transfer-Encoding: chunked` (sizes in
 //! upper-case hex) when unknown, none of either for `HEAD`'s body, 204 and 304, a cached `Date`
 //! when the response has none, the `Trailer` field but not the trailers (hyper sends them only
@@ -44,13 +48,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::body::Delivery;
+use super::forward::HopByHop;
 use super::request::ClientBody;
+use super::wire::Fields;
 
 /// Header fields a fast head may have; a head with more goes to hyper, which applies the
 /// listener's `max_headers` itself. The slots are not initialised per parse.
@@ -243,7 +249,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<ClientBody>) -> F,
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + UpstreamFields,
 {
     let mut c = Conn {
         io,
@@ -300,6 +306,66 @@ where
     }
 }
 
+/// A response head for `fields` (an upstream's, as it sent them) written both ways weir writes
+/// one: from the fields as they came, and from the map `forward::with_fields_in_map` makes of them;
+/// each with weir's `x-request-id` set over the upstream's. The lines of each, the status line
+/// first and the rest ordered by name (a map keeps a name's values together), the `date` weir
+/// makes left out (it may change between the two). For the tests and the `upstream_response` fuzz target: the two must agree.
+#[doc(hidden)]
+pub fn written_both_ways(
+    status: StatusCode,
+    fields: &Fields,
+    length: Option<Option<u64>>,
+    head_only: bool,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let id = HeaderValue::from_static("weir-id");
+    let mapped = super::forward::fields_to_map(fields);
+    // weir writes its own `date` last, when no upstream's passed.
+    let ours = mapped
+        .as_ref()
+        .is_ok_and(|m| !m.contains_key(http::header::DATE));
+    let written = |map: HeaderMap, fields: Option<&Fields>| {
+        let mut r = Response::new(());
+        *r.status_mut() = status;
+        *r.headers_mut() = map;
+        r.headers_mut()
+            .insert(crate::observe::request_id::HEADER.clone(), id.clone());
+        let (parts, ()) = r.into_parts();
+        let mut out = Vec::new();
+        let plan = encode_head(&mut out, &parts, fields, length, head_only, false);
+        let mut lines: Vec<Vec<u8>> = out
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let status = lines.remove(0);
+        if ours {
+            lines.pop();
+        }
+        lines.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+        lines.insert(0, status);
+        lines.push(format!("{:?} last {}", plan.framing, plan.last).into_bytes());
+        lines
+    };
+    let as_sent = written(HeaderMap::new(), Some(fields));
+    let mapped = match mapped {
+        Ok(map) => written(map, None),
+        Err(e) => vec![format!("{e}").into_bytes()],
+    };
+    (as_sent, mapped)
+}
+
+fn name_of(line: &[u8]) -> &[u8] {
+    line.split(|&b| b == b':').next().unwrap_or(line)
+}
+
+/// A response body that may carry its upstream's head fields as they came (`wire::Fields`,
+/// left out of the response's map by `proxy::handle` for this writer): the head copies them,
+/// less the hop-by-hop ones and those the map replaces.
+pub trait UpstreamFields {
+    fn take_fields(&mut self) -> Option<Fields>;
+}
+
 /// One fast connection: the client, the bytes read and not used yet, the bytes to write.
 struct Conn<I> {
     io: I,
@@ -342,16 +408,24 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     }
 
     /// Writes one response; `Ok(true)` when the connection stays open for the next request.
-    async fn write_response<B: Body<Data = Bytes>>(
+    async fn write_response<B: Body<Data = Bytes> + UpstreamFields>(
         &mut self,
         response: Response<B>,
         head_only: bool,
         closing: bool,
     ) -> io::Result<bool> {
-        let (parts, body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
         self.out.clear();
         let length = body_length(&body);
-        let plan = encode_head(&mut self.out, &parts, length, head_only, closing);
+        let fields = body.take_fields();
+        let plan = encode_head(
+            &mut self.out,
+            &parts,
+            fields.as_ref(),
+            length,
+            head_only,
+            closing,
+        );
         self.reader.recycle(parts.headers);
         let complete = match (plan.framing, length) {
             // Nothing to send, or a body that may not be sent: dropped unpolled, as hyper does.
@@ -538,6 +612,7 @@ fn can_have_length(status: StatusCode) -> bool {
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
+    fields: Option<&Fields>,
     length: Option<Option<u64>>,
     head_only: bool,
     closing: bool,
@@ -556,50 +631,56 @@ fn encode_head(
         }
         out.extend_from_slice(b"\r\n");
     }
-    let mut framing = Framing::Length(0);
-    let (mut wrote_len, mut wrote_date, mut last) = (false, false, closing);
-    let (mut lengths, mut chunked_last, mut said_close) = (0, true, false);
     let chunkable = can_have_body(head_only, status);
-    // One pass over the fields in the map's order (each name's values together), as hyper's
-    // encoder; a field's values go on lines of their own, which means the same as one list.
-    for (name, value) in parts.headers.iter() {
-        match *name {
-            header::CONTENT_LENGTH => {
-                lengths += 1;
-                if lengths > 1 || wrote_len {
-                    continue;
-                }
-                match length {
-                    // An empty body: the field stays only for `HEAD` (hyper writes it then).
-                    None if !head_only => continue,
-                    None => {}
-                    Some(Some(n)) => framing = Framing::Length(n),
-                    Some(None) => match parse_length(value) {
-                        Some(n) => framing = Framing::Length(n),
-                        None => continue,
-                    },
-                }
-                wrote_len = true;
+    let mut w = Written {
+        length,
+        head_only,
+        chunkable,
+        framing: Framing::Length(0),
+        wrote_len: false,
+        wrote_date: false,
+        lengths: 0,
+        chunked_last: true,
+        said_close: false,
+    };
+    // An upstream's fields as they came, less the hop-by-hop ones and those the map replaces
+    // (what `forward::with_fields_in_map` and the map's `insert` would leave); then the map's. In
+    // the map, each name's values come together, as hyper's encoder writes them. A name goes in
+    // lower case, as hyper writes a map's; a field left out is taken back.
+    if let Some(fields) = fields {
+        let hop = HopByHop::of(fields);
+        for (name, value) in fields.iter() {
+            let at = out.len();
+            out.extend_from_slice(name);
+            lower_ascii(&mut out[at..]);
+            let name = &out[at..];
+            let passes =
+                !hop.drops(name) && !parts.headers.keys().any(|k| k.as_str().as_bytes() == name);
+            if passes && w.keeps(name, value) {
+                end_field(out, value);
+            } else {
+                out.truncate(at);
             }
-            header::TRANSFER_ENCODING => {
-                if !chunkable || (wrote_len && framing != Framing::Chunked) {
-                    continue;
-                }
-                wrote_len = true;
-                framing = Framing::Chunked;
-                chunked_last = value
-                    .as_bytes()
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            }
-            header::CONNECTION => said_close |= says_close(value),
-            header::DATE => wrote_date = true,
-            header::TRAILER if !chunkable => continue,
-            _ => {}
         }
-        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    for (name, value) in &parts.headers {
+        let at = out.len();
+        out.extend_from_slice(name.as_str().as_bytes());
+        if w.keeps(&out[at..], value.as_bytes()) {
+            end_field(out, value.as_bytes());
+        } else {
+            out.truncate(at);
+        }
+    }
+    let Written {
+        mut framing,
+        wrote_len,
+        wrote_date,
+        chunked_last,
+        said_close,
+        ..
+    } = w;
+    let mut last = closing;
     if !chunked_last {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -641,21 +722,113 @@ fn encode_head(
     Plan { framing, last }
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
+/// What the fields written so far decided, by hyper's rules.
+struct Written {
+    length: Option<Option<u64>>,
+    head_only: bool,
+    chunkable: bool,
+    framing: Framing,
+    wrote_len: bool,
+    wrote_date: bool,
+    lengths: usize,
+    chunked_last: bool,
+    said_close: bool,
+}
+
+impl Written {
+    /// Whether the field `name` (lower case) with `value` is written.
+    fn keeps(&mut self, name: &[u8], value: &[u8]) -> bool {
+        match name {
+            b"content-length" => {
+                self.lengths += 1;
+                let framing = match self.length {
+                    _ if self.lengths > 1 || self.wrote_len => None,
+                    // An empty body: the field stays only for `HEAD` (hyper writes it then).
+                    None if !self.head_only => None,
+                    None => Some(self.framing),
+                    Some(Some(n)) => Some(Framing::Length(n)),
+                    Some(None) => parse_length(value).map(Framing::Length),
+                };
+                if let Some(f) = framing {
+                    self.framing = f;
+                    self.wrote_len = true;
+                }
+                framing.is_some()
+            }
+            b"transfer-encoding" => {
+                let keep = self.chunkable && (!self.wrote_len || self.framing == Framing::Chunked);
+                if keep {
+                    self.wrote_len = true;
+                    self.framing = Framing::Chunked;
+                    self.chunked_last = value
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                }
+                keep
+            }
+            b"connection" => {
+                self.said_close |= says_close(value);
+                true
+            }
+            b"date" => {
+                self.wrote_date = true;
+                true
+            }
+            b"trailer" => self.chunkable,
+            _ => true,
+        }
+    }
+}
+
+/// Lower-cases the ASCII letters of `bytes` in place, eight at a time (`make_ascii_lowercase`
+/// goes a byte at a time); the last eight may overlap the ones before, which changes nothing.
+fn lower_ascii(bytes: &mut [u8]) {
+    let n = bytes.len();
+    if n < 8 {
+        let mut word = [0; 8];
+        word[..n].copy_from_slice(bytes);
+        bytes.copy_from_slice(&lower_word(word)[..n]);
+        return;
+    }
+    let mut at = 0;
+    while at < n {
+        let start = at.min(n - 8);
+        let mut word = [0; 8];
+        word.copy_from_slice(&bytes[start..start + 8]);
+        bytes[start..start + 8].copy_from_slice(&lower_word(word));
+        at += 8;
+    }
+}
+
+/// The eight bytes with their ASCII letters in lower case. Per byte, without carries between
+/// bytes: the high bit of `from_a` is set when the low seven bits are at least `A`, that of
+/// `past_z` when they are past `Z`; a byte with its own high bit set is not ASCII.
+fn lower_word(word: [u8; 8]) -> [u8; 8] {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    let x = u64::from_ne_bytes(word);
+    let low = x & !HIGH;
+    let from_a = low + ONES * u64::from(0x80 - b'A');
+    let past_z = low + ONES * u64::from(0x80 - b'Z' - 1);
+    let upper = from_a & !past_z & !x & HIGH;
+    (x | (upper >> 2)).to_ne_bytes()
+}
+
+/// Ends a field whose name is written.
+fn end_field(out: &mut Vec<u8>, value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
-fn says_close(v: &HeaderValue) -> bool {
-    v.as_bytes()
-        .split(|&b| b == b',')
+fn says_close(v: &[u8]) -> bool {
+    v.split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
-fn parse_length(v: &HeaderValue) -> Option<u64> {
-    std::str::from_utf8(v.as_bytes()).ok()?.parse().ok()
+fn parse_length(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// `n` in decimal, in `buf`.
@@ -856,7 +1029,7 @@ mod tests {
         }
         let (parts, ()) = r.into_parts();
         let mut out = Vec::new();
-        let plan = encode_head(&mut out, &parts, length, head_only, false);
+        let plan = encode_head(&mut out, &parts, None, length, head_only, false);
         let text = String::from_utf8(out).unwrap();
         // The date is the only part that changes.
         let text = text
@@ -865,6 +1038,83 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         (text, plan)
+    }
+
+    /// An upstream's head as `proxy::wire` parses it: status and fields.
+    fn upstream(text: &[u8], method: &Method) -> (StatusCode, Fields) {
+        let mut buf = BytesMut::from(text);
+        let head = crate::proxy::wire::parse_response(&mut buf, method)
+            .unwrap()
+            .unwrap();
+        (head.status, head.fields)
+    }
+
+    #[test]
+    fn an_upstreams_fields_are_written_as_they_came_less_the_hop_by_hop_ones() {
+        let (status, fields) = upstream(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Request-Id: theirs\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-Empty:\r\nset-cookie: b=2\r\n\r\n",
+            &Method::GET,
+        );
+        let mut r = Response::new(());
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            crate::observe::request_id::HEADER.clone(),
+            HeaderValue::from_static("ours"),
+        );
+        let (parts, ()) = r.into_parts();
+        let mut out = Vec::new();
+        let plan = encode_head(&mut out, &parts, Some(&fields), Some(Some(2)), false, false);
+        let text = String::from_utf8(out).unwrap();
+        let text = text.split("date: ").next().unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nset-cookie: a=1\r\ncontent-length: 2\r\nx-empty: \r\nset-cookie: b=2\r\nx-request-id: ours\r\n",
+            "in order, names in lower case, weir's ID over theirs"
+        );
+        assert_eq!(plan.framing, Framing::Length(2));
+    }
+
+    #[test]
+    fn an_upstreams_fields_written_as_they_came_read_as_the_map_would() {
+        let cases: &[(&[u8], Option<Option<u64>>)] = &[
+            (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 29 Nov 2026 18:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\r\n", Some(Some(6))),
+            (b"HTTP/1.1 200 OK\r\nSet-Cookie: a\r\nX-A: 1\r\nSet-Cookie: b\r\nX-Request-Id: up\r\nx-request-id: up2\r\nContent-Length: 1\r\n\r\n", Some(Some(1))),
+            (b"HTTP/1.1 200 OK\r\nConnection: close, X-Foo, content-length, HOST, te\r\nX-Foo: 1\r\nx-foo: 2\r\nHost: h\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nProxy-Authenticate: Basic\r\nProxy-Authorization: y\r\nKeep-Alive: 1\r\nContent-Length: 3\r\n\r\n", Some(Some(3))),
+            (b"HTTP/1.1 200 OK\r\nTE: gzip\r\nTE: trailers\r\nTrailer: x-t\r\nTransfer-Encoding: chunked\r\n\r\n", Some(None)),
+            (b"HTTP/1.1 200 OK\r\nTE: trailers\r\nTE: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", Some(None)),
+            (b"HTTP/1.1 200 OK\r\nConnection: x-a, \xffx-b\r\nConnection: x-c\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-D: \xfe\r\n\r\n", Some(None)),
+            (b"HTTP/1.1 204 No Content\r\nTrailer: x\r\nX-A: 1\r\n\r\n", None),
+            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"a\"\r\n\r\n", None),
+            (b"HTTP/1.1 404 Gone Fishing\r\nContent-Length: 0\r\n\r\n", None),
+        ];
+        for (text, length) in cases {
+            let (status, fields) = upstream(text, &Method::GET);
+            let (as_sent, mapped) = written_both_ways(status, &fields, *length, false);
+            assert_eq!(as_sent, mapped, "{}", String::from_utf8_lossy(text));
+        }
+        // HEAD: the length stays, and nothing follows.
+        let (status, fields) = upstream(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: Keep-Alive\r\n\r\n",
+            &Method::HEAD,
+        );
+        let (as_sent, mapped) = written_both_ways(status, &fields, None, true);
+        assert_eq!(as_sent, mapped);
+        assert!(as_sent.contains(&b"content-length: 10".to_vec()));
+    }
+
+    #[test]
+    fn ascii_is_lower_cased_eight_bytes_at_a_time_as_a_byte_at_a_time() {
+        let all: Vec<u8> = (0..=255).collect();
+        for (start, len) in (0..8).flat_map(|s| (0..=20).chain([256 - s]).map(move |l| (s, l))) {
+            let mut fast = all[start..start + len].to_vec();
+            let mut slow = fast.clone();
+            lower_ascii(&mut fast);
+            slow.make_ascii_lowercase();
+            assert_eq!(fast, slow, "from byte {start}");
+        }
+        let mut name = b"X-Request-ID-@[`{".to_vec();
+        lower_ascii(&mut name);
+        assert_eq!(name, b"x-request-id-@[`{");
     }
 
     #[test]

@@ -275,6 +275,12 @@ struct Tracked {
     _in_flight: InFlight,
 }
 
+impl super::h1::UpstreamFields for Tracked {
+    fn take_fields(&mut self) -> Option<super::wire::Fields> {
+        self.body.take_fields()
+    }
+}
+
 impl Body for Tracked {
     type Data = Bytes;
     type Error = super::conns::BoxError;

@@ -155,9 +155,11 @@ pub async fn handle(
         timed: access.is_some(),
         ..Tries::default()
     };
-    // (status, answering endpoint): what the response's end is judged on, `None` when the
-    // client was at fault, which never counts against the backend.
-    let (mut response, judged, status) = match exchange(
+    // A request weir's own HTTP/1.1 server side read (`h1`, the only maker of `ClientBody::Empty`)
+    // gets a wire's response fields written as they came, unless something here reads or
+    // changes the response's fields (gateway filters and affinity, gRPC's status).
+    let fields_as_sent = matches!(req.body(), ClientBody::Empty) && !grpc && gateway.is_none();
+    let mut answer = exchange(
         route,
         Picked {
             backend,
@@ -171,8 +173,19 @@ pub async fn handle(
         timeout,
         &mut tries,
     )
-    .await
+    .await;
+    if !fields_as_sent
+        && let Ok((r, _)) = &mut answer
+        && let Err(e) = forward::with_fields_in_map(r)
     {
+        answer = Err(ProxyError::Protocol {
+            upstream: backend.pool.name.clone(),
+            source: e.into(),
+        });
+    }
+    // (status, answering endpoint): what the response's end is judged on, `None` when the
+    // client was at fault, which never counts against the backend.
+    let (mut response, judged, status) = match answer {
         Ok((mut r, endpoint)) => {
             let status = r.status();
             // The client gets the ID the upstream and the access log got, whatever the

@@ -94,8 +94,8 @@ pub struct Head {
     pub status: StatusCode,
     /// `HTTP_10` or `HTTP_11`.
     pub version: Version,
-    /// As sent, hop-by-hop fields included; values share the head's bytes.
-    pub headers: HeaderMap,
+    /// As sent, hop-by-hop fields included.
+    pub fields: Fields,
     pub framing: Framing,
     /// The connection may carry another request once this response's body has ended.
     pub reusable: bool,
@@ -106,10 +106,69 @@ pub struct Head {
 
 /// Where one field lies in the head's bytes: name and value ranges (a section is at most
 /// `MAX_HEAD` bytes, so `u32` offsets fit).
-#[derive(Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Field {
     name: (u32, u32),
     value: (u32, u32),
+}
+
+/// Whether the field name `name` (a token, as httparse takes it) is `lower` in any case; `lower`
+/// is in lower case, of letters, digits and `-`. Setting bit 0x20 maps no byte a token may hold
+/// onto such a byte but its own upper-case letter (the bytes it would map onto `-` and the digits
+/// are control characters), so one OR per byte does what `eq_ignore_ascii_case` does.
+pub fn name_is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+}
+
+/// A response head's fields as the upstream sent them: the head's bytes and where each field
+/// lies in them, in order, names in the case they came in.
+///
+/// httparse took them, so a name is a token and a value holds no control character but tab:
+/// the rules `http`'s `HeaderName` and `HeaderValue` check, so [`Fields::to_map`] takes every
+/// field (the `upstream_response` fuzz target holds it to that). Writing the fields out as they
+/// came, rather than building a map to write it out again, is how weir's own HTTP/1.1 server
+/// side passes an upstream's head on (`proxy::h1`).
+#[derive(Debug, Clone)]
+pub struct Fields {
+    bytes: Bytes,
+    at: Box<[Field]>,
+}
+
+impl Fields {
+    /// (name, value) of each field, in the order sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.at.iter().map(|f| {
+            let part = |(start, end): (u32, u32)| &self.bytes[start as usize..end as usize];
+            (part(f.name), part(f.value))
+        })
+    }
+
+    /// The values of every field named `name` (lower case, see [`name_is`]).
+    fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        let part = |(start, end): (u32, u32)| &self.bytes[start as usize..end as usize];
+        self.at
+            .iter()
+            .filter(move |f| {
+                (f.name.1 - f.name.0) as usize == name.len() && name_is(part(f.name), name)
+            })
+            .map(move |f| part(f.value))
+    }
+
+    /// The fields as a header map, in order; the values are slices of the head's bytes, checked
+    /// by `http`'s constructors.
+    pub fn to_map(&self) -> Result<HeaderMap, WireError> {
+        let mut map = HeaderMap::with_capacity(self.at.len());
+        for f in &self.at {
+            let name = HeaderName::from_bytes(&self.bytes[f.name.0 as usize..f.name.1 as usize])
+                .map_err(|_| WireError::HeaderName)?;
+            let value = HeaderValue::from_maybe_shared(
+                self.bytes.slice(f.value.0 as usize..f.value.1 as usize),
+            )
+            .map_err(|_| WireError::HeaderValue)?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
 }
 
 /// The offset range of `part` within `base` (both slices of one buffer; empty values may point
@@ -132,23 +191,6 @@ fn record(base: &[u8], parsed: &[httparse::Header<'_>], fields: &mut [Field; MAX
             value: range_in(base, h.value),
         };
     }
-}
-
-/// Builds the header map from the recorded ranges into the frozen `bytes`: values are slices of
-/// it, checked by `http`'s constructors.
-fn build_map(bytes: &Bytes, fields: &[Field]) -> Result<HeaderMap, WireError> {
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for f in fields {
-        let name = bytes
-            .get(f.name.0 as usize..f.name.1 as usize)
-            .and_then(|n| HeaderName::from_bytes(n).ok())
-            .ok_or(WireError::HeaderName)?;
-        let value =
-            HeaderValue::from_maybe_shared(bytes.slice(f.value.0 as usize..f.value.1 as usize))
-                .map_err(|_| WireError::HeaderValue)?;
-        map.append(name, value);
-    }
-    Ok(map)
 }
 
 /// Parses the response head at the front of `buf` (the answer to a `method` request).
@@ -210,21 +252,25 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             return Err(WireError::SwitchingProtocols);
         }
         let bytes = buf.split_to(len).freeze();
-        let headers = build_map(&bytes, &fields[..count])?;
         if status.is_informational() {
             // An interim response (100 Continue, 103 Early Hints): the final one follows.
             continue;
         }
-        let framing = framing(status, version, &headers, method)?;
+        let fields = Fields {
+            bytes,
+            at: fields[..count].into(),
+        };
+        let framing = framing(status, version, &fields, method)?;
         let reusable =
-            version == Version::HTTP_11 && framing != Framing::Close && !has_close(&headers);
+            version == Version::HTTP_11 && framing != Framing::Close && !has_close(&fields);
+        let bytes = &fields.bytes;
         return Ok(Some(Head {
             status,
             version,
-            headers,
             framing,
             reusable,
             reason: reason.map(|(start, end)| bytes.slice(start as usize..end as usize)),
+            fields,
         }));
     }
 }
@@ -233,11 +279,11 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
 fn framing(
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    fields: &Fields,
     method: &Method,
 ) -> Result<Framing, WireError> {
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
-    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    let chunked = fields.values(TRANSFER_ENCODING).next().is_some();
+    let has_length = fields.values(CONTENT_LENGTH).next().is_some();
     if chunked && has_length {
         return Err(WireError::LengthAndChunked);
     }
@@ -246,10 +292,10 @@ fn framing(
             // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
             return Err(WireError::TransferEncodingHttp10);
         }
-        single_chunked(headers)?;
+        single_chunked(fields)?;
     }
     let length = if has_length {
-        Some(content_length(headers)?)
+        Some(content_length(fields)?)
     } else {
         None
     };
@@ -269,18 +315,20 @@ fn framing(
     })
 }
 
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
+const CONTENT_LENGTH: &[u8] = b"content-length";
+
 /// The elements of every `name` field, split at commas and trimmed of OWS.
-fn elements<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+fn elements<'a>(fields: &'a Fields, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    fields
+        .values(name)
+        .flat_map(|v| v.split(|&b| b == b','))
         .map(|e| e.trim_ascii_start().trim_ascii_end())
 }
 
 /// Transfer-Encoding over all its fields must be exactly one coding, `chunked`.
-fn single_chunked(headers: &HeaderMap) -> Result<(), WireError> {
-    let mut codings = elements(headers, &header::TRANSFER_ENCODING);
+fn single_chunked(fields: &Fields) -> Result<(), WireError> {
+    let mut codings = elements(fields, TRANSFER_ENCODING);
     match (codings.next(), codings.next()) {
         (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
         _ => Err(WireError::TransferEncoding),
@@ -288,24 +336,30 @@ fn single_chunked(headers: &HeaderMap) -> Result<(), WireError> {
 }
 
 /// Every Content-Length field and comma-separated element must be the same decimal value.
-fn content_length(headers: &HeaderMap) -> Result<u64, WireError> {
+fn content_length(fields: &Fields) -> Result<u64, WireError> {
     let mut found = None;
-    for e in elements(headers, &header::CONTENT_LENGTH) {
-        if e.is_empty() || e.len() > MAX_LENGTH_DIGITS || !e.iter().all(u8::is_ascii_digit) {
-            return Err(WireError::ContentLength);
-        }
-        let value = e.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        match found {
-            Some(v) if v != value => return Err(WireError::ContentLengths),
-            _ => found = Some(value),
+    for field in fields.values(CONTENT_LENGTH) {
+        for e in field.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if e.is_empty() || e.len() > MAX_LENGTH_DIGITS || !e.iter().all(u8::is_ascii_digit) {
+                return Err(WireError::ContentLength);
+            }
+            let value = e.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            match found {
+                Some(v) if v != value => return Err(WireError::ContentLengths),
+                _ => found = Some(value),
+            }
         }
     }
     found.ok_or(WireError::ContentLength)
 }
 
 /// A `close` token in any Connection field.
-fn has_close(headers: &HeaderMap) -> bool {
-    elements(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"))
+fn has_close(fields: &Fields) -> bool {
+    fields.values(b"connection").any(|field| {
+        field
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
 }
 
 /// What [`Chunked::decode`] found.
@@ -523,7 +577,11 @@ impl Chunked {
             }
         };
         let bytes = buf.split_to(len).freeze();
-        let map = build_map(&bytes, &fields[..count])?;
+        let map = Fields {
+            bytes,
+            at: fields[..count].into(),
+        }
+        .to_map()?;
         self.state = State::End;
         if map.is_empty() {
             Ok(Some(Chunk::End))
@@ -672,7 +730,7 @@ mod tests {
         assert_eq!(head.version, Version::HTTP_11);
         assert_eq!(head.framing, Framing::Length(5));
         assert!(head.reusable);
-        assert_eq!(head.headers["x-a"], "b");
+        assert_eq!(head.fields.to_map().unwrap()["x-a"], "b");
         assert_eq!(&buf[..], b"hello", "the body stays in the buffer");
     }
 
@@ -684,7 +742,7 @@ mod tests {
         let start = buf.as_ptr() as usize;
         let end = start + buf.len();
         let head = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
-        let value = head.headers["x-long"].as_bytes().as_ptr() as usize;
+        let value = head.fields.to_map().unwrap()["x-long"].as_bytes().as_ptr() as usize;
         assert!((start..end).contains(&value), "the value was copied");
     }
 
@@ -860,7 +918,10 @@ mod tests {
         let head = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
         assert_eq!(head.status, StatusCode::OK);
         assert!(
-            !head.headers.contains_key("link"),
+            !head
+                .fields
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(b"link")),
             "the interim's fields are dropped"
         );
         assert_eq!(&buf[..], b"hi");
@@ -980,8 +1041,20 @@ mod tests {
             match (whole, bytewise) {
                 (Ok(Some(a)), Ok(Some(b))) => {
                     assert_eq!(
-                        (a.status, a.version, a.framing, a.reusable, &a.headers),
-                        (b.status, b.version, b.framing, b.reusable, &b.headers)
+                        (
+                            a.status,
+                            a.version,
+                            a.framing,
+                            a.reusable,
+                            a.fields.to_map()
+                        ),
+                        (
+                            b.status,
+                            b.version,
+                            b.framing,
+                            b.reusable,
+                            b.fields.to_map()
+                        )
                     );
                     // Byte by byte, the rest has not arrived yet when the head completes.
                     assert!(whole_buf.ends_with(&bytewise_buf));

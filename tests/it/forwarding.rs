@@ -75,6 +75,83 @@ async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
 }
 
 #[tokio::test]
+async fn an_upstreams_hop_by_hop_response_fields_never_reach_the_client_either_way() {
+    // weir's own HTTP/1.1 path writes the upstream's fields as they came; an h2c client's
+    // response goes through the map (`body::with_fields_in_map`). Both drop the same fields.
+    let address = raw_upstream(|mut stream| async move {
+        use tokio::io::AsyncWriteExt;
+        while read_head(&mut stream).await.is_some() {
+            let answer = b"HTTP/1.1 200 OK\r\nServer: Raw\r\nConnection: keep-alive, X-Private\r\nSet-Cookie: a=1\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nX-Request-Id: upstream-id\r\nX-Kept: Yes\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let w = weir(&split_config(address, address, 1, 0)).await;
+
+    // HTTP/1.1 on the wire, as a client reads it.
+    let mut client = tokio::net::TcpStream::connect(w.address).await.unwrap();
+    for _ in 0..2 {
+        use tokio::io::AsyncWriteExt;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: app\r\nX-Request-Id: client-id\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_head(&mut client).await.expect("a response head");
+        let mut body = [0; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut client, &mut body)
+            .await
+            .unwrap();
+        assert_eq!(&body, b"ok");
+        let lines: Vec<&str> = head.lines().skip(1).filter(|l| !l.is_empty()).collect();
+        let names: Vec<&str> = lines.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "server",
+                "set-cookie",
+                "x-kept",
+                "set-cookie",
+                "content-length",
+                "x-request-id",
+                "date"
+            ],
+            "{head}"
+        );
+        for line in [
+            "server: Raw",
+            "set-cookie: a=1",
+            "x-kept: Yes",
+            "set-cookie: b=2",
+            "x-request-id: client-id",
+        ] {
+            assert!(lines.contains(&line), "{line} missing:\n{head}");
+        }
+    }
+
+    // HTTP/2: the same fields from the map.
+    let a = get(&h2c_client(), w.address, "/").await;
+    assert_eq!((a.status, a.text()), (StatusCode::OK, "ok"));
+    let h = &a.headers;
+    for gone in [
+        "connection",
+        "x-private",
+        "keep-alive",
+        "proxy-authenticate",
+        "upgrade",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} reached the client: {h:?}");
+    }
+    assert_eq!(h["server"], "Raw");
+    assert_eq!(h["x-kept"], "Yes");
+    let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+    assert_ne!(h["x-request-id"], "upstream-id");
+}
+
+#[tokio::test]
 async fn an_h2c_client_reaches_an_http1_upstream_with_its_host() {
     let up = upstream("h").await;
     let w = weir(&split_config(up.address, up.address, 1, 0)).await;
@@ -90,7 +167,7 @@ async fn an_h2c_client_reaches_an_http1_upstream_with_its_host() {
 async fn an_http2_upstream_is_spoken_to_in_h2c() {
     let up = upstream("h2").await;
     let yaml = format!(
-        "listeners:\n  - name: main\n    address: 127.0.0.1:0\nupstreams:\n  - name: h2\n    endpoints: [\"{}\"]\n    protocol: http2\nroutes:\n  - name: app\n    backends: [{{ upstream: h2, weight: 1 }}]\n",
+        "listeners:\n  - name: main\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: h2\n    endpoints: [\"{}\"]\n    protocol: http2\nroutes:\n  - name: app\n    backends: [{{ upstream: h2, weight: 1 }}]\n",
         up.address
     );
     let w = weir(&yaml).await;
@@ -215,7 +292,7 @@ async fn request_trailers_reach_the_upstream_streamed_and_replayed() {
     let up = upstream("e").await;
     for retries in ["", "    retries: { attempts: 1, on: [reset] }\n"] {
         let yaml = format!(
-            "listeners:\n  - name: main\n    address: 127.0.0.1:0\nupstreams:\n  - name: h2\n    endpoints: [\"{}\"]\n    protocol: http2\nroutes:\n  - name: app\n{retries}    backends: [{{ upstream: h2, weight: 1 }}]\n",
+            "listeners:\n  - name: main\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: h2\n    endpoints: [\"{}\"]\n    protocol: http2\nroutes:\n  - name: app\n{retries}    backends: [{{ upstream: h2, weight: 1 }}]\n",
             up.address
         );
         let w = weir(&yaml).await;
