@@ -742,17 +742,20 @@ pub fn fields_to_map(fields: &Fields) -> Result<HeaderMap, WireError> {
 /// came (`wire::Fields`), which weir's own HTTP/1.1 server side writes without putting them in a
 /// map: [`HopByHop::drops`] says which of them the map would have lost. The `upstream_response`
 /// fuzz target holds the two to the same result.
-pub struct HopByHop<'a> {
-    /// The names the `Connection` fields list (`keep-alive`, `Host` and `Content-Length` aside).
-    named: Vec<&'a [u8]>,
+pub struct HopByHop {
+    /// Bit `i`: the `Connection` fields name field `i` of the head (`keep-alive`, `Host` and
+    /// `Content-Length` aside). A head has at most `wire::MAX_HEADERS` fields.
+    named: u128,
     /// The first `TE` field says only `trailers`: every `TE` field stays.
     te_kept: bool,
 }
 
-impl<'a> HopByHop<'a> {
-    pub fn of(fields: &'a Fields) -> HopByHop<'a> {
+const _: () = assert!(super::wire::MAX_HEADERS <= 128);
+
+impl HopByHop {
+    pub fn of(fields: &Fields) -> HopByHop {
         let mut hop = HopByHop {
-            named: Vec::new(),
+            named: 0,
             te_kept: false,
         };
         let mut te_seen = false;
@@ -764,21 +767,31 @@ impl<'a> HopByHop<'a> {
                 // As `HeaderValue::to_str`: a value with other than visible ASCII names nothing.
                 && value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
             {
-                let listed = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
-                hop.named.extend(listed.filter(|n| {
-                    !n.is_empty()
-                        && !n.eq_ignore_ascii_case(KEEP_ALIVE.as_str().as_bytes())
-                        && !END_TO_END
+                for listed in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if listed.is_empty()
+                        || listed.eq_ignore_ascii_case(KEEP_ALIVE.as_str().as_bytes())
+                        || END_TO_END
                             .iter()
-                            .any(|h| n.eq_ignore_ascii_case(h.as_str().as_bytes()))
-                }));
+                            .any(|h| listed.eq_ignore_ascii_case(h.as_str().as_bytes()))
+                    {
+                        continue;
+                    }
+                    // Marks the fields it names: no list of names is kept, however many a
+                    // hostile upstream repeats (one pass over at most `MAX_HEADERS` names each).
+                    for (i, (other, _)) in fields.iter().enumerate() {
+                        if other.eq_ignore_ascii_case(listed) {
+                            hop.named |= 1 << i;
+                        }
+                    }
+                }
             }
         }
         hop
     }
 
-    /// Whether the field named `name` (in lower case) goes no further than this hop.
-    pub fn drops(&self, name: &[u8]) -> bool {
+    /// Whether field `index` of the head, named `name` (in lower case), goes no further than
+    /// this hop.
+    pub fn drops(&self, index: usize, name: &[u8]) -> bool {
         let listed = match name {
             // `Connection` and `is_hop_by_hop`'s names.
             b"connection"
@@ -791,7 +804,7 @@ impl<'a> HopByHop<'a> {
             b"te" => !self.te_kept,
             _ => false,
         };
-        listed || self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        listed || self.named & (1 << index) != 0
     }
 }
 

@@ -317,6 +317,7 @@ pub fn written_both_ways(
     fields: &Fields,
     length: Option<Option<u64>>,
     head_only: bool,
+    closing: bool,
 ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let id = HeaderValue::from_static("weir-id");
     let mapped = super::forward::fields_to_map(fields);
@@ -332,7 +333,7 @@ pub fn written_both_ways(
             .insert(crate::observe::request_id::HEADER.clone(), id.clone());
         let (parts, ()) = r.into_parts();
         let mut out = Vec::new();
-        let plan = encode_head(&mut out, &parts, fields, length, head_only, false);
+        let plan = encode_head(&mut out, &parts, fields, length, head_only, closing);
         let mut lines: Vec<Vec<u8>> = out
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
@@ -649,13 +650,13 @@ fn encode_head(
     // lower case, as hyper writes a map's; a field left out is taken back.
     if let Some(fields) = fields {
         let hop = HopByHop::of(fields);
-        for (name, value) in fields.iter() {
+        for (i, (name, value)) in fields.iter().enumerate() {
             let at = out.len();
             out.extend_from_slice(name);
             lower_ascii(&mut out[at..]);
             let name = &out[at..];
             let passes =
-                !hop.drops(name) && !parts.headers.keys().any(|k| k.as_str().as_bytes() == name);
+                !hop.drops(i, name) && !parts.headers.keys().any(|k| k.as_str().as_bytes() == name);
             if passes && w.keeps(name, value) {
                 end_field(out, value);
             } else {
@@ -1086,10 +1087,11 @@ mod tests {
             (b"HTTP/1.1 204 No Content\r\nTrailer: x\r\nX-A: 1\r\n\r\n", None),
             (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"a\"\r\n\r\n", None),
             (b"HTTP/1.1 404 Gone Fishing\r\nContent-Length: 0\r\n\r\n", None),
+            (b"HTTP/1.1 200 OK\r\nConnection: x-a, X-A,, x-a , x-b\r\nX-A: 1\r\nX-C: 2\r\nx-a: 3\r\nX-B: 4\r\n\r\n", Some(None)),
         ];
-        for (text, length) in cases {
+        for ((text, length), closing) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
             let (status, fields) = upstream(text, &Method::GET);
-            let (as_sent, mapped) = written_both_ways(status, &fields, *length, false);
+            let (as_sent, mapped) = written_both_ways(status, &fields, *length, false, closing);
             assert_eq!(as_sent, mapped, "{}", String::from_utf8_lossy(text));
         }
         // HEAD: the length stays, and nothing follows.
@@ -1097,7 +1099,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: Keep-Alive\r\n\r\n",
             &Method::HEAD,
         );
-        let (as_sent, mapped) = written_both_ways(status, &fields, None, true);
+        let (as_sent, mapped) = written_both_ways(status, &fields, None, true, false);
         assert_eq!(as_sent, mapped);
         assert!(as_sent.contains(&b"content-length: 10".to_vec()));
     }

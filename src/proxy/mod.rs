@@ -174,6 +174,8 @@ pub async fn handle(
         &mut tries,
     )
     .await;
+    // The map takes every field httparse took (the `upstream_response` fuzz target holds it to
+    // that); should the two parsers ever differ, the answer fails closed as the upstream's fault.
     if !fields_as_sent
         && let Ok((r, _)) = &mut answer
         && let Err(e) = forward::with_fields_in_map(r)

@@ -157,18 +157,23 @@ impl Fields {
     /// The fields as a header map, in order; the values are slices of the head's bytes, checked
     /// by `http`'s constructors.
     pub fn to_map(&self) -> Result<HeaderMap, WireError> {
-        let mut map = HeaderMap::with_capacity(self.at.len());
-        for f in &self.at {
-            let name = HeaderName::from_bytes(&self.bytes[f.name.0 as usize..f.name.1 as usize])
-                .map_err(|_| WireError::HeaderName)?;
-            let value = HeaderValue::from_maybe_shared(
-                self.bytes.slice(f.value.0 as usize..f.value.1 as usize),
-            )
-            .map_err(|_| WireError::HeaderValue)?;
-            map.append(name, value);
-        }
-        Ok(map)
+        map_of(&self.bytes, &self.at)
     }
+}
+
+/// The header map of `fields` in `bytes`: values are slices of it, checked by `http`'s
+/// constructors.
+fn map_of(bytes: &Bytes, fields: &[Field]) -> Result<HeaderMap, WireError> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let name = HeaderName::from_bytes(&bytes[f.name.0 as usize..f.name.1 as usize])
+            .map_err(|_| WireError::HeaderName)?;
+        let value =
+            HeaderValue::from_maybe_shared(bytes.slice(f.value.0 as usize..f.value.1 as usize))
+                .map_err(|_| WireError::HeaderValue)?;
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 /// The offset range of `part` within `base` (both slices of one buffer; empty values may point
@@ -577,11 +582,7 @@ impl Chunked {
             }
         };
         let bytes = buf.split_to(len).freeze();
-        let map = Fields {
-            bytes,
-            at: fields[..count].into(),
-        }
-        .to_map()?;
+        let map = map_of(&bytes, &fields[..count])?;
         self.state = State::End;
         if map.is_empty() {
             Ok(Some(Chunk::End))
