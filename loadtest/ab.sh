@@ -5,8 +5,10 @@
 # process's user + system time over the requests it served: steal time and other tenants do not
 # count, so this is the steadiest figure on a shared host). For judging a change on a noisy host,
 # where two separate runs of compare.sh are not comparable. H2C=1 loads both with h2c instead
-# (h2load -m10, as compare.sh; p50 and p99 are then not measured and print as -).
-# Usage: [H2C=1] loadtest/ab.sh OTHER_WEIR_BINARY [DURATION=5s] [ROUNDS=5] [CONNECTIONS=50]
+# (h2load -m10, as compare.sh; p50 and p99 are then not measured and print as -). THREADS=N runs
+# both with `--threads N` on the CPUs in CPUS (default 1 on CPU 1; THREADS=2 CPUS=0,1 puts both
+# threads beside the load generator, as compare.sh's `--threads 2` row).
+# Usage: [H2C=1] [THREADS=N CPUS=LIST] loadtest/ab.sh OTHER_WEIR_BINARY [DURATION=5s] [ROUNDS=5] [CONNECTIONS=50]
 source "$(dirname "$0")/lib.sh"
 OTHER=${1:?usage: loadtest/ab.sh OTHER_WEIR_BINARY [DURATION] [ROUNDS] [CONNECTIONS]}
 DURATION=${2:-5s}
@@ -21,9 +23,11 @@ else
 fi
 
 start_upstreams 0
-WEIR_BIN=$OTHER start_weir 1 1 127.0.0.1:18280 127.0.0.1:18281
+THREADS=${THREADS:-1}
+CPUS=${CPUS:-1}
+WEIR_BIN=$OTHER start_weir "$THREADS" "$CPUS" 127.0.0.1:18280 127.0.0.1:18281
 declare -A PID=([A]=${PIDS[-1]})
-start_weir 1 1 127.0.0.1:18080 127.0.0.1:18081
+start_weir "$THREADS" "$CPUS" 127.0.0.1:18080 127.0.0.1:18081
 PID[B]=${PIDS[-1]}
 declare -A URL=([A]=http://127.0.0.1:18280/ [B]=http://127.0.0.1:18080/)
 RESULTS="$WORK/ab.tsv"
@@ -44,7 +48,7 @@ for round in $(seq "$ROUNDS"); do
       END { print p, rps, p50, p99, (n > 0 ? cpu / tick * 1e6 / n : "") }' >>"$RESULTS"
   done
 done
-echo "$LOAD, $ROUNDS interleaved rounds, medians (A: $OTHER, B: this checkout)"
+echo "$LOAD, weir --threads $THREADS on CPU $CPUS, $ROUNDS interleaved rounds, medians (A: $OTHER, B: this checkout)"
 for p in A B; do
   rps=$(awk -v p="$p" '$1 == p { print $2 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
   p50=$(awk -v p="$p" '$1 == p { print $3 }' "$RESULTS" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')

@@ -17,7 +17,7 @@ CONNS=${3:-50}
 need wrk wrk
 need haproxy haproxy
 need h2load nghttp2-client
-OHA=$(command -v oha || ls /tmp/oha/bin/oha 2>/dev/null || true)
+OHA=$(oha_bin)
 
 start_upstreams 0
 start_weir 1 1 127.0.0.1:18080 127.0.0.1:18081
@@ -74,10 +74,7 @@ if [ -n "$OHA" ]; then
   rate=$(awk -v m="$nginx_max" 'BEGIN { printf "%d", m / 2 }')
   for round in $(seq "$ROUNDS"); do
     for p in weir nginx haproxy; do
-      taskset -c 0 "$OHA" -z "$DURATION" -c "$CONNS" -q "$rate" --latency-correction --no-tui \
-        --output-format json "${URL[$p]}" 2>/dev/null |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["summary"]
-print("rate\t%s\t%s\t%.3f\t%.3f\t%.4f" % (sys.argv[1], sys.argv[2], p["p50"]*1e3, p["p99"]*1e3, s["successRate"]))' "$p" "$rate" >>"$RESULTS"
+      fixed_rate "$p" "${URL[$p]}" "$rate" "$DURATION" "$CONNS" >>"$RESULTS"
     done
   done
 fi

@@ -12,7 +12,9 @@
 # H2C=1 sends the same requests as h2c instead (h2load -m10, 10 streams in flight per connection,
 # as compare.sh does), to the same single-worker proxies with HTTP/2 enabled on their listener.
 #
-# Usage: [H2C=1] [WEIR_EXTRA=YAML] [CALLGRIND_KEEP=PREFIX] loadtest/instructions.sh [PEER=weir] [REQUESTS=20000]
+# WEIR_THREADS=N runs weir with `--threads N` (callgrind runs its threads one at a time).
+#
+# Usage: [H2C=1] [WEIR_EXTRA=YAML] [WEIR_THREADS=N] [CALLGRIND_KEEP=PREFIX] loadtest/instructions.sh [PEER=weir] [REQUESTS=20000]
 #   PEER is `weir` (this checkout's release build), the path of a weir binary, `nginx`,
 #   `haproxy`, or `all` (weir, nginx and HAProxy, one after the other, with a summary).
 source "$(dirname "$0")/lib.sh"
@@ -65,7 +67,7 @@ measure_weir() {
   # WEIR_EXTRA: top-level YAML appended to weir's config (a `tracing:` or `access_log:` section,
   # to measure what it costs per request).
   if [ -n "${WEIR_EXTRA:-}" ]; then printf '%s\n' "$WEIR_EXTRA" >>"$WORK/weir.yaml"; fi
-  RUST_LOG=warn measure weir "$bin" run --config "$WORK/weir.yaml" --threads 1
+  RUST_LOG=warn measure weir "$bin" run --config "$WORK/weir.yaml" --threads "${WEIR_THREADS:-1}"
 }
 
 # nginx as in lib.sh's start_nginx_proxy, but in the foreground with no master process, so the

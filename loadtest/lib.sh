@@ -178,6 +178,21 @@ wrk_line() {
     END { printf "%-34s %10s req/s  p50 %8s  p99 %8s%s\n", n, rps, p50, p99, err }'
 }
 
+# oha, the fixed-rate load generator (with latency correction, so p99 is not hidden by
+# coordinated omission): its path, or empty when neither installed nor in /tmp/oha (`cargo
+# install --root /tmp/oha oha`).
+oha_bin() { command -v oha || ls /tmp/oha/bin/oha 2>/dev/null || true; }
+
+# One fixed-rate run from CPU 0: `oha -q RATE` on URL for DURATION over CONNS connections, printed
+# as a TSV row: rate, LABEL, RATE, p50 ms, p99 ms, success rate.
+fixed_rate() {
+  local label=$1 url=$2 rate=$3 duration=$4 conns=$5
+  taskset -c 0 "$(oha_bin)" -z "$duration" -c "$conns" -q "$rate" --latency-correction --no-tui \
+    --output-format json "$url" 2>/dev/null |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["summary"]
+print("rate\t%s\t%s\t%.3f\t%.3f\t%.4f" % (sys.argv[1], sys.argv[2], p["p50"]*1e3, p["p99"]*1e3, s["successRate"]))' "$label" "$rate"
+}
+
 # h2load summary on one line: LABEL req/s and failures.
 h2load_line() {
   local label=$1; shift

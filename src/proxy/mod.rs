@@ -22,6 +22,7 @@ pub mod retry;
 pub mod router;
 pub mod split;
 pub mod wire;
+pub mod worker;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# p99 at a fixed rate, weir against nginx and HAProxy, judged on a noisy host.
+#
+# One round loads each peer in turn at the same rate (oha with latency correction, from CPU 0;
+# the proxies have one worker each pinned to CPU 1, as in compare.sh), and the upstream straight
+# ("direct": the floor the load generator and the upstream reach without a proxy). The order
+# rotates every round. A single round's p99 here moves by 10x with the host's steal time, for
+# every peer alike, so the script runs many short rounds and prints, per peer, the median and
+# quartiles of its p99s, and, for weir against each peer, in how many rounds weir's p99 was the
+# lower (paired within a round, so the host's state is shared). Under the hypothesis that the two
+# tails are the same, that count is binomial(ROUNDS, 1/2): the two-sided p-value is printed.
+# RATE defaults to half nginx's maximum, measured first (wrk, three 5 s rounds, median).
+# Usage: loadtest/tail.sh [RATE=half nginx's maximum] [DURATION=5s] [ROUNDS=15] [CONNECTIONS=50]
+source "$(dirname "$0")/lib.sh"
+RATE=${1:-}
+DURATION=${2:-5s}
+ROUNDS=${3:-15}
+CONNS=${4:-50}
+need wrk wrk
+need haproxy haproxy
+[ -n "$(oha_bin)" ] || { echo "oha is needed: cargo install --root /tmp/oha oha" >&2; exit 1; }
+
+start_upstreams 0
+start_weir 1 1 127.0.0.1:18080 127.0.0.1:18081
+start_nginx_proxy 18090 "" 1
+start_haproxy 18091 1
+sleep 1
+declare -A URL=(
+  [direct]=http://127.0.0.1:18001/ [weir]=http://127.0.0.1:18080/
+  [nginx]=http://127.0.0.1:18090/ [haproxy]=http://127.0.0.1:18091/
+)
+if [ -z "$RATE" ]; then
+  max=$(for _ in 1 2 3; do taskset -c 0 wrk -t1 -c"$CONNS" -d5s "${URL[nginx]}" | awk '/Requests\/sec/ { print $2 }'; done |
+    sort -n | sed -n 2p)
+  RATE=$(awk -v m="$max" 'BEGIN { printf "%d", m / 2 }')
+fi
+PEERS=(direct weir nginx haproxy)
+RESULTS="$WORK/tail.tsv"
+for round in $(seq "$ROUNDS"); do
+  for i in "${!PEERS[@]}"; do
+    p=${PEERS[$(( (i + round) % ${#PEERS[@]} ))]}
+    echo -ne "$round\t" >>"$RESULTS"
+    fixed_rate "$p" "${URL[$p]}" "$RATE" "$DURATION" "$CONNS" >>"$RESULTS"
+  done
+done
+
+python3 - "$RESULTS" "$RATE" "$DURATION" "$ROUNDS" "$CONNS" <<'PY'
+import math, statistics, sys
+rate, dur, rounds, conns = sys.argv[2:6]
+p99, p50, ok = {}, {}, {}
+for line in open(sys.argv[1]):
+    rnd, _, peer, _, m50, m99, success = line.rstrip("\n").split("\t")
+    p99.setdefault(peer, {})[rnd] = float(m99)
+    p50.setdefault(peer, []).append(float(m50))
+    ok.setdefault(peer, []).append(float(success))
+print(f"fixed rate {rate} req/s, oha -c{conns} --latency-correction, {rounds} rounds of {dur}, order rotated")
+print(f"{'peer':8} {'p50 ms':>8} {'p99 ms: q1':>11} {'median':>8} {'q3':>8}  success")
+for peer in ["direct", "weir", "nginx", "haproxy"]:
+    v = sorted(p99[peer].values())
+    q1, _, q3 = statistics.quantiles(v, n=4)
+    print(f"{peer:8} {statistics.median(p50[peer]):8.3f} {q1:11.2f} {statistics.median(v):8.2f} {q3:8.2f}  {min(ok[peer]):.4f}")
+def two_sided(k, n):
+    tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+for peer in ["nginx", "haproxy"]:
+    both = [r for r in p99["weir"] if r in p99[peer]]
+    wins = sum(p99["weir"][r] < p99[peer][r] for r in both)
+    print(f"weir's p99 below {peer}'s in {wins} of {len(both)} rounds (same tails: p = {two_sided(wins, len(both)):.2f})")
+PY
