@@ -48,8 +48,7 @@ pub enum Command {
     Run {
         #[arg(long, default_value = "config/weir.yaml")]
         config: PathBuf,
-        /// Worker threads (default: the number of CPUs; 1 = a single-threaded runtime), each a
-        /// single-threaded runtime with its own `SO_REUSEPORT` socket of every listener.
+        /// Worker threads (default: the number of CPUs; 1 = a single-threaded runtime).
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -164,7 +163,7 @@ pub fn main() -> ExitCode {
             upstreams,
             config,
         } => {
-            let result = runtime().and_then(|rt| {
+            let result = runtime(None).and_then(|rt| {
                 if upstreams {
                     rt.block_on(crate::demo::stand_in_upstreams(&config))
                 } else {
@@ -290,12 +289,20 @@ fn quiet_watcher() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Met
     })
 }
 
-/// The multi-threaded runtime of the commands other than `run`.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let rt = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    rt.context("cannot start the async runtime")
 }
 
 fn print_errors(errors: &ConfigErrors) {
@@ -590,7 +597,7 @@ fn rollout(
     command: Option<RolloutCommand>,
     once: bool,
 ) -> ExitCode {
-    let result = runtime().and_then(|rt| {
+    let result = runtime(None).and_then(|rt| {
         rt.block_on(async {
             let config = config::load_file(path).map_err(|errors| {
                 print_errors(&errors);
@@ -697,15 +704,7 @@ fn run(path: &Path, threads: Option<usize>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Thread per core: this thread's runtime and `threads - 1` more, each single-threaded.
-    let threads = threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(serve(candidate, path.to_path_buf(), threads)));
+    let result = runtime(threads).and_then(|rt| rt.block_on(serve(candidate, path.to_path_buf())));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -715,13 +714,9 @@ fn run(path: &Path, threads: Option<usize>) -> ExitCode {
     }
 }
 
-async fn serve(
-    candidate: crate::reload::Candidate,
-    path: PathBuf,
-    threads: usize,
-) -> anyhow::Result<()> {
+async fn serve(candidate: crate::reload::Candidate, path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let running = crate::server::start_on(candidate, Some(path.clone()), threads).await?;
+    let running = crate::server::start(candidate, Some(path.clone())).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

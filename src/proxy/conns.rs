@@ -31,7 +31,6 @@ use tokio::net::TcpStream;
 
 use super::request::{self, Progress, RequestBody};
 use super::wire::{self, Chunk, Chunked, Framing, WireError};
-use super::worker;
 use crate::metrics::UpstreamErrorKind;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -120,16 +119,11 @@ pub fn framing_problem(response: &Response<Incoming>) -> Option<&'static str> {
     None
 }
 
-/// The fewest idle connections of each kind a serving thread may keep per endpoint.
-pub const MIN_IDLE_PER_THREAD: usize = 32;
-
 pub struct Http1Pool {
-    /// Idle hyper connections per serving thread and endpoint (`worker::part` major, then the
-    /// upstream's endpoint order): a thread uses the connections it opened (see `worker`).
+    /// Idle hyper connections per endpoint (in the upstream's endpoint order).
     idle: Box<[Arc<ArrayQueue<SendRequest<RequestBody>>>]>,
-    /// Idle wires, as `idle`.
+    /// Idle wires per endpoint.
     wires: Box<[Arc<ArrayQueue<Box<Wire>>>]>,
-    endpoints: usize,
     connect_timeout: Duration,
 }
 
@@ -174,31 +168,16 @@ impl Http1Pool {
         }
     }
 
-    /// A pool of at most `max_idle` idle connections of each kind per endpoint, shared out
-    /// between `threads` serving threads (at least [`MIN_IDLE_PER_THREAD`] each).
-    pub fn new(
-        endpoints: usize,
-        threads: usize,
-        max_idle: usize,
-        connect_timeout: Duration,
-    ) -> Http1Pool {
-        let threads = threads.max(1);
-        let each = max_idle.div_ceil(threads).max(MIN_IDLE_PER_THREAD);
+    pub fn new(endpoints: usize, max_idle: usize, connect_timeout: Duration) -> Http1Pool {
         Http1Pool {
-            idle: (0..endpoints * threads)
-                .map(|_| Arc::new(ArrayQueue::new(each)))
+            idle: (0..endpoints)
+                .map(|_| Arc::new(ArrayQueue::new(max_idle)))
                 .collect(),
-            wires: (0..endpoints * threads)
-                .map(|_| Arc::new(ArrayQueue::new(each)))
+            wires: (0..endpoints)
+                .map(|_| Arc::new(ArrayQueue::new(max_idle)))
                 .collect(),
-            endpoints,
             connect_timeout,
         }
-    }
-
-    /// The calling thread's queue of `endpoint`.
-    fn slot(&self, endpoint: usize) -> usize {
-        worker::part(self.wires.len() / self.endpoints.max(1)) * self.endpoints + endpoint
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to `endpoint` (at `authority`) on an idle
@@ -237,7 +216,7 @@ impl Http1Pool {
         authority: &Authority,
         req: Request<RequestBody>,
     ) -> Result<Answer, SendError> {
-        let home = &self.wires[self.slot(endpoint)];
+        let home = &self.wires[endpoint];
         let method = req.method();
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let mut head = match pop_open(home) {
@@ -271,7 +250,7 @@ impl Http1Pool {
         authority: &Authority,
         mut req: Request<RequestBody>,
     ) -> Result<Answer, SendError> {
-        let home = &self.idle[self.slot(endpoint)];
+        let home = &self.idle[endpoint];
         let progress = req.body().progress();
         let resendable =
             request::idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
@@ -314,7 +293,7 @@ impl Http1Pool {
     ) -> Lease {
         Lease {
             sender,
-            home: self.idle[self.slot(endpoint)].clone(),
+            home: self.idle[endpoint].clone(),
             request,
         }
     }
@@ -679,114 +658,4 @@ async fn connect_any(authority: &Authority) -> std::io::Result<TcpStream> {
             format!("`{authority}` resolves to no address"),
         )
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::*;
-
-    /// An upstream on a real socket that answers every request of every connection with `ok`,
-    /// counting its connections.
-    fn upstream() -> (Authority, Arc<AtomicUsize>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let (mut stream, _) = listener.accept().await.unwrap();
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(async move {
-                        let mut buf = [0u8; 1024];
-                        let mut seen = Vec::new();
-                        while let Ok(n) = stream.read(&mut buf).await {
-                            if n == 0 {
-                                break;
-                            }
-                            seen.extend_from_slice(&buf[..n]);
-                            while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                                seen.drain(..end + 4);
-                                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                                if stream.write_all(answer).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    });
-                }
-            });
-        });
-        (authority, connections)
-    }
-
-    /// Serving thread `index`: its own single-threaded runtime, as `server::start_on` makes,
-    /// alive for the rest of the test process.
-    fn serving_thread(index: usize) -> tokio::runtime::Handle {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            worker::enter(index);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            tx.send(runtime.handle().clone()).unwrap();
-            runtime.block_on(std::future::pending::<()>());
-        });
-        rx.recv().unwrap()
-    }
-
-    /// One GET through `pool` on `thread`, its body read to the end, which gives the
-    /// connection back.
-    fn get_on(thread: &tokio::runtime::Handle, pool: &Arc<Http1Pool>, authority: &Authority) {
-        let (pool, authority) = (pool.clone(), authority.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread.spawn(async move {
-            let req = Request::get("/")
-                .header(http::header::HOST, authority.as_str())
-                .body(RequestBody::empty())
-                .unwrap();
-            let Ok(Answer::Wire(response)) = pool.send(0, &authority, req, false).await else {
-                panic!("a body-less GET goes on a wire");
-            };
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            tx.send(body).unwrap();
-        });
-        let body = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(&body[..], b"ok");
-    }
-
-    #[test]
-    fn each_serving_thread_reuses_the_connections_it_opened_and_only_those() {
-        let (authority, connections) = upstream();
-        let pool = Arc::new(Http1Pool::new(1, 2, 512, Duration::from_secs(5)));
-        let (first, second, fourth) = (serving_thread(0), serving_thread(1), serving_thread(3));
-        get_on(&first, &pool, &authority);
-        get_on(&first, &pool, &authority);
-        assert_eq!(
-            connections.load(Ordering::SeqCst),
-            1,
-            "the first reused its own"
-        );
-        // The second finds its part empty: the first's idle connection is not lent across.
-        get_on(&second, &pool, &authority);
-        assert_eq!(connections.load(Ordering::SeqCst), 2);
-        get_on(&second, &pool, &authority);
-        get_on(&first, &pool, &authority);
-        assert_eq!(connections.load(Ordering::SeqCst), 2, "each reused its own");
-        // Thread 3 of a pool in two parts shares thread 1's part.
-        get_on(&fourth, &pool, &authority);
-        assert_eq!(connections.load(Ordering::SeqCst), 2);
-    }
 }

@@ -22,7 +22,6 @@ pub mod retry;
 pub mod router;
 pub mod split;
 pub mod wire;
-pub mod worker;
 
 use std::time::{Duration, Instant};
 

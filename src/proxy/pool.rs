@@ -19,7 +19,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::conns::{self, Answer, Http1Pool, SendError};
 use super::health::{self, CheckProtocol, CheckTls, EndpointHealth, HealthEvent, HttpProber};
 use super::request::RequestBody;
-use super::worker;
 use crate::config::{Limits, Outlier, Protocol, Upstream};
 use crate::metrics::{Metrics, UpstreamErrorKind, UpstreamMetrics};
 use crate::proxy::health::SlowStartSpec;
@@ -89,9 +88,9 @@ pub struct UpstreamPool {
 enum UpstreamClient {
     /// Plain HTTP/1.1: weir's own lock-free keep-alive pool.
     Http1(Http1Pool),
-    /// TLS or HTTP/2: hyper-util's pooled client (ALPN, h2 multiplexing), one per serving
-    /// thread (`worker::part`), whose connections are that thread's.
-    Pooled(Box<[Client<HttpsConnector<HttpConnector>, RequestBody>]>),
+    /// TLS or HTTP/2: hyper-util's pooled client (ALPN, h2 multiplexing). Boxed: it is large,
+    /// and the common case is the other variant.
+    Pooled(Box<Client<HttpsConnector<HttpConnector>, RequestBody>>),
 }
 
 pub struct Endpoint {
@@ -194,15 +193,10 @@ impl UpstreamPool {
             client: match (upstream.protocol, &upstream.tls) {
                 (Protocol::Http1, None) => UpstreamClient::Http1(Http1Pool::new(
                     upstream.endpoints.len(),
-                    worker::count(),
                     POOL_MAX_IDLE_PER_ENDPOINT,
                     limits.connect_timeout,
                 )),
-                _ => UpstreamClient::Pooled(
-                    (0..worker::count())
-                        .map(|_| builder.build(connector.clone()))
-                        .collect(),
-                ),
+                _ => UpstreamClient::Pooled(Box::new(builder.build(connector))),
             },
             version,
             scheme,
@@ -508,20 +502,16 @@ impl UpstreamPool {
             UpstreamClient::Http1(pool) => {
                 Either::Left(pool.send(endpoint, self.endpoint(endpoint), req, tunnel))
             }
-            UpstreamClient::Pooled(clients) => Either::Right(
-                clients[worker::part(clients.len())]
-                    .request(req)
-                    .map(|r| match r {
-                        Ok(r) => Ok(Answer::Hyper(r, None)),
-                        // A TLS handshake failure is a connect error to hyper-util; rustls, down its
-                        // chain of causes, says which.
-                        Err(e) if e.is_connect() => match conns::error_kind(&e) {
-                            Some(UpstreamErrorKind::Tls) => Err(SendError::Tls(e.into())),
-                            _ => Err(SendError::Connect(e.into())),
-                        },
-                        Err(e) => Err(SendError::after_connect(e.into())),
-                    }),
-            ),
+            UpstreamClient::Pooled(client) => Either::Right(client.request(req).map(|r| match r {
+                Ok(r) => Ok(Answer::Hyper(r, None)),
+                // A TLS handshake failure is a connect error to hyper-util; rustls, down its
+                // chain of causes, says which.
+                Err(e) if e.is_connect() => match conns::error_kind(&e) {
+                    Some(UpstreamErrorKind::Tls) => Err(SendError::Tls(e.into())),
+                    _ => Err(SendError::Connect(e.into())),
+                },
+                Err(e) => Err(SendError::after_connect(e.into())),
+            })),
         }
     }
 }

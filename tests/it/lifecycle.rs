@@ -28,27 +28,15 @@ fn spawn_weir(config: &std::path::Path) -> (Process, SocketAddr, Log) {
     spawn_weir_with(config, &[], "info")
 }
 
-/// `weir ARGS run --config CONFIG`.
 fn spawn_weir_with(
     config: &std::path::Path,
     args: &[&str],
-    rust_log: &str,
-) -> (Process, SocketAddr, Log) {
-    spawn_weir_run(config, args, &[], rust_log)
-}
-
-/// `weir ARGS run --config CONFIG RUN_ARGS`.
-fn spawn_weir_run(
-    config: &std::path::Path,
-    args: &[&str],
-    run_args: &[&str],
     rust_log: &str,
 ) -> (Process, SocketAddr, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
         .args(["run", "--config"])
         .arg(config)
-        .args(run_args)
         .env("RUST_LOG", rust_log)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -131,171 +119,6 @@ async fn sigterm_drains_a_request_in_flight_then_exits_zero() {
         tokio::net::TcpStream::connect(address).await.is_err(),
         "still accepting after exit"
     );
-}
-
-/// Context switches of each thread of process `pid` by name (voluntary + involuntary): a thread
-/// parked in `epoll_wait` with nothing to do does not move it.
-fn switches_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = task.unwrap().path();
-        let tid = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
-            continue;
-        };
-        let switches = status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches"))
-            .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
-            .sum();
-        // The main thread is the first runtime.
-        let name = if tid == pid.to_string() {
-            "main".to_owned()
-        } else {
-            comm.trim().to_owned()
-        };
-        out.insert(name, switches);
-    }
-    out
-}
-
-/// Listening sockets on 127.0.0.1:`port`, from /proc/net/tcp.
-fn listening_sockets(port: u16) -> usize {
-    let local = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f[1] == local && f[3] == "0A"
-        })
-        .count()
-}
-
-/// `--threads 3`: three single-threaded runtimes, each accepting on its own `SO_REUSEPORT`
-/// socket of the listener. The kernel spreads new connections over the three (the chance that
-/// 60 connections miss one socket is 3 x (2/3)^60, about 1e-10), every thread serves, a second
-/// weir on the same port is refused (a group must not quietly share its port), and a SIGTERM
-/// drains requests in flight on all of them.
-#[tokio::test]
-async fn threads_accept_on_sockets_of_their_own_and_drain_together() {
-    let up = upstream("spread").await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("weir.yaml");
-    std::fs::write(&path, split_config(up.address, up.address, 1, 0)).unwrap();
-    let (mut child, address, log) = spawn_weir_run(&path, &[], &["--threads", "3"], "info");
-    let pid = child.0.id();
-    assert_eq!(
-        listening_sockets(address.port()),
-        3,
-        "one socket per thread"
-    );
-    // Logged after every accept loop was spawned: the workers are parked from here on.
-    while !log
-        .recv_timeout(Duration::from_secs(20))
-        .expect("weir logs its admin API within 20 s")
-        .contains("admin API listening")
-    {}
-    std::thread::sleep(Duration::from_millis(50));
-
-    // The first thread wakes for its timers anyway; the other two only for connections.
-    let workers = ["weir-worker-1", "weir-worker-2"];
-    let before = switches_by_thread(pid);
-    for worker in workers {
-        assert!(before.contains_key(worker), "{worker} in {before:?}");
-    }
-    let answers = futures_util::future::join_all((0..60).map(|_| {
-        raw(
-            address,
-            b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-    }))
-    .await;
-    for a in &answers {
-        assert_eq!(a.status, 200, "{}", a.text);
-        assert!(a.text.ends_with("\r\n\r\nspread"), "{}", a.text);
-    }
-    let after = switches_by_thread(pid);
-    for worker in workers {
-        assert!(
-            after[worker] > before[worker],
-            "{worker} never woke to serve: {before:?} -> {after:?}"
-        );
-    }
-
-    // The same port again, with a group of two: refused, as a lone socket would be.
-    let second = dir.path().join("second.yaml");
-    let yaml =
-        std::fs::read_to_string(&path)
-            .unwrap()
-            .replacen("127.0.0.1:0", &address.to_string(), 1);
-    std::fs::write(&second, yaml).unwrap();
-    let mut second = Process(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["run", "--threads", "2", "--config"])
-            .arg(&second)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // One that binds serves until killed: give it 10 s to fail.
-    let mut status = None;
-    for _ in 0..200 {
-        status = second.0.try_wait().unwrap();
-        if status.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = status.expect("a second weir shares the port and serves");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {address}")),
-        "{stderr}"
-    );
-    assert_eq!(listening_sockets(address.port()), 3);
-
-    // Requests in flight on every thread (30 connections miss one of three with a chance of
-    // 3 x (2/3)^30, about 1e-5), then SIGTERM: all answered, exit 0.
-    let in_flight: Vec<_> = (0..30)
-        .map(|_| {
-            tokio::spawn(raw(
-                address,
-                b"GET /slow?ms=3000 HTTP/1.1\r\nhost: t\r\n\r\n",
-            ))
-        })
-        .collect();
-    for _ in 0..500 {
-        if up.hits() >= 60 + 30 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(up.hits(), 60 + 30, "the requests reached the upstream");
-    signal(&child, "TERM");
-    for answer in in_flight {
-        let answer = answer.await.unwrap();
-        assert_eq!(answer.status, 200, "{}", answer.text);
-        assert!(
-            answer
-                .text
-                .to_ascii_lowercase()
-                .contains("connection: close"),
-            "{}",
-            answer.text
-        );
-    }
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child))
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]
