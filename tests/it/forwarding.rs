@@ -77,17 +77,8 @@ async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
 #[tokio::test]
 async fn an_upstreams_hop_by_hop_response_fields_never_reach_the_client_either_way() {
     // weir's own HTTP/1.1 path writes the upstream's fields as they came; an h2c client's
-    // response goes through the map (`body::with_fields_in_map`). Both drop the same fields.
-    let address = raw_upstream(|mut stream| async move {
-        use tokio::io::AsyncWriteExt;
-        while read_head(&mut stream).await.is_some() {
-            let answer = b"HTTP/1.1 200 OK\r\nServer: Raw\r\nConnection: keep-alive, X-Private\r\nSet-Cookie: a=1\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nX-Request-Id: upstream-id\r\nX-Kept: Yes\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
-            if stream.write_all(answer).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
+    // response goes through the map (`forward::with_fields_in_map`). Both drop the same fields.
+    let address = answering_upstream(b"HTTP/1.1 200 OK\r\nServer: Raw\r\nConnection: keep-alive, X-Private\r\nSet-Cookie: a=1\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nX-Request-Id: upstream-id\r\nX-Kept: Yes\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok").await;
     let w = weir(&split_config(address, address, 1, 0)).await;
 
     // HTTP/1.1 on the wire, as a client reads it.

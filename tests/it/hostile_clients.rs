@@ -237,15 +237,7 @@ async fn broken_bodies_sent_to_the_canary_never_roll_it_back() {
 #[tokio::test]
 async fn an_upstream_that_answers_a_stalled_upload_early_is_not_reused() {
     // Answers as soon as it has the head, never reads the body, keeps the connection open.
-    let early = raw_upstream(|mut s| async move {
-        while read_head(&mut s).await.is_some() {
-            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly";
-            if s.write_all(answer).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
+    let early = answering_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly").await;
     let w = weir(&one_route(early, "", "    timeout: 2s\n", "")).await;
     let mut stalled = TcpStream::connect(w.address).await.unwrap();
     stalled

@@ -544,6 +544,20 @@ where
     address
 }
 
+/// A raw upstream that answers every request head of every connection with the same bytes
+/// (without reading a body), until the client closes.
+pub async fn answering_upstream(answer: &'static [u8]) -> SocketAddr {
+    raw_upstream(move |mut stream| async move {
+        use tokio::io::AsyncWriteExt;
+        while read_head(&mut stream).await.is_some() {
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
 /// Reads one HTTP/1.1 request head from `stream` (up to the empty line); `None` at its end.
 pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
     use tokio::io::AsyncReadExt;
