@@ -5,8 +5,9 @@
 # the same two nginx upstreams, with keep-alive to them and access logs off. wrk (HTTP/1.1) and
 # h2load (h2c) and the upstreams run on CPU 0. Rounds are interleaved (A B C A B C ...) so drift
 # hits every peer alike; the table gives medians. Also: weir with 2 threads, RSS idle and under
-# load (HTTP/1.1 rounds run before the h2c ones), and p99 at a fixed rate of half nginx's maximum (oha with latency correction, so p99 is
-# not hidden by coordinated omission) when oha is installed. CPU us/req: the proxy's user and system
+# load (HTTP/1.1 rounds run before the h2c ones), and p99 at a fixed rate of half nginx's maximum
+# (oha with latency correction, so p99 is not hidden by coordinated omission; the proxies' order
+# rotated every round) when oha is installed. CPU us/req: the proxy's user and system
 # time over the run (nginx: master and worker; from /proc, in clock ticks, so about 1% at 10 s)
 # divided by the requests answered.
 # Usage: loadtest/compare.sh [DURATION=10s] [ROUNDS=3] [CONNECTIONS=50]
@@ -72,8 +73,12 @@ done
 if [ -n "$OHA" ]; then
   nginx_max=$(awk -F'\t' '$1=="h1" && $2=="nginx" { print $3 }' "$RESULTS" | sort -n | awk '{ a[NR]=$1 } END { print a[int((NR+1)/2)] }')
   rate=$(awk -v m="$nginx_max" 'BEGIN { printf "%d", m / 2 }')
+  # The order rotates every round (as in tail.sh): the first run after the h2c rounds, or
+  # after any one peer, is not always the same proxy's.
+  FIXED=(weir nginx haproxy)
   for round in $(seq "$ROUNDS"); do
-    for p in weir nginx haproxy; do
+    for i in "${!FIXED[@]}"; do
+      p=${FIXED[$(( (i + round) % ${#FIXED[@]} ))]}
       fixed_rate "$p" "${URL[$p]}" "$rate" "$DURATION" "$CONNS" >>"$RESULTS"
     done
   done
@@ -124,6 +129,7 @@ for r in rows:
         rate.setdefault(r[1], []).append(r)
 if rate:
     print(f"\nfixed rate of half nginx's maximum ({rate['weir'][0][2]} req/s), oha --latency-correction, medians")
-    for p, rs in rate.items():
+    for p in [p for p in ["weir", "nginx", "haproxy"] if p in rate]:
+        rs = rate[p]
         print(f"{p:10} p50 {med(float(r[3]) for r in rs):7.3f} ms  p99 {med(float(r[4]) for r in rs):7.3f} ms  success {min(float(r[5]) for r in rs):.4f}")
 PY

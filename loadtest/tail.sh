@@ -10,6 +10,10 @@
 # lower (paired within a round, so the host's state is shared). Under the hypothesis that the two
 # tails are the same, that count is binomial(ROUNDS, 1/2): the two-sided p-value is printed.
 # RATE defaults to half nginx's maximum, measured first (wrk, three 5 s rounds, median).
+# Each proxy's CPU time per request at that rate is printed too (user and system time from /proc
+# over the round, nginx's master and worker, divided by RATE x DURATION, the requests oha sends
+# when it holds the rate; DURATION in seconds, `5s`): a proxy that needs more CPU per request
+# when requests come one at a time queues sooner when the host stalls it.
 # Usage: loadtest/tail.sh [RATE=half nginx's maximum] [DURATION=5s] [ROUNDS=15] [CONNECTIONS=50]
 source "$(dirname "$0")/lib.sh"
 RATE=${1:-}
@@ -22,8 +26,11 @@ need haproxy haproxy
 
 start_upstreams 0
 start_weir 1 1 127.0.0.1:18080 127.0.0.1:18081
+declare -A PID=([weir]=${PIDS[-1]})
 start_nginx_proxy 18090 "" 1
+PID[nginx]=${PIDS[-1]}
 start_haproxy 18091 1
+PID[haproxy]=${PIDS[-1]}
 sleep 1
 declare -A URL=(
   [direct]=http://127.0.0.1:18001/ [weir]=http://127.0.0.1:18080/
@@ -39,26 +46,32 @@ RESULTS="$WORK/tail.tsv"
 for round in $(seq "$ROUNDS"); do
   for i in "${!PEERS[@]}"; do
     p=${PEERS[$(( (i + round) % ${#PEERS[@]} ))]}
-    echo -ne "$round\t" >>"$RESULTS"
-    fixed_rate "$p" "${URL[$p]}" "$RATE" "$DURATION" "$CONNS" >>"$RESULTS"
+    before=$([ -n "${PID[$p]:-}" ] && cpu_ticks "${PID[$p]}" || echo 0)
+    row=$(fixed_rate "$p" "${URL[$p]}" "$RATE" "$DURATION" "$CONNS")
+    after=$([ -n "${PID[$p]:-}" ] && cpu_ticks "${PID[$p]}" || echo 0)
+    cpu=$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v r="$RATE" -v d="${DURATION%s}" \
+      'BEGIN { printf "%.1f", t / hz * 1e6 / (r * d) }')
+    echo -e "$round\t$row\t$cpu" >>"$RESULTS"
   done
 done
 
 python3 - "$RESULTS" "$RATE" "$DURATION" "$ROUNDS" "$CONNS" <<'PY'
 import math, statistics, sys
 rate, dur, rounds, conns = sys.argv[2:6]
-p99, p50, ok = {}, {}, {}
+p99, p50, ok, cpu = {}, {}, {}, {}
 for line in open(sys.argv[1]):
-    rnd, _, peer, _, m50, m99, success = line.rstrip("\n").split("\t")
+    rnd, _, peer, _, m50, m99, success, us = line.rstrip("\n").split("\t")
     p99.setdefault(peer, {})[rnd] = float(m99)
+    cpu.setdefault(peer, []).append(float(us))
     p50.setdefault(peer, []).append(float(m50))
     ok.setdefault(peer, []).append(float(success))
 print(f"fixed rate {rate} req/s, oha -c{conns} --latency-correction, {rounds} rounds of {dur}, order rotated")
-print(f"{'peer':8} {'p50 ms':>8} {'p99 ms: q1':>11} {'median':>8} {'q3':>8}  success")
+print(f"{'peer':8} {'p50 ms':>8} {'p99 ms: q1':>11} {'median':>8} {'q3':>8}  success  CPU us/req")
 for peer in ["direct", "weir", "nginx", "haproxy"]:
     v = sorted(p99[peer].values())
     q1, _, q3 = statistics.quantiles(v, n=4)
-    print(f"{peer:8} {statistics.median(p50[peer]):8.3f} {q1:11.2f} {statistics.median(v):8.2f} {q3:8.2f}  {min(ok[peer]):.4f}")
+    us = f"{statistics.median(cpu[peer]):10.1f}" if peer != "direct" else f"{'':>10}"
+    print(f"{peer:8} {statistics.median(p50[peer]):8.3f} {q1:11.2f} {statistics.median(v):8.2f} {q3:8.2f}  {min(ok[peer]):.4f}  {us}")
 def two_sided(k, n):
     tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n
     return min(1.0, 2 * tail)

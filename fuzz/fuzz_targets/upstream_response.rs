@@ -90,6 +90,12 @@ fn exchange(input: &[u8], method: &Method, mut size: impl FnMut(usize) -> usize)
         assert_eq!(head.framing, Framing::None);
     }
     let map = head.fields.to_map().expect("httparse took a field http refuses");
+    // The map weir hands on is built without the hop-by-hop fields; it must be the whole map
+    // with them stripped.
+    let mut stripped = map.clone();
+    weir::proxy::forward::strip_hop_by_hop(&mut stripped, false);
+    let built = weir::proxy::forward::fields_to_map(&head.fields).expect("as to_map");
+    assert_eq!(built, stripped, "the map built without hop-by-hop fields differs");
     let length = match head.framing {
         Framing::None | Framing::Length(0) => None,
         Framing::Length(n) => Some(Some(n)),

@@ -53,7 +53,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Why weir answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -697,17 +696,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(header::CONNECTION);
     }
     if other {
-        for name in [
-            &KEEP_ALIVE,
-            &PROXY_CONNECTION,
-            &header::PROXY_AUTHENTICATE,
-            &header::PROXY_AUTHORIZATION,
-            &header::TRANSFER_ENCODING,
-        ] {
+        // Rare (a client sending `Keep-Alive`, `TE: gzip`...): the names are gathered first,
+        // as a map cannot lose fields while its names are walked.
+        let dropped: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| {
+                let bytes = n.as_str().as_bytes();
+                hop_by_hop_name(bytes) && !(keep_upgrade && bytes == b"upgrade")
+            })
+            .cloned()
+            .collect();
+        for name in dropped {
             headers.remove(name);
-        }
-        if !keep_upgrade {
-            headers.remove(header::UPGRADE);
         }
         if let Some(te) = headers.get(header::TE)
             && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
@@ -731,11 +731,12 @@ pub fn with_fields_in_map(response: &mut Response<UpstreamBody>) -> Result<(), W
     Ok(())
 }
 
-/// An upstream's fields as a map, less the hop-by-hop ones.
+/// An upstream's fields as a map, less the hop-by-hop ones: those [`HopByHop`] drops never go
+/// in (what [`strip_hop_by_hop`] would take out of the whole map; the `upstream_response` fuzz
+/// target and two unit tests hold the two to the same map).
 pub fn fields_to_map(fields: &Fields) -> Result<HeaderMap, WireError> {
-    let mut map = fields.to_map()?;
-    strip_hop_by_hop(&mut map, false);
-    Ok(map)
+    let hop = HopByHop::of(fields);
+    fields.to_map_without(|i, name| hop.drops(i, name))
 }
 
 /// [`strip_hop_by_hop`]'s rules (with `keep_upgrade` false) for an upstream's fields as they
@@ -793,16 +794,9 @@ impl HopByHop {
     /// this hop.
     pub fn drops(&self, index: usize, name: &[u8]) -> bool {
         let listed = match name {
-            // `Connection` and `is_hop_by_hop`'s names.
-            b"connection"
-            | b"transfer-encoding"
-            | b"upgrade"
-            | b"proxy-authorization"
-            | b"proxy-authenticate"
-            | b"keep-alive"
-            | b"proxy-connection" => true,
+            b"connection" => true,
             b"te" => !self.te_kept,
-            _ => false,
+            _ => hop_by_hop_name(name),
         };
         listed || self.named & (1 << index) != 0
     }
@@ -811,13 +805,24 @@ impl HopByHop {
 /// A hop-by-hop field other than `Connection`: one [`strip_hop_by_hop`] drops (`TE` only when
 /// it says more than `trailers`).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::TE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::PROXY_AUTHENTICATE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    name == header::TE || hop_by_hop_name(name.as_str().as_bytes())
+}
+
+/// The fields that go no further than one hop whatever they say, by name (in lower case): RFC
+/// 9110's `Transfer-Encoding` and `Upgrade` (7.6.1), the proxy authentication fields (11.7), and
+/// the `Keep-Alive` and `Proxy-Connection` of older clients. `Connection` and `TE` are judged
+/// by their values, by [`strip_hop_by_hop`] on a map and [`HopByHop`] on fields as they came;
+/// both take the names from here.
+fn hop_by_hop_name(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"transfer-encoding"
+            | b"upgrade"
+            | b"proxy-authorization"
+            | b"proxy-authenticate"
+            | b"keep-alive"
+            | b"proxy-connection"
+    )
 }
 
 /// Applies the forwarding rules to the request head; `upgrade` keeps a WebSocket handshake's
@@ -966,6 +971,36 @@ mod tests {
         let mut h = headers(&[("host", "a"), ("te", "trailers"), ("x-kept", "yes")]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(names(&h), ["host", "te", "x-kept"]);
+    }
+
+    #[test]
+    fn an_upstreams_map_is_built_without_the_fields_strip_would_take_out() {
+        let heads = [
+            // Every hop-by-hop name, in any case, and a field `Connection` names.
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+             X-Secret: 1\r\nServer: a\r\nTE: gzip\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\
+             PROXY-AUTHENTICATE: Basic\r\nproxy-authorization: b\r\n\
+             Transfer-Encoding: chunked\r\nX-Kept: yes\r\n\r\n",
+            // `TE: trailers` first keeps every `TE`, unless `Connection` names it; `Connection`
+            // never names away `Host` or `Content-Length`.
+            "HTTP/1.1 200 OK\r\nTE: trailers\r\nte: gzip\r\nContent-Length: 0\r\n\
+             connection: te, host, content-length\r\nHost: h\r\nX-Kept: yes\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTE: trailers\r\nte: gzip\r\nContent-Length: 0\r\nX-Kept: yes\r\n\r\n",
+            // `Connection` over two lines, a named field sent twice.
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nconnection: CLOSE\r\nconnection: x-a\r\n\
+             X-A: 1\r\nX-A: 2\r\nX-Kept: yes\r\n\r\n",
+        ];
+        for head in heads {
+            let mut buf = bytes::BytesMut::from(head);
+            let parsed = super::super::wire::parse_response(&mut buf, &http::Method::GET)
+                .unwrap()
+                .unwrap();
+            let mut stripped = parsed.fields.to_map().unwrap();
+            strip_hop_by_hop(&mut stripped, false);
+            let built = fields_to_map(&parsed.fields).unwrap();
+            assert_eq!(built, stripped, "{head}");
+            assert!(built.contains_key("x-kept") && !built.contains_key("connection"));
+        }
     }
 
     #[test]

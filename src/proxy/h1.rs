@@ -1093,6 +1093,11 @@ mod tests {
             let (status, fields) = upstream(text, &Method::GET);
             let (as_sent, mapped) = written_both_ways(status, &fields, *length, false, closing);
             assert_eq!(as_sent, mapped, "{}", String::from_utf8_lossy(text));
+            // Both ways drop what `HopByHop` says; the map it builds is the whole map stripped.
+            let mut stripped = fields.to_map().unwrap();
+            super::super::forward::strip_hop_by_hop(&mut stripped, false);
+            let built = super::super::forward::fields_to_map(&fields).unwrap();
+            assert_eq!(built, stripped, "{}", String::from_utf8_lossy(text));
         }
         // HEAD: the length stays, and nothing follows.
         let (status, fields) = upstream(

@@ -26,7 +26,6 @@ use http_body::{Body, Frame, SizeHint};
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -404,17 +403,8 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's own head deadline arms a boxed timer per request; the connection keeps that
-    // deadline itself with one timer (`HeadClock`).
-    builder
-        .http1()
-        .keep_alive(true)
-        .header_read_timeout(None)
-        .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.idle_timeout / IDLE_CHECKS)
         .keep_alive_timeout(limits.header_read_timeout)
@@ -446,30 +436,27 @@ async fn serve_http<I>(
         drain_close: AtomicBool::new(false),
         closing: AtomicBool::new(false),
     });
-    let service_conn = conn.clone();
-    let mut service = Some(service_fn(
-        move |req: http::Request<hyper::body::Incoming>| {
-            let conn = service_conn.clone();
-            async move { Ok::<_, Infallible>(serve_request(conn, req.map(ClientBody::Hyper)).await) }
-        },
-    ));
-    // hyper's auto server (which tells the protocols apart) only for HTTP/2's preface; an
-    // HTTP/1 head goes to its HTTP/1 server, which starts busy with it (a graceful shutdown
-    // then answers it with `Connection: close`), and a connection never changes protocols
-    // midway (hyper's HTTP/1 server refuses `PRI`).
+    // hyper's HTTP/2 server for a connection that opened with HTTP/2's preface; an HTTP/1 head
+    // goes to its HTTP/1 server, which starts busy with it (a graceful shutdown then answers it
+    // with `Connection: close`), and a connection never changes protocols midway (hyper's
+    // HTTP/1 server refuses `PRI`).
     let mut http1 = hyper::server::conn::http1::Builder::new();
+    // hyper's own head deadline arms a boxed timer per request; the connection keeps that
+    // deadline itself with one timer (`HeadClock`).
     http1
         .keep_alive(true)
         .header_read_timeout(None)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes);
-    let mut hyper_conn = |io, pre, h2: bool| {
-        let service = service.take().expect("hyper takes a connection once");
+    let hyper_conn = |io, pre, h2: bool| {
         let io = TokioIo::new(super::h1::Rewind::new(pre, io));
+        let conn = conn.clone();
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(serve_request(conn, req.map(ClientBody::Hyper)).await) }
+        });
         if h2 {
-            Serving::Auto(Box::pin(
-                builder.serve_connection_with_upgrades(io, service),
-            ))
+            Serving::Http2(Box::pin(http2.serve_connection(io, service)))
         } else {
             Serving::Http1(Box::pin(
                 http1.serve_connection(io, service).with_upgrades(),
@@ -513,7 +500,9 @@ async fn serve_http<I>(
         conn.closing.store(true, Ordering::Relaxed);
         match serving {
             Serving::Fast(_) => {}
-            Serving::Auto(h) => auto::UpgradeableConnection::graceful_shutdown(Pin::as_mut(h)),
+            Serving::Http2(h) => {
+                hyper::server::conn::http2::Connection::graceful_shutdown(Pin::as_mut(h))
+            }
             Serving::Http1(h) => {
                 hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(Pin::as_mut(h))
             }
@@ -538,14 +527,14 @@ async fn serve_http<I>(
                         return Poll::Ready(Control::Fast(ended));
                     }
                 }
-                Serving::Auto(h) => {
+                Serving::Http2(h) => {
                     if let Poll::Ready(result) = h.as_mut().poll(cx) {
                         return Poll::Ready(Control::Served(result));
                     }
                 }
                 Serving::Http1(h) => {
                     if let Poll::Ready(result) = h.as_mut().poll(cx) {
-                        return Poll::Ready(Control::Served(result.map_err(Into::into)));
+                        return Poll::Ready(Control::Served(result));
                     }
                 }
             }
@@ -699,12 +688,12 @@ async fn serve_http<I>(
 }
 
 /// Who serves a connection: weir's own HTTP/1.1 code (`proxy::h1`) until a head needs hyper,
-/// then hyper: its auto server when the connection opened with HTTP/2's preface, its HTTP/1
+/// then hyper: its HTTP/2 server when the connection opened with HTTP/2's preface, its HTTP/1
 /// server for any other head.
-enum Serving<F, A, H> {
+enum Serving<F, H2, H1> {
     Fast(Pin<Box<F>>),
-    Auto(Pin<Box<A>>),
-    Http1(Pin<Box<H>>),
+    Http2(Pin<Box<H2>>),
+    Http1(Pin<Box<H1>>),
 }
 
 /// What woke a connection's loop.

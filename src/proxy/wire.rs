@@ -157,17 +157,33 @@ impl Fields {
     /// The fields as a header map, in order; the values are slices of the head's bytes, checked
     /// by `http`'s constructors.
     pub fn to_map(&self) -> Result<HeaderMap, WireError> {
-        map_of(&self.bytes, &self.at)
+        self.to_map_without(|_, _| false)
+    }
+
+    /// [`Fields::to_map`] less the fields `left_out` names, given a field's index (in the order
+    /// sent) and its name in lower case.
+    pub fn to_map_without(
+        &self,
+        left_out: impl Fn(usize, &[u8]) -> bool,
+    ) -> Result<HeaderMap, WireError> {
+        map_of(&self.bytes, &self.at, left_out)
     }
 }
 
-/// The header map of `fields` in `bytes`: values are slices of it, checked by `http`'s
-/// constructors.
-fn map_of(bytes: &Bytes, fields: &[Field]) -> Result<HeaderMap, WireError> {
+/// The header map of `fields` in `bytes` less those `left_out` names: values are slices of it,
+/// checked by `http`'s constructors.
+fn map_of(
+    bytes: &Bytes,
+    fields: &[Field],
+    left_out: impl Fn(usize, &[u8]) -> bool,
+) -> Result<HeaderMap, WireError> {
     let mut map = HeaderMap::with_capacity(fields.len());
-    for f in fields {
+    for (i, f) in fields.iter().enumerate() {
         let name = HeaderName::from_bytes(&bytes[f.name.0 as usize..f.name.1 as usize])
             .map_err(|_| WireError::HeaderName)?;
+        if left_out(i, name.as_str().as_bytes()) {
+            continue;
+        }
         let value =
             HeaderValue::from_maybe_shared(bytes.slice(f.value.0 as usize..f.value.1 as usize))
                 .map_err(|_| WireError::HeaderValue)?;
@@ -582,7 +598,7 @@ impl Chunked {
             }
         };
         let bytes = buf.split_to(len).freeze();
-        let map = map_of(&bytes, &fields[..count])?;
+        let map = map_of(&bytes, &fields[..count], |_, _| false)?;
         self.state = State::End;
         if map.is_empty() {
             Ok(Some(Chunk::End))

@@ -159,6 +159,69 @@ async fn sigterm_while_a_head_with_a_body_arrives_answers_it_with_connection_clo
 }
 
 #[tokio::test]
+async fn sigterm_while_an_h2c_preface_arrives_answers_its_stream_and_goes_away() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, split_config(up.address, up.address, 1, 0)).unwrap();
+    let (child, address, _log) = spawn_weir(&path);
+    // The preface's first line, read on weir's own HTTP/1.1 path, which cannot tell it from an
+    // HTTP/1 head yet; the rest, with a request, after the drain began. hyper's HTTP/2 server
+    // then starts closing: GOAWAY, and the stream the client sent with its preface answered.
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+    s.write_all(&preface[..16]).await.unwrap();
+    // As in the test above: accepted and read before the listener closes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    signal(&child, "TERM");
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut rest = preface[16..].to_vec();
+    rest.extend(h2_frame(4, 0, 0, &[]));
+    // HEADERS, END_STREAM and END_HEADERS: GET, http, / (static table), :authority `a`.
+    rest.extend(h2_frame(1, 0x5, 1, &[0x82, 0x86, 0x84, 0x41, 1, b'a']));
+    s.write_all(&rest).await.unwrap();
+    let (mut answered, mut goaway) = (None, false);
+    let read = async {
+        loop {
+            let mut head = [0u8; 9];
+            if s.read_exact(&mut head).await.is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).await.unwrap();
+            match (head[3], head[4]) {
+                (4, flags) if flags & 1 == 0 => s.write_all(&h2_frame(4, 1, 0, &[])).await.unwrap(),
+                // PING: acknowledged, as a client does (hyper's GOAWAY waits for it).
+                (6, flags) if flags & 1 == 0 => {
+                    s.write_all(&h2_frame(6, 1, 0, &payload)).await.unwrap()
+                }
+                // The first byte of the block: `:status: 200` is index 8 of the static table.
+                (1, _) if stream == 1 => answered = Some(payload[0]),
+                (7, _) => goaway = true,
+                _ => {}
+            }
+            if answered.is_some() && goaway {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("weir answers or closes within 10 s");
+    assert_eq!(answered, Some(0x88), "stream 1 answered 200");
+    assert!(goaway, "a GOAWAY says the connection closes");
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_weights_from_the_file() {
     let (stable, canary) = (upstream("stable").await, upstream("canary").await);
     let dir = tempfile::tempdir().unwrap();
