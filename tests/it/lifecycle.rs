@@ -121,23 +121,23 @@ async fn sigterm_drains_a_request_in_flight_then_exits_zero() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_while_a_head_with_a_body_arrives_answers_it_with_connection_close() {
+/// What a drain does to a connection caught half-way: weir in front of one upstream answering
+/// `app`, a connection to it that has sent `first`, then SIGTERM. Returns once the listener has
+/// stopped accepting, with the connection still open (and the directory of weir's config file).
+async fn first_bytes_then_sigterm(
+    first: &[u8],
+) -> (Process, tokio::net::TcpStream, Upstream, tempfile::TempDir) {
     use tokio::io::AsyncWriteExt;
     let up = upstream("app").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, split_config(up.address, up.address, 1, 0)).unwrap();
     let (child, address, _log) = spawn_weir(&path);
-    // Half a head on weir's own HTTP/1.1 path; the rest, with a body, goes to hyper after the
-    // drain began.
     let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
-    s.write_all(b"POST /record HTTP/1.1\r\nhost: a\r\n")
-        .await
-        .unwrap();
-    // Time for weir to accept the connection and read the half head: one still in the listen
+    s.write_all(first).await.unwrap();
+    // Time for weir to accept the connection and read the first bytes: one still in the listen
     // queue when the listener closes is reset, and one with nothing read yet is closed as idle
-    // (both right for a drain, neither what this test is about).
+    // (both right for a drain, neither what these tests are about).
     tokio::time::sleep(Duration::from_millis(50)).await;
     signal(&child, "TERM");
     for _ in 0..500 {
@@ -146,6 +146,16 @@ async fn sigterm_while_a_head_with_a_body_arrives_answers_it_with_connection_clo
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    (child, s, up, dir)
+}
+
+#[tokio::test]
+async fn sigterm_while_a_head_with_a_body_arrives_answers_it_with_connection_close() {
+    use tokio::io::AsyncWriteExt;
+    // Half a head on weir's own HTTP/1.1 path; the rest, with a body, goes to hyper after the
+    // drain began.
+    let (_child, mut s, up, _dir) =
+        first_bytes_then_sigterm(b"POST /record HTTP/1.1\r\nhost: a\r\n").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     s.write_all(b"content-length: 3\r\n\r\nabc").await.unwrap();
     let answer = read_response(&mut s).await;
@@ -161,26 +171,11 @@ async fn sigterm_while_a_head_with_a_body_arrives_answers_it_with_connection_clo
 #[tokio::test]
 async fn sigterm_while_an_h2c_preface_arrives_answers_its_stream_and_goes_away() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let up = upstream("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("weir.yaml");
-    std::fs::write(&path, split_config(up.address, up.address, 1, 0)).unwrap();
-    let (child, address, _log) = spawn_weir(&path);
     // The preface's first line, read on weir's own HTTP/1.1 path, which cannot tell it from an
     // HTTP/1 head yet; the rest, with a request, after the drain began. hyper's HTTP/2 server
     // then starts closing: GOAWAY, and the stream the client sent with its preface answered.
     let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
-    s.write_all(&preface[..16]).await.unwrap();
-    // As in the test above: accepted and read before the listener closes.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    signal(&child, "TERM");
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(address).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (_child, mut s, up, _dir) = first_bytes_then_sigterm(&preface[..16]).await;
     let mut rest = preface[16..].to_vec();
     rest.extend(h2_frame(4, 0, 0, &[]));
     // HEADERS, END_STREAM and END_HEADERS: GET, http, / (static table), :authority `a`.
