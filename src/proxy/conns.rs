@@ -210,78 +210,87 @@ impl Http1Pool {
         }
     }
 
-    async fn send_wire(
-        &self,
+    /// Not an `async fn` (nor is [`Self::send_hyper`]): an `async fn` keeps its request twice in
+    /// its future, as the argument and as the local it is moved into, while an `async move`
+    /// block works on the one it captured (see `proxy::handle`).
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps the request twice (`proxy::handle`)
+    fn send_wire<'a>(
+        &'a self,
         endpoint: usize,
-        authority: &Authority,
+        authority: &'a Authority,
         req: Request<RequestBody>,
-    ) -> Result<Answer, SendError> {
-        let home = &self.wires[endpoint];
-        let method = req.method();
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut head = match pop_open(home) {
-            Some(mut wire) => {
-                wire.out.clear();
-                wire::encode_request(method, target, req.headers(), &mut wire.out);
-                match wire.exchange(method).await {
-                    Ok(response) => return Ok(Answer::Wire(wire.respond(response, home))),
-                    Err(Failure::Unanswered(e)) if request::idempotent(method) => {
-                        tracing::debug!(endpoint = %authority, error = %e, "pooled connection closed under the request; sending it on a new one");
-                        std::mem::take(&mut wire.out)
+    ) -> impl Future<Output = Result<Answer, SendError>> + Send + 'a {
+        async move {
+            let home = &self.wires[endpoint];
+            let method = req.method();
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let mut head = match pop_open(home) {
+                Some(mut wire) => {
+                    wire.out.clear();
+                    wire::encode_request(method, target, req.headers(), &mut wire.out);
+                    match wire.exchange(method).await {
+                        Ok(response) => return Ok(Answer::Wire(wire.respond(response, home))),
+                        Err(Failure::Unanswered(e)) if request::idempotent(method) => {
+                            tracing::debug!(endpoint = %authority, error = %e, "pooled connection closed under the request; sending it on a new one");
+                            std::mem::take(&mut wire.out)
+                        }
+                        Err(failure) => return Err(failure.into()),
                     }
-                    Err(failure) => return Err(failure.into()),
                 }
+                None => Vec::new(),
+            };
+            if head.is_empty() {
+                wire::encode_request(method, target, req.headers(), &mut head);
             }
-            None => Vec::new(),
-        };
-        if head.is_empty() {
-            wire::encode_request(method, target, req.headers(), &mut head);
-        }
-        let mut wire = Wire::new(self.dial(authority).await?, head);
-        match wire.exchange(method).await {
-            Ok(response) => Ok(Answer::Wire(wire.respond(response, home))),
-            Err(failure) => Err(failure.into()),
+            let mut wire = Wire::new(self.dial(authority).await?, head);
+            match wire.exchange(method).await {
+                Ok(response) => Ok(Answer::Wire(wire.respond(response, home))),
+                Err(failure) => Err(failure.into()),
+            }
         }
     }
 
-    async fn send_hyper(
-        &self,
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps the request twice (`proxy::handle`)
+    fn send_hyper<'a>(
+        &'a self,
         endpoint: usize,
-        authority: &Authority,
+        authority: &'a Authority,
         mut req: Request<RequestBody>,
-    ) -> Result<Answer, SendError> {
-        let home = &self.idle[endpoint];
-        let progress = req.body().progress();
-        let resendable =
-            request::idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
-        while let Some(mut sender) = home.pop() {
-            if sender.is_closed() || sender.ready().await.is_err() {
-                continue;
+    ) -> impl Future<Output = Result<Answer, SendError>> + Send + 'a {
+        async move {
+            let home = &self.idle[endpoint];
+            let progress = req.body().progress();
+            let resendable =
+                request::idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
+            while let Some(mut sender) = home.pop() {
+                if sender.is_closed() || sender.ready().await.is_err() {
+                    continue;
+                }
+                let again = resendable.then(|| copy_bodiless(&req));
+                match sender.try_send_request(req).await {
+                    Ok(response) => {
+                        let lease = self.lease(sender, endpoint, progress);
+                        return Ok(Answer::Hyper(response, Some(lease)));
+                    }
+                    Err(mut e) => match (e.take_message(), again) {
+                        (Some(unsent), _) => req = unsent,
+                        (None, Some(again)) if closed_unanswered(e.error()) => {
+                            tracing::debug!(endpoint = %authority, error = %e.error(), "pooled connection closed under the request; sending it on a new one");
+                            req = again;
+                            break;
+                        }
+                        (None, _) => return Err(SendError::after_connect(e.into_error().into())),
+                    },
+                }
             }
-            let again = resendable.then(|| copy_bodiless(&req));
-            match sender.try_send_request(req).await {
+            let mut sender = self.connect(authority).await?;
+            match sender.send_request(req).await {
                 Ok(response) => {
                     let lease = self.lease(sender, endpoint, progress);
-                    return Ok(Answer::Hyper(response, Some(lease)));
+                    Ok(Answer::Hyper(response, Some(lease)))
                 }
-                Err(mut e) => match (e.take_message(), again) {
-                    (Some(unsent), _) => req = unsent,
-                    (None, Some(again)) if closed_unanswered(e.error()) => {
-                        tracing::debug!(endpoint = %authority, error = %e.error(), "pooled connection closed under the request; sending it on a new one");
-                        req = again;
-                        break;
-                    }
-                    (None, _) => return Err(SendError::after_connect(e.into_error().into())),
-                },
+                Err(e) => Err(SendError::after_connect(e.into())),
             }
-        }
-        let mut sender = self.connect(authority).await?;
-        match sender.send_request(req).await {
-            Ok(response) => {
-                let lease = self.lease(sender, endpoint, progress);
-                Ok(Answer::Hyper(response, Some(lease)))
-            }
-            Err(e) => Err(SendError::after_connect(e.into())),
         }
     }
 

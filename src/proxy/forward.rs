@@ -289,92 +289,98 @@ fn grpc_message(message: &str, id: &RequestId) -> HeaderValue {
 /// Sends `req` to endpoint `endpoint` of `pool` and returns the upstream's response head; the
 /// body streams on. `downstream` is the client's side of a WebSocket upgrade, tunnelled to the
 /// upstream's when it switches protocols. The caller bounds the wait with the route deadline.
-pub async fn send(
+///
+/// Not an `async fn` (nor is [`try_endpoint`]): the request is kept once in its future (see
+/// `proxy::handle`).
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps the request twice (`proxy::handle`)
+pub fn send(
     pool: &UpstreamPool,
     endpoint: usize,
     mut req: Request<RequestBody>,
     downstream: Option<hyper::upgrade::OnUpgrade>,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    if pool.version == Version::HTTP_11 {
-        frame_as_chunked(&mut req);
-    }
-    // What the 101 must answer, for an upgrade weir tunnels.
-    let asked = downstream.as_ref().map(|_| Upgrade::asked(req.headers()));
-    if pool.origin_form() {
-        set_origin_form(&mut req, pool.endpoint(endpoint))?;
-    } else {
-        set_target(
-            &mut req,
-            pool.scheme.clone(),
-            pool.endpoint(endpoint).clone(),
-            pool.version,
-        )?;
-    }
-    let upstream = || pool.name.clone();
-    let (mut response, lease) = match pool.send(endpoint, req, downstream.is_some()).await {
-        Err(SendError::Connect(source)) => {
-            return Err(ProxyError::Connect {
-                upstream: upstream(),
-                source,
-            });
+) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + Send + '_ {
+    async move {
+        if pool.version == Version::HTTP_11 {
+            frame_as_chunked(&mut req);
         }
-        Err(SendError::Tls(source)) => {
-            return Err(ProxyError::Tls {
-                upstream: upstream(),
-                source,
-            });
+        // What the 101 must answer, for an upgrade weir tunnels.
+        let asked = downstream.as_ref().map(|_| Upgrade::asked(req.headers()));
+        if pool.origin_form() {
+            set_origin_form(&mut req, pool.endpoint(endpoint))?;
+        } else {
+            set_target(
+                &mut req,
+                pool.scheme.clone(),
+                pool.endpoint(endpoint).clone(),
+                pool.version,
+            )?;
         }
-        Err(SendError::Reset(source)) => {
-            return Err(ProxyError::Reset {
-                upstream: upstream(),
-                source,
-            });
-        }
-        Err(SendError::Protocol(source)) => {
+        let upstream = || pool.name.clone();
+        let (mut response, lease) = match pool.send(endpoint, req, downstream.is_some()).await {
+            Err(SendError::Connect(source)) => {
+                return Err(ProxyError::Connect {
+                    upstream: upstream(),
+                    source,
+                });
+            }
+            Err(SendError::Tls(source)) => {
+                return Err(ProxyError::Tls {
+                    upstream: upstream(),
+                    source,
+                });
+            }
+            Err(SendError::Reset(source)) => {
+                return Err(ProxyError::Reset {
+                    upstream: upstream(),
+                    source,
+                });
+            }
+            Err(SendError::Protocol(source)) => {
+                return Err(ProxyError::Protocol {
+                    upstream: upstream(),
+                    source,
+                });
+            }
+            // A wire's response head passed `proxy::wire`'s framing rules already, and a wire never
+            // carries an upgrade. Its fields stay as they came, in the body, hop-by-hop ones too:
+            // `proxy::handle` puts them in the map (`forward::with_fields_in_map`) or leaves them for
+            // weir's own HTTP/1.1 server side to write (`h1`), which drops the same ones.
+            Ok(Answer::Wire(response)) => return Ok(response.map(UpstreamBody::Wire)),
+            Ok(Answer::Hyper(response, lease)) => (response, lease),
+        };
+        // Dropped with its lease, the connection closes: what follows on it cannot be trusted.
+        if let Some(why) = framing_problem(&response) {
             return Err(ProxyError::Protocol {
                 upstream: upstream(),
-                source,
+                source: why.into(),
             });
         }
-        // A wire's response head passed `proxy::wire`'s framing rules already, and a wire never
-        // carries an upgrade. Its fields stay as they came, in the body, hop-by-hop ones too:
-        // `proxy::handle` puts them in the map (`forward::with_fields_in_map`) or leaves them for
-        // weir's own HTTP/1.1 server side to write (`h1`), which drops the same ones.
-        Ok(Answer::Wire(response)) => return Ok(response.map(UpstreamBody::Wire)),
-        Ok(Answer::Hyper(response, lease)) => (response, lease),
-    };
-    // Dropped with its lease, the connection closes: what follows on it cannot be trusted.
-    if let Some(why) = framing_problem(&response) {
-        return Err(ProxyError::Protocol {
-            upstream: upstream(),
-            source: why.into(),
-        });
-    }
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let checked = match &asked {
-            Some(asked) => asked.check(response.headers()),
-            None => Err("no upgrade was asked for"),
-        };
-        if let Err(reason) = checked {
-            return Err(ProxyError::BadUpgrade {
-                upstream: upstream(),
-                reason,
-            });
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let checked = match &asked {
+                Some(asked) => asked.check(response.headers()),
+                None => Err("no upgrade was asked for"),
+            };
+            if let Err(reason) = checked {
+                return Err(ProxyError::BadUpgrade {
+                    upstream: upstream(),
+                    reason,
+                });
+            }
         }
-    }
-    match downstream {
-        Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            tunnel(
-                downstream,
-                hyper::upgrade::on(&mut response),
-                pool.name.clone(),
-            );
-            // The connection now carries the tunnel; it never goes back to the pool.
-            return Ok(response.map(|b| UpstreamBody::new(b, None)));
+        match downstream {
+            Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                tunnel(
+                    downstream,
+                    hyper::upgrade::on(&mut response),
+                    pool.name.clone(),
+                );
+                // The connection now carries the tunnel; it never goes back to the pool.
+                return Ok(response.map(|b| UpstreamBody::new(b, None)));
+            }
+            _ => strip_hop_by_hop(response.headers_mut(), false),
         }
-        _ => strip_hop_by_hop(response.headers_mut(), false),
+        Ok(response.map(|b| UpstreamBody::new(b, lease)))
     }
-    Ok(response.map(|b| UpstreamBody::new(b, lease)))
 }
 
 /// [`send`] within the route's `deadline` (past it: [`ProxyError::Timeout`] of `timeout`), timed
@@ -382,27 +388,30 @@ pub async fn send(
 /// shadow copies both go through here; what the outcome means for the endpoint's outlier count
 /// is the caller's business (real requests only: `proxy::exchange` for a try that got no
 /// response, `ResponseBody` when a response ends).
-pub async fn try_endpoint(
-    pool: &UpstreamPool,
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps the request twice (`proxy::handle`)
+pub fn try_endpoint<'a>(
+    pool: &'a UpstreamPool,
     endpoint: usize,
     req: Request<RequestBody>,
     downstream: Option<hyper::upgrade::OnUpgrade>,
-    (deadline, timer): (tokio::time::Instant, &RouteTimer),
+    (deadline, timer): (tokio::time::Instant, &'a RouteTimer),
     timeout: Duration,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    let progress = req.body().progress();
-    // Pinned where it is made: `within` takes it by reference, so the large future is not moved.
-    let send = std::pin::pin!(send(pool, endpoint, req, downstream));
-    timer
-        .within(deadline, send)
-        .await
-        .unwrap_or_else(|Elapsed| {
-            Err(ProxyError::Timeout {
-                upstream: pool.name.clone(),
-                timeout,
+) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + Send + 'a {
+    async move {
+        let progress = req.body().progress();
+        // Pinned where it is made: `within` takes it by reference, so the large future is not moved.
+        let send = std::pin::pin!(send(pool, endpoint, req, downstream));
+        timer
+            .within(deadline, send)
+            .await
+            .unwrap_or_else(|Elapsed| {
+                Err(ProxyError::Timeout {
+                    upstream: pool.name.clone(),
+                    timeout,
+                })
             })
-        })
-        .map_err(|e| blame(e, progress.as_deref()))
+            .map_err(|e| blame(e, progress.as_deref()))
+    }
 }
 
 /// The timer of the route deadline, one per client connection, lent to each of its requests in

@@ -301,57 +301,63 @@ impl Body for Tracked {
 }
 
 /// Serves one request of `conn`, counted in flight until its response body is dropped.
-async fn serve_request(
+///
+/// Not an `async fn`: the request is kept once in its future (see `proxy::handle`).
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps the request twice (`proxy::handle`)
+fn serve_request(
     conn: Arc<Connection>,
     mut req: http::Request<ClientBody>,
-) -> Response<Tracked> {
-    let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let version = req.version();
-    if n == 1 && req.version() == http::Version::HTTP_2 {
-        conn.http2.store(true, Ordering::Relaxed);
+) -> impl Future<Output = Response<Tracked>> + Send {
+    async move {
+        let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let version = req.version();
+        if n == 1 && req.version() == http::Version::HTTP_2 {
+            conn.http2.store(true, Ordering::Relaxed);
+        }
+        let mut in_flight = InFlight::new(conn.clone());
+        let response = if conn.verdict.refuses(n) {
+            // hyper kept one of the ambiguous headers and would forward the rest; weir refuses the
+            // request and closes the connection, whose next bytes cannot be trusted.
+            let e = ProxyError::Refused(Refusal::Framing);
+            conn.info
+                .client_errors
+                .count(crate::metrics::ClientErrorKind::Framing);
+            let id = crate::observe::request_id::ensure(req.headers_mut());
+            tracing::debug!(client = %conn.info.client, request_id = %id, error = %e, "request refused");
+            let mut r =
+                super::forward::error_response(&e, false, &id).map(|b| ResponseBody::new(b, None));
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            r
+        } else {
+            super::handle(&conn.snapshots, &conn.info, req).await
+        };
+        in_flight.answered = true;
+        let mut response = response;
+        if version == http::Version::HTTP_11 {
+            // weir speaks HTTP/1.1 to an HTTP/1.1 client whatever its upstream spoke (hyper would
+            // write an HTTP/1.0 upstream's version; weir's own writer always writes 1.1).
+            *response.version_mut() = http::Version::HTTP_11;
+        }
+        // A connection a retired backend served, or one asked to close (the server drains, it sat
+        // idle): the response says so and the connection closes after it, on weir's HTTP/1.1 path
+        // and hyper's alike (hyper's own graceful shutdown cannot be asked before its first read,
+        // see the hand-off in `serve_http`).
+        let closing =
+            conn.drain_close.load(Ordering::Relaxed) || conn.closing.load(Ordering::Relaxed);
+        if closing && version < http::Version::HTTP_2 {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        response.map(|body| Tracked {
+            body,
+            _in_flight: in_flight,
+        })
     }
-    let mut in_flight = InFlight::new(conn.clone());
-    let response = if conn.verdict.refuses(n) {
-        // hyper kept one of the ambiguous headers and would forward the rest; weir refuses the
-        // request and closes the connection, whose next bytes cannot be trusted.
-        let e = ProxyError::Refused(Refusal::Framing);
-        conn.info
-            .client_errors
-            .count(crate::metrics::ClientErrorKind::Framing);
-        let id = crate::observe::request_id::ensure(req.headers_mut());
-        tracing::debug!(client = %conn.info.client, request_id = %id, error = %e, "request refused");
-        let mut r =
-            super::forward::error_response(&e, false, &id).map(|b| ResponseBody::new(b, None));
-        r.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        r
-    } else {
-        super::handle(&conn.snapshots, &conn.info, req).await
-    };
-    in_flight.answered = true;
-    let mut response = response;
-    if version == http::Version::HTTP_11 {
-        // weir speaks HTTP/1.1 to an HTTP/1.1 client whatever its upstream spoke (hyper would
-        // write an HTTP/1.0 upstream's version; weir's own writer always writes 1.1).
-        *response.version_mut() = http::Version::HTTP_11;
-    }
-    // A connection a retired backend served, or one asked to close (the server drains, it sat
-    // idle): the response says so and the connection closes after it, on weir's HTTP/1.1 path
-    // and hyper's alike (hyper's own graceful shutdown cannot be asked before its first read,
-    // see the hand-off in `serve_http`).
-    let closing = conn.drain_close.load(Ordering::Relaxed) || conn.closing.load(Ordering::Relaxed);
-    if closing && version < http::Version::HTTP_2 {
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-    }
-    response.map(|body| Tracked {
-        body,
-        _in_flight: in_flight,
-    })
 }
 
 /// The idle check runs this many times per idle timeout; a connection is idle after that many

@@ -44,227 +44,239 @@ use std::sync::Arc;
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 
 /// Serves one request: one snapshot load, route, weighted pick, forward.
-pub async fn handle(
-    snapshots: &ArcSwap<Snapshot>,
-    conn: &ConnInfo,
+///
+/// Not an `async fn`, nor are the layers it hands the request down to (`forward::try_endpoint`,
+/// `forward::send`, `Http1Pool::send_wire` and `send_hyper`) or the one above it
+/// (`listener::serve_request`). An `async fn` keeps its arguments in its future for its whole
+/// life and moves each into a local of its own; when the body borrows the request before it
+/// passes it on, the future keeps both, so each of these layers held the request twice (264 or
+/// 368 bytes each time). An `async move` block works on what it captured, in place: the future
+/// hyper spawns per HTTP/2 stream went from 6,344 to 4,624 bytes, and weir's HTTP/1.1
+/// connection future from 8,472 to 6,752 (`-Zprint-type-sizes`, docs/PERFORMANCE.md).
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps the request twice (`proxy::handle`)
+pub fn handle<'a>(
+    snapshots: &'a ArcSwap<Snapshot>,
+    conn: &'a ConnInfo,
     mut req: Request<ClientBody>,
-) -> Response<ResponseBody> {
-    let snapshot = snapshots.load_full();
-    let started = Instant::now();
-    let grpc = forward::is_grpc(&req);
-    let checked = head::check(&req, snapshot.config.limits.max_headers);
-    // After the check, which counts the client's header fields, not weir's.
-    let id = request_id::ensure(req.headers_mut());
-    // With a `tracing` section: continue the caller's trace or start one, and name weir's span
-    // as the upstream's parent. Without one, `traceparent` is not even read.
-    let span = match (&snapshot.tracer, &checked) {
-        (Some(t), Ok(())) => Some(trace_context::propagate(req.headers_mut(), t.sampler)),
-        _ => None,
-    };
-    let export = snapshot
-        .tracer
-        .as_ref()
-        .and_then(|t| t.export.clone())
-        .filter(|_| span.is_some_and(|s| s.sampled()));
-    // The access line's record (and the span's), when the config's access log is on, a
-    // sampled span is exported or `RUST_LOG` enables the `weir::access` target; nothing is
-    // built otherwise.
-    let mut access = (snapshot.access_log.is_some()
-        || export.is_some()
-        || tracing::enabled!(target: "weir::access", tracing::Level::INFO))
-    .then(|| {
-        let mut a = access_of(&req, conn, &id, snapshot.access_log.clone(), started);
-        a.span = span.zip(export);
-        a.trace_id = span.map(|s| s.trace_id);
-        a
-    });
-    if let Err(refusal) = checked {
-        return refuse(conn, ProxyError::Refused(refusal), grpc, &id, access);
-    }
-    let host = router::request_host(&req);
-    let view = matching::RequestView {
-        method: req.method(),
-        path: req.uri().path(),
-        query: req.uri().query(),
-        headers: req.headers(),
-    };
-    let Some((route, matched)) = router::find(&snapshot.routes, host, &view) else {
-        if let Some(a) = &mut access {
-            a.flags = ProxyError::NoRoute.flags();
-            a.status = 404;
-        }
-        return forward::error_response(&ProxyError::NoRoute, grpc, &id)
-            .map(|b| ResponseBody::new(b, access));
-    };
-    // A gRPC client's own deadline, when shorter, bounds the wait too.
-    let timeout = match forward::grpc_timeout(&req) {
-        Some(t) if grpc => t.min(route.timeout),
-        _ => route.timeout,
-    };
-    let gateway = route.gateway.as_deref();
-    if let Some(r) = gateway.and_then(|g| g.filters.redirect(None)) {
-        return redirect(r, req, conn, matched, route, None, &id, access);
-    }
-    // Session affinity: the client's cookie may pin it to a backend that still takes traffic
-    // and has an endpoint to send to.
-    let decision = gateway.and_then(|g| g.affinity.as_ref()).map(|a| {
-        a.decide(req.headers(), |b| {
-            route.backends[b].weight > 0 && route.backends[b].pool.has_endpoint()
-        })
-    });
-    let pin = match decision {
-        Some(affinity::Decision::Pinned(b)) => Some(b),
-        _ => None,
-    };
-    let mut chosen = split::choose_pinned(
-        &route.split,
-        req.headers(),
-        req.uri().query(),
-        pin,
-        random_below,
-    );
-    let mut backend = &route.backends[chosen];
-    // The first endpoint is picked here, so a backend with none can hand its request to
-    // another backend of the route (`health::live_pick`); only then is it a 503.
-    let first = match backend.pool.pick(None) {
-        Some(e) => Some(e),
-        None => {
-            backend.metrics.unavailable.inc();
-            backend.pool.note_unavailable(&route.name);
-            // A rollout judges the backend on what it could serve: a canary with no endpoint
-            // fails its analysis (and is rolled back) rather than stalling for lack of requests.
-            if let Some(probe) = &backend.probe {
-                probe.record(false, 0);
-            }
-            match fallback(route, chosen, &req) {
-                Some((b, e)) => {
-                    chosen = b;
-                    backend = &route.backends[b];
-                    Some(e)
-                }
-                None => None,
-            }
-        }
-    };
-    if let Some(r) = gateway.and_then(|g| g.filters.redirect(Some(chosen))) {
-        return redirect(r, req, conn, matched, route, Some(chosen), &id, access);
-    }
-    // The drain closes this connection if the backend that serves it now retires.
-    conn.served.mark(backend.drain_bit);
-    let mut tries = Tries {
-        timed: access.is_some(),
-        ..Tries::default()
-    };
-    // A request weir's own HTTP/1.1 server side read (`h1`, the only maker of `ClientBody::Empty`)
-    // gets a wire's response fields written as they came, unless something here reads or
-    // changes the response's fields (gateway filters and affinity, gRPC's status).
-    let fields_as_sent = matches!(req.body(), ClientBody::Empty) && !grpc && gateway.is_none();
-    let mut answer = exchange(
-        route,
-        Picked {
-            backend,
-            index: chosen,
-            matched,
-            first,
-        },
-        req,
-        conn,
-        started,
-        timeout,
-        &mut tries,
-    )
-    .await;
-    // The map takes every field httparse took (the `upstream_response` fuzz target holds it to
-    // that); should the two parsers ever differ, the answer fails closed as the upstream's fault.
-    if !fields_as_sent
-        && let Ok((r, _)) = &mut answer
-        && let Err(e) = forward::with_fields_in_map(r)
-    {
-        answer = Err(ProxyError::Protocol {
-            upstream: backend.pool.name.clone(),
-            source: e.into(),
-        });
-    }
-    // (status, answering endpoint): what the response's end is judged on, `None` when the
-    // client was at fault, which never counts against the backend.
-    let (mut response, judged, status) = match answer {
-        Ok((mut r, endpoint)) => {
-            let status = r.status();
-            // The client gets the ID the upstream and the access log got, whatever the
-            // upstream answered in the header.
-            r.headers_mut()
-                .insert(&request_id::HEADER, id.header_value().clone());
-            if let (Some(a), Some(d)) = (gateway.and_then(|g| g.affinity.as_ref()), decision)
-                && let Some(cookie) = a.set_cookie(d, chosen)
-            {
-                r.headers_mut()
-                    .append(http::header::SET_COOKIE, cookie.clone());
-            }
-            if let Some(a) = &mut access {
-                a.endpoint = Some(backend.pool.endpoint(endpoint).clone());
-                a.upstream = tries.sent.map(|t| t.elapsed());
-            }
-            (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
-        }
-        Err(e) => {
-            if let Some(kind) = e.client_kind() {
-                tracing::debug!(route = &*route.name, request_id = %id, error = %e, "the client failed its request");
-                conn.client_errors.count(kind);
-            } else {
-                tracing::warn!(route = &*route.name, backend = &**backend.name(), request_id = %id, error = %e, "request failed");
-            }
-            if let Some(kind) = e.upstream_kind() {
-                backend.pool.metrics.count(kind);
-            }
-            if let Some(a) = &mut access {
-                a.flags = e.flags();
-                if tries.retries > 0 && e.upstream_kind().is_some() {
-                    a.flags.insert(ResponseFlags::RETRY_LIMIT_EXCEEDED);
-                }
-            }
-            // weir's own 502/503/504 are failures of the chosen backend. Metrics and the
-            // access log name the HTTP status of the failure, also when a gRPC caller got
-            // it as HTTP 200 with a grpc-status.
-            let judged = e.client_kind().is_none().then_some(None);
-            (forward::error_response(&e, grpc, &id), judged, e.status())
-        }
-    };
-    // Response filters and `x-weir-backend`, on the upstream's answers and weir's own.
-    if let Some(g) = gateway {
-        g.filters.apply_response(chosen, response.headers_mut());
-    }
-    let record = judged.map(|endpoint| {
-        let mut r = Record {
-            metrics: backend.metrics.clone(),
-            probe: backend.probe.clone(),
-            pool: backend.pool.clone(),
-            endpoint,
-            status,
-            started,
-            head: started.elapsed(),
-            grpc: (grpc && response.status() == http::StatusCode::OK)
-                .then_some(route.grpc_failures),
-            grpc_status: None,
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'a {
+    async move {
+        let snapshot = snapshots.load_full();
+        let started = Instant::now();
+        let grpc = forward::is_grpc(&req);
+        let checked = head::check(&req, snapshot.config.limits.max_headers);
+        // After the check, which counts the client's header fields, not weir's.
+        let id = request_id::ensure(req.headers_mut());
+        // With a `tracing` section: continue the caller's trace or start one, and name weir's span
+        // as the upstream's parent. Without one, `traceparent` is not even read.
+        let span = match (&snapshot.tracer, &checked) {
+            (Some(t), Ok(())) => Some(trace_context::propagate(req.headers_mut(), t.sampler)),
+            _ => None,
         };
-        r.read_head(response.headers());
-        r
-    });
-    if let Some(a) = &mut access {
-        a.route = Some(route.name.clone());
-        a.backend = Some(backend.name().clone());
-        a.status = status.as_u16();
-        a.retries = tries.retries;
-        a.bytes_received = tries.replayed;
-        a.progress = tries.progress.take();
-    }
-    // The outcome is recorded when the body ends (at once for an empty one).
-    response.map(|b| {
-        let body = ResponseBody::new(b, access);
-        match record {
-            Some(r) => body.recording(r, conn.delivery.clone()),
-            None => body,
+        let export = snapshot
+            .tracer
+            .as_ref()
+            .and_then(|t| t.export.clone())
+            .filter(|_| span.is_some_and(|s| s.sampled()));
+        // The access line's record (and the span's), when the config's access log is on, a
+        // sampled span is exported or `RUST_LOG` enables the `weir::access` target; nothing is
+        // built otherwise.
+        let mut access = (snapshot.access_log.is_some()
+            || export.is_some()
+            || tracing::enabled!(target: "weir::access", tracing::Level::INFO))
+        .then(|| {
+            let mut a = access_of(&req, conn, &id, snapshot.access_log.clone(), started);
+            a.span = span.zip(export);
+            a.trace_id = span.map(|s| s.trace_id);
+            a
+        });
+        if let Err(refusal) = checked {
+            return refuse(conn, ProxyError::Refused(refusal), grpc, &id, access);
         }
-    })
+        let host = router::request_host(&req);
+        let view = matching::RequestView {
+            method: req.method(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+        };
+        let Some((route, matched)) = router::find(&snapshot.routes, host, &view) else {
+            if let Some(a) = &mut access {
+                a.flags = ProxyError::NoRoute.flags();
+                a.status = 404;
+            }
+            return forward::error_response(&ProxyError::NoRoute, grpc, &id)
+                .map(|b| ResponseBody::new(b, access));
+        };
+        // A gRPC client's own deadline, when shorter, bounds the wait too.
+        let timeout = match forward::grpc_timeout(&req) {
+            Some(t) if grpc => t.min(route.timeout),
+            _ => route.timeout,
+        };
+        let gateway = route.gateway.as_deref();
+        if let Some(r) = gateway.and_then(|g| g.filters.redirect(None)) {
+            return redirect(r, req, conn, matched, route, None, &id, access);
+        }
+        // Session affinity: the client's cookie may pin it to a backend that still takes traffic
+        // and has an endpoint to send to.
+        let decision = gateway.and_then(|g| g.affinity.as_ref()).map(|a| {
+            a.decide(req.headers(), |b| {
+                route.backends[b].weight > 0 && route.backends[b].pool.has_endpoint()
+            })
+        });
+        let pin = match decision {
+            Some(affinity::Decision::Pinned(b)) => Some(b),
+            _ => None,
+        };
+        let mut chosen = split::choose_pinned(
+            &route.split,
+            req.headers(),
+            req.uri().query(),
+            pin,
+            random_below,
+        );
+        let mut backend = &route.backends[chosen];
+        // The first endpoint is picked here, so a backend with none can hand its request to
+        // another backend of the route (`health::live_pick`); only then is it a 503.
+        let first = match backend.pool.pick(None) {
+            Some(e) => Some(e),
+            None => {
+                backend.metrics.unavailable.inc();
+                backend.pool.note_unavailable(&route.name);
+                // A rollout judges the backend on what it could serve: a canary with no endpoint
+                // fails its analysis (and is rolled back) rather than stalling for lack of requests.
+                if let Some(probe) = &backend.probe {
+                    probe.record(false, 0);
+                }
+                match fallback(route, chosen, &req) {
+                    Some((b, e)) => {
+                        chosen = b;
+                        backend = &route.backends[b];
+                        Some(e)
+                    }
+                    None => None,
+                }
+            }
+        };
+        if let Some(r) = gateway.and_then(|g| g.filters.redirect(Some(chosen))) {
+            return redirect(r, req, conn, matched, route, Some(chosen), &id, access);
+        }
+        // The drain closes this connection if the backend that serves it now retires.
+        conn.served.mark(backend.drain_bit);
+        let mut tries = Tries {
+            timed: access.is_some(),
+            ..Tries::default()
+        };
+        // A request weir's own HTTP/1.1 server side read (`h1`, the only maker of `ClientBody::Empty`)
+        // gets a wire's response fields written as they came, unless something here reads or
+        // changes the response's fields (gateway filters and affinity, gRPC's status).
+        let fields_as_sent = matches!(req.body(), ClientBody::Empty) && !grpc && gateway.is_none();
+        let mut answer = exchange(
+            route,
+            Picked {
+                backend,
+                index: chosen,
+                matched,
+                first,
+            },
+            req,
+            conn,
+            started,
+            timeout,
+            &mut tries,
+        )
+        .await;
+        // The map takes every field httparse took (the `upstream_response` fuzz target holds it to
+        // that); should the two parsers ever differ, the answer fails closed as the upstream's fault.
+        if !fields_as_sent
+            && let Ok((r, _)) = &mut answer
+            && let Err(e) = forward::with_fields_in_map(r)
+        {
+            answer = Err(ProxyError::Protocol {
+                upstream: backend.pool.name.clone(),
+                source: e.into(),
+            });
+        }
+        // (status, answering endpoint): what the response's end is judged on, `None` when the
+        // client was at fault, which never counts against the backend.
+        let (mut response, judged, status) = match answer {
+            Ok((mut r, endpoint)) => {
+                let status = r.status();
+                // The client gets the ID the upstream and the access log got, whatever the
+                // upstream answered in the header.
+                r.headers_mut()
+                    .insert(&request_id::HEADER, id.header_value().clone());
+                if let (Some(a), Some(d)) = (gateway.and_then(|g| g.affinity.as_ref()), decision)
+                    && let Some(cookie) = a.set_cookie(d, chosen)
+                {
+                    r.headers_mut()
+                        .append(http::header::SET_COOKIE, cookie.clone());
+                }
+                if let Some(a) = &mut access {
+                    a.endpoint = Some(backend.pool.endpoint(endpoint).clone());
+                    a.upstream = tries.sent.map(|t| t.elapsed());
+                }
+                (r.map(body::Inner::Upstream), Some(Some(endpoint)), status)
+            }
+            Err(e) => {
+                if let Some(kind) = e.client_kind() {
+                    tracing::debug!(route = &*route.name, request_id = %id, error = %e, "the client failed its request");
+                    conn.client_errors.count(kind);
+                } else {
+                    tracing::warn!(route = &*route.name, backend = &**backend.name(), request_id = %id, error = %e, "request failed");
+                }
+                if let Some(kind) = e.upstream_kind() {
+                    backend.pool.metrics.count(kind);
+                }
+                if let Some(a) = &mut access {
+                    a.flags = e.flags();
+                    if tries.retries > 0 && e.upstream_kind().is_some() {
+                        a.flags.insert(ResponseFlags::RETRY_LIMIT_EXCEEDED);
+                    }
+                }
+                // weir's own 502/503/504 are failures of the chosen backend. Metrics and the
+                // access log name the HTTP status of the failure, also when a gRPC caller got
+                // it as HTTP 200 with a grpc-status.
+                let judged = e.client_kind().is_none().then_some(None);
+                (forward::error_response(&e, grpc, &id), judged, e.status())
+            }
+        };
+        // Response filters and `x-weir-backend`, on the upstream's answers and weir's own.
+        if let Some(g) = gateway {
+            g.filters.apply_response(chosen, response.headers_mut());
+        }
+        let record = judged.map(|endpoint| {
+            let mut r = Record {
+                metrics: backend.metrics.clone(),
+                probe: backend.probe.clone(),
+                pool: backend.pool.clone(),
+                endpoint,
+                status,
+                started,
+                head: started.elapsed(),
+                grpc: (grpc && response.status() == http::StatusCode::OK)
+                    .then_some(route.grpc_failures),
+                grpc_status: None,
+            };
+            r.read_head(response.headers());
+            r
+        });
+        if let Some(a) = &mut access {
+            a.route = Some(route.name.clone());
+            a.backend = Some(backend.name().clone());
+            a.status = status.as_u16();
+            a.retries = tries.retries;
+            a.bytes_received = tries.replayed;
+            a.progress = tries.progress.take();
+        }
+        // The outcome is recorded when the body ends (at once for an empty one).
+        response.map(|b| {
+            let body = ResponseBody::new(b, access);
+            match record {
+                Some(r) => body.recording(r, conn.delivery.clone()),
+                None => body,
+            }
+        })
+    }
 }
 
 /// The backend (its index in the route) and endpoint for a request whose chosen backend
