@@ -50,10 +50,11 @@ pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 /// (`listener::serve_request`). An `async fn` keeps its arguments in its future for its whole
 /// life and moves each into a local of its own; when the body borrows the request before it
 /// passes it on, the future keeps both, so each of these layers held the request twice (264 or
-/// 368 bytes each time). An `async move` block works on what it captured, in place: the future
-/// hyper spawns per HTTP/2 stream went from 6,344 to 4,624 bytes, and weir's HTTP/1.1
-/// connection future from 8,472 to 6,752 (`-Zprint-type-sizes`, docs/PERFORMANCE.md).
-#[allow(clippy::manual_async_fn)] // an `async fn` keeps the request twice (`proxy::handle`)
+/// 368 bytes each time). An `async move` block works on what it captured, in place: the service
+/// future hyper runs per HTTP/2 stream went from 6,344 to 4,624 bytes (the task it spawns for
+/// it from 6,528 to 4,864), and weir's HTTP/1.1 connection future from 8,472 to 6,752
+/// (`-Zprint-type-sizes`, docs/PERFORMANCE.md).
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps the request twice (see above)
 pub fn handle<'a>(
     snapshots: &'a ArcSwap<Snapshot>,
     conn: &'a ConnInfo,
