@@ -317,30 +317,7 @@ pub fn send(
         }
         let upstream = || pool.name.clone();
         let (mut response, lease) = match pool.send(endpoint, req, downstream.is_some()).await {
-            Err(SendError::Connect(source)) => {
-                return Err(ProxyError::Connect {
-                    upstream: upstream(),
-                    source,
-                });
-            }
-            Err(SendError::Tls(source)) => {
-                return Err(ProxyError::Tls {
-                    upstream: upstream(),
-                    source,
-                });
-            }
-            Err(SendError::Reset(source)) => {
-                return Err(ProxyError::Reset {
-                    upstream: upstream(),
-                    source,
-                });
-            }
-            Err(SendError::Protocol(source)) => {
-                return Err(ProxyError::Protocol {
-                    upstream: upstream(),
-                    source,
-                });
-            }
+            Err(e) => return Err(send_failed(e, upstream())),
             // A wire's response head passed `proxy::wire`'s framing rules already, and a wire never
             // carries an upgrade. Its fields stay as they came, in the body, hop-by-hop ones too:
             // `proxy::handle` puts them in the map (`forward::with_fields_in_map`) or leaves them for
@@ -380,6 +357,16 @@ pub fn send(
             _ => strip_hop_by_hop(response.headers_mut(), false),
         }
         Ok(response.map(|b| UpstreamBody::new(b, lease)))
+    }
+}
+
+/// What a failed [`send`] means for the request, naming the upstream.
+fn send_failed(e: SendError, upstream: Arc<str>) -> ProxyError {
+    match e {
+        SendError::Connect(source) => ProxyError::Connect { upstream, source },
+        SendError::Tls(source) => ProxyError::Tls { upstream, source },
+        SendError::Reset(source) => ProxyError::Reset { upstream, source },
+        SendError::Protocol(source) => ProxyError::Protocol { upstream, source },
     }
 }
 
